@@ -1,0 +1,38 @@
+# The README's two commands, `make demo` and `make test`, work on a fresh clone:
+# each creates .venv and installs the pinned dependencies first (`make install`).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export NEWSFEED_HOME ?= $(CURDIR)/.newsfeed
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install demo test bench lock clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
+	@touch $(STAMP)
+
+demo: install
+	$(BIN)/newsfeed data generate --preset demo
+	$(BIN)/newsfeed data validate
+	$(BIN)/newsfeed data summary
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python benchmarks/generate_speed.py
+
+# Re-pin the dependency tree after changing pyproject.toml.
+lock: install
+	{ echo "# The whole dependency tree, pinned (pip freeze of a working install, Python 3.11)."; \
+	  echo "# Regenerate with: make lock"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(newsfeed|pip|setuptools)=='; } > requirements.lock
+
+clean:
+	rm -rf $(NEWSFEED_HOME)

@@ -1,0 +1,1 @@
+"""The `newsfeed` command line. Command groups import their heavy libraries lazily."""
