@@ -40,7 +40,10 @@ def _timestamp(nullable: bool = False) -> pa.Column:
 
 def _id(unique: bool = False, nullable: bool = False) -> pa.Column:
     dtype = "Int64" if nullable else "int64"
-    return pa.Column(dtype, pa.Check.ge(0, error="id must be >= 0"), unique=unique, nullable=nullable)
+    return pa.Column(
+        dtype, pa.Check.ge(0, error="id must be >= 0"), unique=unique, nullable=nullable,
+        report_duplicates="exclude_first",  # the first of duplicates stays, later ones are bad
+    )
 
 
 def _label() -> pa.Column:
@@ -71,7 +74,7 @@ def _skip_matches_dwell(df: pd.DataFrame) -> pd.Series:
 USERS = pa.DataFrameSchema(
     {
         "user_id": _id(unique=True),
-        "age": pa.Column("Int64", pa.Check.in_range(10, 110, error="age must be in [10, 110]"), nullable=True),
+        "age": pa.Column("Int64", pa.Check.in_range(0, 120, error="age must be in [0, 120]"), nullable=True),
         "gender": pa.Column(str, pa.Check.isin(GENDERS, error=f"gender must be one of {GENDERS}"), nullable=True),
         "country": pa.Column(str, pa.Check.str_length(2, 2, error="country must be ISO 3166 alpha-2"), nullable=True),
         "language": pa.Column(str, nullable=True),
@@ -106,6 +109,7 @@ FRIENDSHIPS = pa.DataFrameSchema(
     },
     checks=[pa.Check(lambda df: df["user_id"] != df["friend_id"], error="a user cannot befriend themself")],
     unique=["user_id", "friend_id"],
+    report_duplicates="exclude_first",
     name="friendships", strict=True, coerce=True,
 )
 

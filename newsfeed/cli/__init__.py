@@ -1,1 +1,24 @@
-"""The `newsfeed` command line. Command groups import their heavy libraries lazily."""
+"""The `newsfeed` command line: one module per command group.
+
+Command modules import only typer at load time and their heavy libraries
+(pandas, torch, feast, ...) inside each command, so `newsfeed --help` is fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from newsfeed.cli import data
+
+app = typer.Typer(
+    name="newsfeed",
+    help="Newsfeed MLOps platform: data, features, training, serving, experiments and drift.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data.app, name="data")
+
+
+def main() -> None:
+    app()

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field, model_validator
 
+from newsfeed.data.events import events_from_impressions
 from newsfeed.data.vocabulary import COMMON_WORDS, COUNTRIES, TOPICS
 from newsfeed.data.world import HOUR_NS, World
 from newsfeed.schema import GENDERS, MEDIA_TYPES, REACTIONS, conform
@@ -109,7 +110,7 @@ def generate(config: SimConfig, progress: Progress = lambda step: None) -> tuple
         "posts": _posts_table(config, rng, posts),
         "friendships": _friendships_table(friends),
         "impressions": impressions,
-        "events": events_from_impressions(impressions, rng),
+        "events": events_from_impressions(impressions, delay_seconds=rng.uniform(1, 30, size=len(impressions))),
     }
     return {name: conform(name, df) for name, df in tables.items()}, world
 
@@ -352,27 +353,6 @@ def sample_reactions(world: World, rng: np.random.Generator, user, post, ts, pos
     dwell = np.round(np.exp(branch_mu + sigma * rng.standard_normal(n)), 3)
     labels = {r: labels[r].astype(np.int8) for r in REACTIONS}
     return labels, dwell, model.probabilities()
-
-
-def events_from_impressions(impressions: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-    """The raw reaction log behind the impressions: one event per reaction, plus dwell on clicks."""
-    parts = []
-    for r in REACTIONS:
-        rows = impressions[impressions[r] == 1]
-        delay = pd.to_timedelta(rng.uniform(1, 30, size=len(rows)), unit="s")
-        parts.append(pd.DataFrame({
-            "user_id": rows["user_id"].to_numpy(), "post_id": rows["post_id"].to_numpy(),
-            "event_type": r, "value": 1.0, "ts": (rows["ts"] + delay).to_numpy(),
-        }))
-    clicked = impressions[impressions["click"] == 1]
-    parts.append(pd.DataFrame({
-        "user_id": clicked["user_id"].to_numpy(), "post_id": clicked["post_id"].to_numpy(),
-        "event_type": "dwell", "value": clicked["dwell_seconds"].to_numpy(),
-        "ts": (clicked["ts"] + pd.to_timedelta(clicked["dwell_seconds"], unit="s")).to_numpy(),
-    }))
-    events = pd.concat(parts, ignore_index=True)
-    events["ts"] = pd.to_datetime(events["ts"], utc=True)
-    return events.sort_values("ts", kind="stable").reset_index(drop=True)
 
 
 def _users_table(users: dict) -> pd.DataFrame:
