@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 
 demo: install
-	$(BIN)/newsfeed data generate --preset demo
+	$(BIN)/newsfeed data generate
 	$(BIN)/newsfeed data validate
 	$(BIN)/newsfeed data summary
 

@@ -21,5 +21,5 @@ DataDirOption = Annotated[
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print a clear error and return the exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}")
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False)  # paths stay whole
     return typer.Exit(code)

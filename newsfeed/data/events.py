@@ -14,22 +14,24 @@ def events_from_impressions(impressions: pd.DataFrame, delay_seconds: np.ndarray
     ``delay_seconds`` (one per impression) places reactions after the impression;
     without it they carry the impression's time. Dwell ends after the dwell.
     """
-    delay = pd.to_timedelta(np.zeros(len(impressions)) if delay_seconds is None else delay_seconds, unit="s")
-    ts = impressions["ts"] + delay
-    parts = []
+    # int64 nanoseconds throughout: tz-aware timestamps as numpy objects are ~100x slower.
+    ts = impressions["ts"].astype("datetime64[ns, UTC]").array.asi8
+    delay = np.zeros(len(ts), np.int64) if delay_seconds is None else (np.asarray(delay_seconds) * 1e9).astype(np.int64)
+    dwell = impressions["dwell_seconds"].to_numpy(np.float64)
+    rows, kinds, values, times = [], [], [], []
     for r in REACTIONS:
-        hit = (impressions[r] == 1).to_numpy()
-        parts.append(pd.DataFrame({
-            "user_id": impressions["user_id"].to_numpy()[hit], "post_id": impressions["post_id"].to_numpy()[hit],
-            "event_type": r, "value": 1.0, "ts": ts.to_numpy()[hit],
-        }))
-    dwell = impressions["dwell_seconds"]
-    hit = ((impressions["click"] == 1) & dwell.notna()).to_numpy()
-    parts.append(pd.DataFrame({
-        "user_id": impressions["user_id"].to_numpy()[hit], "post_id": impressions["post_id"].to_numpy()[hit],
-        "event_type": "dwell", "value": dwell.to_numpy()[hit],
-        "ts": (impressions["ts"] + pd.to_timedelta(dwell.fillna(0), unit="s")).to_numpy()[hit],
-    }))
-    events = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
-    events["ts"] = pd.to_datetime(events["ts"], utc=True)
+        hit = np.flatnonzero(impressions[r].to_numpy() == 1)
+        rows.append(hit), kinds.append(np.full(len(hit), r, dtype=object))
+        values.append(np.ones(len(hit))), times.append(ts[hit] + delay[hit])
+    hit = np.flatnonzero((impressions["click"].to_numpy() == 1) & ~np.isnan(dwell))
+    rows.append(hit), kinds.append(np.full(len(hit), "dwell", dtype=object))
+    values.append(dwell[hit]), times.append(ts[hit] + (dwell[hit] * 1e9).astype(np.int64))
+    row = np.concatenate(rows)
+    events = pd.DataFrame({
+        "user_id": impressions["user_id"].to_numpy()[row],
+        "post_id": impressions["post_id"].to_numpy()[row],
+        "event_type": np.concatenate(kinds),
+        "value": np.concatenate(values),
+        "ts": pd.to_datetime(np.concatenate(times), utc=True),
+    })
     return events.sort_values("ts", kind="stable").reset_index(drop=True)

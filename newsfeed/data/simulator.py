@@ -37,7 +37,7 @@ class SimConfig(BaseModel):
     posts: int = Field(8_000, ge=10)
     days: int = Field(14, ge=1)
     start: datetime = datetime(2026, 10, 1, tzinfo=timezone.utc)
-    sessions_per_day: float = Field(0.7, gt=0, description="mean feed sessions per user per day")
+    sessions_per_day: float = Field(0.8, gt=0, description="mean feed sessions per user per day")
     feed_size: int = Field(10, ge=1, description="posts shown per session")
     mean_friends: float = Field(16.0, ge=0)
     passive_fraction: float = Field(0.25, ge=0, le=1, description="users who rarely react")

@@ -131,7 +131,7 @@ class World:
             + 0.4 * self.author_popularity[authors]
             + self.post_quality[posts]
             + 1.3 * viral
-            + 0.7 * friend + 0.9 * close + 0.6 * family
+            + 1.0 * friend + 0.9 * close + 0.6 * family
             + 2.0 * self.mentioned(users, posts)
             - 0.45 * np.log1p(age_h / 6.0)
         )

@@ -38,6 +38,7 @@ def read_delimited(
     """
     require_file(path)
     first_line = 2 if header else 1
+    _check_field_counts(path, sep, None if header else len(columns), encoding)
     try:
         raw = pd.read_csv(
             path, sep=sep, header=0 if header else None, names=None if header else list(columns),
@@ -54,10 +55,6 @@ def read_delimited(
     out = {}
     for name, kind in columns.items():
         values = raw[name]
-        short = values.isna()  # the C parser pads lines with too few fields
-        if short.any():
-            line = int(np.flatnonzero(short.to_numpy())[0]) + first_line
-            raise AdapterError(f"{path}:{line}: expected {len(columns)} fields, found fewer")
         if kind == "str":
             out[name] = values
             continue
@@ -70,6 +67,20 @@ def read_delimited(
             raise AdapterError(f"{path}:{i + first_line}: column {name!r} should be {kind}, got {values.iloc[i]!r}")
         out[name] = parsed.astype("Int64") if kind == "int" else parsed.astype("float64")
     return pd.DataFrame(out)
+
+
+def _check_field_counts(path: Path, sep: str, fields: int | None, encoding: str) -> None:
+    """Every non-blank line has the same number of fields (the header's, if fields is None)."""
+    with path.open(encoding=encoding, errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            count = line.count(sep) + 1
+            if fields is None:
+                fields = count
+            elif count != fields:
+                raise AdapterError(f"{path}:{number}: expected {fields} fields, found {count}")
 
 
 def users_frame(user_ids, signup_ts, **columns) -> pd.DataFrame:

@@ -74,9 +74,9 @@ def load(path: Path) -> dict[str, pd.DataFrame]:
 
     read_history = history.explode(["impression_time_fixed", "article_id_fixed", "read_time_fixed"])
     read_history = read_history.dropna(subset=["article_id_fixed"])
-    at = pd.to_datetime(read_history["impression_time_fixed"], utc=True).to_numpy()
+    at = pd.to_datetime(read_history["impression_time_fixed"], utc=True)
     base = {"user_id": read_history["user_id"].to_numpy(np.int64),
-            "post_id": read_history["article_id_fixed"].to_numpy(np.int64), "ts": at}
+            "post_id": read_history["article_id_fixed"].to_numpy(np.int64), "ts": at.to_numpy()}
     history_events = pd.concat([
         pd.DataFrame({**base, "event_type": "click", "value": 1.0}),
         pd.DataFrame({**base, "event_type": "dwell",
@@ -84,7 +84,7 @@ def load(path: Path) -> dict[str, pd.DataFrame]:
     ], ignore_index=True)
 
     every_post = pd.concat([pd.Series(post), history_events["post_id"]], ignore_index=True)
-    every_time = pd.concat([impressions["ts"], pd.Series(pd.to_datetime(at, utc=True))], ignore_index=True)
+    every_time = pd.concat([impressions["ts"], history_events["ts"]], ignore_index=True)
     first = first_seen(every_post, every_time)
     articles_file = _find(path, "articles.parquet")
     if articles_file is not None:
@@ -105,7 +105,7 @@ def load(path: Path) -> dict[str, pd.DataFrame]:
     people = behaviors.sort_values("impression_time").drop_duplicates("user_id", keep="last")
     people = people.set_index("user_id").reindex(sorted(set(behaviors["user_id"]) | set(history["user_id"])))
     activity_user = pd.concat([impressions["user_id"], history_events["user_id"]], ignore_index=True)
-    activity_ts = pd.concat([impressions["ts"], pd.Series(pd.to_datetime(at, utc=True))], ignore_index=True)
+    activity_ts = pd.concat([impressions["ts"], history_events["ts"]], ignore_index=True)
     signup = people.index.map(first_seen(activity_user, activity_ts))
     n = len(people)
     users = users_frame(

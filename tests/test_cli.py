@@ -1,0 +1,67 @@
+"""The command line as a user drives it: help everywhere, generate -> validate -> summary."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from newsfeed.cli import app
+from newsfeed.data.io import read_manifest
+from newsfeed.data.world import World
+
+runner = CliRunner()
+SMALL = ["--users", "120", "--posts", "400", "--days", "3"]
+
+
+@pytest.mark.parametrize("command", [[], ["data"], ["data", "generate"], ["data", "import"], ["data", "validate"],
+                                     ["data", "summary"]])
+def test_every_command_has_help(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_help_does_not_import_heavy_libraries():
+    code = ("import sys; from newsfeed.cli import app; "
+            "print(sorted(m for m in ('pandas', 'torch', 'pandera', 'feast', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_generate_validate_summary(home):
+    generated = runner.invoke(app, ["data", "generate", *SMALL, "--seed", "2"])
+    assert generated.exit_code == 0, generated.output
+    data = home / "data"
+    assert read_manifest(data)["config"]["users"] == 120
+    assert World.load(data / "truth" / "world.npz").n_users == 120
+
+    validated = runner.invoke(app, ["data", "validate"])
+    assert validated.exit_code == 0, validated.output
+    assert "impressions" in validated.output
+
+    summary = runner.invoke(app, ["data", "summary"])
+    assert summary.exit_code == 0, summary.output
+    assert "true mean p" in summary.output and "friend_request" in summary.output
+
+
+def test_generate_is_idempotent_and_guards_other_data(home):
+    assert runner.invoke(app, ["data", "generate", *SMALL]).exit_code == 0
+    again = runner.invoke(app, ["data", "generate", *SMALL])
+    assert again.exit_code == 0 and "nothing to do" in again.output
+    other = runner.invoke(app, ["data", "generate", *SMALL, "--seed", "99"])
+    assert other.exit_code == 1 and "--force" in other.output
+    forced = runner.invoke(app, ["data", "generate", *SMALL, "--seed", "99", "--force"])
+    assert forced.exit_code == 0 and read_manifest(home / "data")["config"]["seed"] == 99
+
+
+def test_data_dir_option_and_bad_flags(home, tmp_path):
+    custom = tmp_path / "elsewhere"
+    assert runner.invoke(app, ["data", "generate", *SMALL, "--data-dir", str(custom)]).exit_code == 0
+    assert (custom / "impressions.parquet").exists() and not (home / "data").exists()
+    bad = runner.invoke(app, ["data", "generate", "--users", "3"])
+    assert bad.exit_code == 1 and "users" in bad.output
+    missing = runner.invoke(app, ["data", "summary", str(tmp_path / "nothing")])
+    assert missing.exit_code == 1 and "no such data directory" in missing.output
