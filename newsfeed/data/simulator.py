@@ -107,7 +107,7 @@ def generate(config: SimConfig, progress: Progress = lambda step: None) -> tuple
     progress("events")
     tables = {
         "users": _users_table(users),
-        "posts": _posts_table(config, rng, posts),
+        "posts": _posts_table(rng, posts),
         "friendships": _friendships_table(friends),
         "impressions": impressions,
         "events": events_from_impressions(impressions, delay_seconds=rng.uniform(1, 30, size=len(impressions))),
@@ -370,7 +370,7 @@ def _users_table(users: dict) -> pd.DataFrame:
     )
 
 
-def _posts_table(config: SimConfig, rng: np.random.Generator, posts: dict) -> pd.DataFrame:
+def _posts_table(rng: np.random.Generator, posts: dict) -> pd.DataFrame:
     topic_names = list(TOPICS)
     m = len(posts["author"])
     n_topic_words = rng.integers(4, 9, size=m)

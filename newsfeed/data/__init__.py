@@ -1,0 +1,1 @@
+"""Data layer: canonical tables, the simulator, adapters, validation and parquet I/O."""
