@@ -76,10 +76,29 @@ def test_a_bad_user_takes_its_dependent_rows_to_quarantine_with_reasons(small):
     bad_user = tables["users"].loc[0, "user_id"]
     result = validate_tables(tables)
     assert list(result.quarantine["users"].index) == [0]
-    dependent = (tables["impressions"]["user_id"] == bad_user).sum()
-    assert dependent > 0
+    # The cascade follows the references: their posts, then every impression of them or of those posts.
+    their_posts = set(tables["posts"].loc[tables["posts"]["author_id"] == bad_user, "post_id"])
+    assert set(result.quarantine["posts"]["post_id"]) == their_posts
+    imp = tables["impressions"]
+    dependent = (imp["user_id"] == bad_user) | imp["post_id"].isin(their_posts)
+    assert (imp["user_id"] == bad_user).sum() > 0 and len(their_posts) > 0
     q = result.quarantine["impressions"]
-    assert len(q) == dependent and q[REASON].str.contains("unknown user_id").all()
+    assert set(q.index) == set(imp.index[dependent])
+    assert q[REASON].str.contains("unknown user_id|unknown post_id").all()
+
+
+def test_a_post_failing_a_cross_table_rule_takes_its_impressions_along(small):
+    tables = {k: v.copy() for k, v in small.items()}
+    shown = tables["impressions"]["post_id"].iloc[0]
+    row = tables["posts"].index[tables["posts"]["post_id"] == shown][0]
+    tables["posts"].loc[row, "author_id"] = 10**9  # an author who does not exist
+    result = validate_tables(tables)
+    assert list(result.quarantine["posts"].index) == [row]
+    assert "author_id: unknown user_id" in result.quarantine["posts"].loc[row, REASON]
+    dependent = tables["impressions"]["post_id"] == shown
+    q = result.quarantine["impressions"]
+    assert len(q) == dependent.sum() and q[REASON].str.contains("unknown post_id").all()
+    assert shown not in set(result.clean["impressions"]["post_id"])
 
 
 def test_unreadable_values_are_quarantined_not_fatal(small):

@@ -115,41 +115,41 @@ def _check_table(table: str, df: pd.DataFrame) -> tuple[pd.DataFrame | None, dic
     return None, reasons, [f"{table}: validation did not settle"]
 
 
-def _references(clean: dict[str, pd.DataFrame]) -> dict[str, dict[int, list[str]]]:
-    """Cross-table rules, checked on rows that passed their own table's contract."""
-    bad: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
-    users = clean.get("users")
-    posts = clean.get("posts")
+# (table, column, referenced table, referenced column); tables come after what they reference.
+REFERENCES = [
+    ("posts", "author_id", "users", "user_id"),
+    ("friendships", "user_id", "users", "user_id"),
+    ("friendships", "friend_id", "users", "user_id"),
+    ("impressions", "user_id", "users", "user_id"),
+    ("impressions", "post_id", "posts", "post_id"),
+    ("events", "user_id", "users", "user_id"),
+    ("events", "post_id", "posts", "post_id"),
+]
 
-    def must_exist(table: str, column: str, ref: pd.DataFrame | None, ref_col: str) -> None:
-        df = clean.get(table)
-        if df is None or ref is None:
-            return
+
+def _references(table: str, df: pd.DataFrame, settled: dict[str, pd.DataFrame]) -> dict[int, list[str]]:
+    """Cross-table rules for one table, against the clean rows of the tables it references.
+
+    Checked in dependency order, so a quarantined post takes its impressions with it.
+    """
+    bad: dict[int, list[str]] = defaultdict(list)
+    for name, column, ref_table, ref_column in REFERENCES:
+        if name != table or ref_table not in settled:
+            continue
         values = df[column]
-        missing = values.notna() & ~values.isin(ref[ref_col])
+        missing = values.notna() & ~values.isin(settled[ref_table][ref_column])
         for i in df.index[missing]:
-            bad[table][i].append(f"{column}: unknown {ref_col} (got {_plain(values[i])!r})")
-
-    must_exist("posts", "author_id", users, "user_id")
-    for table in ("friendships",):
-        must_exist(table, "user_id", users, "user_id")
-        must_exist(table, "friend_id", users, "user_id")
-    for table in ("impressions", "events"):
-        must_exist(table, "user_id", users, "user_id")
-        must_exist(table, "post_id", posts, "post_id")
-    impressions = clean.get("impressions")
-    if impressions is not None and posts is not None:
-        created = impressions["post_id"].map(posts.set_index("post_id")["created_ts"])
-        early = created.notna() & (impressions["ts"] < created)
-        for i in impressions.index[early]:
-            bad["impressions"][i].append("ts: impression before the post was created")
+            bad[i].append(f"{column}: unknown {ref_column} (got {_plain(values[i])!r})")
+    if table == "impressions" and "posts" in settled:
+        created = df["post_id"].map(settled["posts"].set_index("post_id")["created_ts"])
+        for i in df.index[created.notna() & (df["ts"] < created)]:
+            bad[i].append("ts: impression before the post was created")
     return bad
 
 
 def validate_tables(tables: dict[str, pd.DataFrame], required: tuple[str, ...] = TABLES) -> ValidationResult:
     clean, quarantine, reports, errors = {}, {}, {}, []
-    per_row: dict[str, dict[int, list[str]]] = {}
-    for table in TABLES:
+    for table in TABLES:  # dependency order: references are checked against settled tables
         if table not in tables:
             if table in required:
                 errors.append(f"{table}: table is missing")
@@ -157,21 +157,14 @@ def validate_tables(tables: dict[str, pd.DataFrame], required: tuple[str, ...] =
         df = tables[table].reset_index(drop=True)
         checked, reasons, table_errors = _check_table(table, df)
         errors += table_errors
-        per_row[table] = reasons
         if checked is not None:
-            clean[table] = checked
-    # Cross-table rules; a row failing them is quarantined like any other.
-    for table, reasons in _references(clean).items():
-        for i, why in reasons.items():
-            per_row[table].setdefault(i, []).extend(why)
-    for table, reasons in per_row.items():
-        df = tables[table].reset_index(drop=True)
+            for i, why in _references(table, checked, clean).items():
+                reasons[i].extend(why)
+            clean[table] = checked.drop(index=[i for i in reasons if i in checked.index])
         bad_index = sorted(reasons)
         q = df.loc[bad_index].copy()
         q[REASON] = ["; ".join(reasons[i]) for i in bad_index]
         quarantine[table] = q
-        if table in clean:
-            clean[table] = clean[table].drop(index=[i for i in bad_index if i in clean[table].index])
         counts = Counter(r.split(" (got ")[0] for why in reasons.values() for r in why)
         reports[table] = TableReport(table, rows=len(df), bad_rows=len(bad_index), reasons=counts)
     return ValidationResult(clean, quarantine, reports, errors)

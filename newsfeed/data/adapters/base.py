@@ -95,8 +95,11 @@ def users_frame(user_ids, signup_ts, **columns) -> pd.DataFrame:
     return pd.DataFrame(frame)
 
 
-def impressions_frame(user_id, post_id, ts, variant: str, model_version: str = "", **columns) -> pd.DataFrame:
-    """Impressions with the labels a source has; absent labels are 0 and dwell unknown."""
+def impressions_frame(user_id, post_id, ts, variant, model_version="", **columns) -> pd.DataFrame:
+    """Impressions with the labels a source has; absent labels are 0 and dwell unknown.
+
+    variant and model_version are one string for all rows, or one per row.
+    """
     n = len(user_id)
     frame = pd.DataFrame({
         "impression_id": np.arange(n, dtype=np.int64),
@@ -118,7 +121,8 @@ def impressions_frame(user_id, post_id, ts, variant: str, model_version: str = "
     return frame
 
 
-def posts_frame(post_id, text, topic, created_ts, media_type: str, hashtags=None, author_id=None) -> pd.DataFrame:
+def posts_frame(post_id, text, topic, created_ts, media_type, hashtags=None, author_id=None) -> pd.DataFrame:
+    """Posts with no author unless given; media_type is one string for all rows, or one per row."""
     n = len(post_id)
     return pd.DataFrame({
         "post_id": np.asarray(post_id, dtype=np.int64),

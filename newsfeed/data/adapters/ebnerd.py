@@ -95,9 +95,8 @@ def load(path: Path) -> dict[str, pd.DataFrame]:
         text = (articles["title"].fillna("") + " " + articles["subtitle"].fillna("")).str.strip()
         media = np.where(articles["article_type"].fillna("").str.contains("video"), "video", "text")
         posts = posts_frame(articles["article_id"], text, articles["category_str"].fillna("unknown"), created,
-                            media_type="text", hashtags=[[hashtag(t) for t in (ts if ts is not None else [])]
+                            media_type=media, hashtags=[[hashtag(t) for t in (ts if ts is not None else [])]
                                                          for ts in articles["topics"]])
-        posts["media_type"] = media
     else:
         posts = posts_frame(first.index, [""] * len(first), ["unknown"] * len(first), first.to_numpy(),
                             media_type="text")

@@ -72,11 +72,10 @@ def load(path: Path) -> dict[str, pd.DataFrame]:
     user_key = log[USER_FEATURES].agg("|".join, axis=1)
     user_id = pd.Series(pd.factorize(user_key)[0], index=log.index)
     impressions = impressions_frame(
-        user_id, log["item_id"], log["ts"], variant="", click=log["click"],
+        user_id, log["item_id"], log["ts"], variant=log["policy"].to_numpy(),
+        model_version=("obd-" + log["policy"]).to_numpy(), click=log["click"],
         position=(log["position"] - 1).astype(np.int32), propensity=log["propensity_score"].astype(float),
     )
-    impressions["variant"] = log["policy"].to_numpy()
-    impressions["model_version"] = "obd-" + log["policy"]
 
     created = items["item_id"].map(first_seen(log["item_id"], log["ts"])).fillna(log["ts"].min())
     posts = posts_frame(
