@@ -21,12 +21,16 @@ demo: install
 	$(BIN)/newsfeed data generate
 	$(BIN)/newsfeed data validate
 	$(BIN)/newsfeed data summary
+	$(BIN)/newsfeed features apply
+	$(BIN)/newsfeed features materialize
+	$(BIN)/newsfeed features get --user-id 7 --post-id 7990 --post-id 7995 --post-id 120
 
 test: install
 	$(BIN)/python -m pytest
 
 bench: install
 	$(BIN)/python benchmarks/generate_speed.py
+	$(BIN)/python benchmarks/feature_store.py
 
 # Re-pin the dependency tree after changing pyproject.toml.
 lock: install

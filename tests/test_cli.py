@@ -17,7 +17,9 @@ SMALL = ["--users", "120", "--posts", "400", "--days", "3"]
 
 
 @pytest.mark.parametrize("command", [[], ["data"], ["data", "generate"], ["data", "import"], ["data", "validate"],
-                                     ["data", "summary"]])
+                                     ["data", "summary"], ["features"], ["features", "apply"],
+                                     ["features", "materialize"], ["features", "training-set"], ["features", "push"],
+                                     ["features", "get"]])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
@@ -65,3 +67,41 @@ def test_data_dir_option_and_bad_flags(home, tmp_path):
     assert bad.exit_code == 1 and "users" in bad.output
     missing = runner.invoke(app, ["data", "summary", str(tmp_path / "nothing")])
     assert missing.exit_code == 1 and "no such data directory" in missing.output
+
+
+def test_features_apply_materialize_training_set_push_get(home, tmp_path):
+    import pandas as pd
+
+    assert runner.invoke(app, ["data", "generate", *SMALL]).exit_code == 0
+    early = runner.invoke(app, ["features", "materialize"])
+    assert early.exit_code == 1 and "newsfeed features apply" in early.output
+    applied = runner.invoke(app, ["features", "apply"])
+    assert applied.exit_code == 0, applied.output
+    assert "6 feature views" in applied.output and "2 feature services" in applied.output
+    materialized = runner.invoke(app, ["features", "materialize"])
+    assert materialized.exit_code == 0, materialized.output
+    assert "online keys" in materialized.output and "user_author_affinity" in materialized.output
+
+    out = tmp_path / "train.parquet"
+    built = runner.invoke(app, ["features", "training-set", "--out", str(out), "--sample", "150"])
+    assert built.exit_code == 0, built.output
+    frame = pd.read_parquet(out)
+    assert len(frame) == 150 and "request_features__post_age_bucket" in frame.columns
+
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"user_id": 1, "post_id": 2, "event_type": "like"}\n'
+                      '{"user_id": 1, "post_id": 2, "event_type": "wave"}\n')
+    pushed = runner.invoke(app, ["features", "push", str(events)])
+    assert pushed.exit_code == 0, pushed.output
+    assert "accepted 1 events" in pushed.output and "rejected #1: event_type" in pushed.output
+    events.write_text('{"user_id": 1, "post_id": 2, "event_type": "wave"}\n')
+    assert runner.invoke(app, ["features", "push", str(events)]).exit_code == 1
+
+    got = runner.invoke(app, ["features", "get", "--user-id", "1", "--post-id", "2", "--post-id", "3"])
+    assert got.exit_code == 0, got.output
+    assert "online features, user 1" in got.output
+
+
+def test_unknown_feature_store_is_a_clear_error(home):
+    result = runner.invoke(app, ["features", "apply", "--store", "cloud"])
+    assert result.exit_code == 1 and "unknown feature store 'cloud'" in result.output

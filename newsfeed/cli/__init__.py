@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from newsfeed.cli import data
+from newsfeed.cli import data, features
 
 app = typer.Typer(
     name="newsfeed",
@@ -18,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data.app, name="data")
+app.add_typer(features.app, name="features")
 
 
 def main() -> None:

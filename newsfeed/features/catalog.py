@@ -1,0 +1,83 @@
+"""The offline feature tables: their entities and typed columns.
+
+One declaration shared by the feature jobs (which must produce exactly these
+columns) and the Feast definitions in ``feature_repo/`` (which turn them into
+fields), so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from newsfeed.schema import REACTIONS
+
+TIMESTAMP = "event_timestamp"
+WINDOWS: dict[str, int] = {"1d": 1, "7d": 7, "30d": 30}
+"""Trailing windows of the user engagement aggregates, in days."""
+AFFINITY_REACTIONS: tuple[str, ...] = ("click", "like", "comment", "share")
+POSITIVE_REACTIONS: tuple[str, ...] = ("click", "like", "comment", "share")
+"""Reactions that count as interest when building a user's topic-interest vector."""
+
+# Column types: int64, float32, string, int64_list, float32_list.
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    name: str
+    keys: tuple[str, ...]
+    columns: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+def _user_engagement_columns() -> dict[str, str]:
+    cols: dict[str, str] = {}
+    for w in WINDOWS:
+        cols[f"impression_count_{w}"] = "int64"
+        for r in REACTIONS:
+            cols[f"{r}_count_{w}"] = "int64"
+            cols[f"{r}_rate_{w}"] = "float32"
+        cols[f"dwell_mean_{w}"] = "float32"
+    cols["topic_interest"] = "float32_list"
+    return cols
+
+
+USER_PROFILE = FeatureTable(
+    "user_profile", ("user_id",),
+    {"age_bucket": "int64", "gender": "string", "country": "string", "language": "string", "timezone": "string"},
+    "Demographics as of sign-up; age in buckets (-1 unknown).",
+)
+USER_ENGAGEMENT = FeatureTable(
+    "user_engagement", ("user_id",), _user_engagement_columns(),
+    "Daily snapshots: per-reaction counts and rates over trailing 1/7/30 days, mean dwell, and the "
+    "topic-interest distribution of what the user engaged with in the last 30 days.",
+)
+POST_CONTENT = FeatureTable(
+    "post_content", ("post_id",),
+    {
+        "author_id": "int64", "topic": "string", "topic_id": "int64", "hashtag_buckets": "int64_list",
+        "media_type": "string", "created_unix": "int64", "mentions": "int64_list", "text_embedding": "float32_list",
+    },
+    "What a post is, as of publication: topic, hashed hashtags, media, mentions, reduced MiniLM text embedding.",
+)
+POST_ENGAGEMENT = FeatureTable(
+    "post_engagement", ("post_id",),
+    {"impressions_log1p": "float32", **{f"{r}_log1p": "float32" for r in REACTIONS},
+     **{f"{r}_rate": "float32" for r in REACTIONS}},
+    "Reactions so far (log1p-scaled counts and rates per impression), snapshot at the end of each active day.",
+)
+POST_ENGAGEMENT_LIVE = FeatureTable(
+    "post_engagement_live", ("post_id",),
+    {f"{r}_count": "int64" for r in REACTIONS},
+    "Running reaction counters: daily snapshots offline, kept current online by pushed events.",
+)
+USER_AUTHOR_AFFINITY = FeatureTable(
+    "user_author_affinity", ("user_id", "author_id"),
+    {"impression_count": "int64", **{f"{r}_rate": "float32" for r in AFFINITY_REACTIONS},
+     "friends_since_unix": "int64", "close_friend": "int64", "family": "int64"},
+    "The user's reactions to this author's posts so far, and their friendship (-1 / 0 when not friends).",
+)
+
+TABLES: dict[str, FeatureTable] = {
+    t.name: t for t in (USER_PROFILE, USER_ENGAGEMENT, POST_CONTENT, POST_ENGAGEMENT, POST_ENGAGEMENT_LIVE,
+                        USER_AUTHOR_AFFINITY)
+}

@@ -1,0 +1,350 @@
+"""Feature jobs: the offline feature tables, computed from the canonical data.
+
+Point-in-time rule: a row stamped T aggregates only what happened strictly before
+T. Aggregates are snapshots at UTC midnights (a row at midnight D holds everything
+up to the end of day D-1), so a training impression joined to the latest row at or
+before its own time never sees its own reactions or anything later.
+
+Every table is computed per entity (user, post, or user-author pair) with
+vectorised numpy/pandas and no cross-entity state, so a job can be split by
+entity-key hash across workers (e.g. Ray Data ``groupby(key).map_groups``) when one
+machine is not enough; see :func:`partition`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from newsfeed.features import catalog, hashing, text
+from newsfeed.schema import REACTIONS
+
+DAY_NS = 86_400 * 10**9
+AGE_BUCKETS = (18, 25, 35, 45, 55, 65)  # bucket i: age < AGE_BUCKETS[i]; last: 65+
+OTHER_TOPIC = "other"
+MAX_TOPICS = 31
+
+
+@dataclass
+class FeatureJobResult:
+    tables: dict[str, pd.DataFrame]
+    topics: list[str]
+    start: pd.Timestamp
+    end: pd.Timestamp
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _ns(ts: pd.Series) -> np.ndarray:
+    return ts.astype("datetime64[ns, UTC]").array.asi8
+
+
+def _stamp(ns: np.ndarray) -> pd.DatetimeIndex:
+    return pd.to_datetime(ns, utc=True)
+
+
+def topic_vocabulary(posts: pd.DataFrame, max_topics: int = MAX_TOPICS) -> list[str]:
+    """The most common topics (ties by name), plus 'other' for the rest and unseen ones."""
+    counts = posts["topic"].value_counts()
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max_topics]
+    return sorted(t for t, _ in ordered if t != OTHER_TOPIC) + [OTHER_TOPIC]
+
+
+def topic_ids(topics: pd.Series, vocabulary: list[str]) -> np.ndarray:
+    ids = pd.Index(vocabulary).get_indexer(topics)
+    return np.where(ids < 0, len(vocabulary) - 1, ids).astype(np.int64)
+
+
+def age_bucket(age: pd.Series) -> np.ndarray:
+    values = age.astype("Float64").to_numpy(np.float64, na_value=np.nan)
+    buckets = np.searchsorted(np.array(AGE_BUCKETS), values, side="right").astype(np.int64)
+    return np.where(np.isnan(values), -1, buckets)
+
+
+def _rate(count: np.ndarray, impressions: np.ndarray) -> np.ndarray:
+    # +1 keeps a single lucky impression from reading as a 100% rate; clip guards sources
+    # whose events have no logged impression (e.g. MIND's click history).
+    return np.clip(count / (impressions + 1.0), 0.0, 1.0).astype(np.float32)
+
+
+def user_profile(users: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "user_id": users["user_id"].to_numpy(np.int64),
+        catalog.TIMESTAMP: users["signup_ts"].to_numpy(),
+        "age_bucket": age_bucket(users["age"]),
+        **{c: users[c].fillna("unknown").astype(str).to_numpy() for c in ("gender", "country", "language", "timezone")},
+    })
+
+
+def post_content(posts: pd.DataFrame, vocabulary: list[str], embed_cache: Path | None) -> pd.DataFrame:
+    return pd.DataFrame({
+        "post_id": posts["post_id"].to_numpy(np.int64),
+        catalog.TIMESTAMP: posts["created_ts"].to_numpy(),
+        "author_id": posts["author_id"].astype("Int64").fillna(-1).to_numpy(np.int64),
+        "topic": posts["topic"].astype(str).to_numpy(),
+        "topic_id": topic_ids(posts["topic"], vocabulary),
+        "hashtag_buckets": hashing.bucket_lists(posts["hashtags"]),
+        "media_type": posts["media_type"].astype(str).to_numpy(),
+        "created_unix": _ns(posts["created_ts"]) // 10**9,
+        "mentions": [list(map(int, m)) for m in posts["mentions"]],
+        "text_embedding": list(text.post_embeddings(posts, embed_cache)),
+    })
+
+
+def _day_index(ts_ns: np.ndarray, origin_ns: int) -> np.ndarray:
+    return (ts_ns - origin_ns) // DAY_NS
+
+
+def user_engagement(impressions: pd.DataFrame, events: pd.DataFrame, post_topics: pd.Series,
+                    n_topics: int, origin_ns: int, n_days: int) -> pd.DataFrame:
+    """Dense daily snapshots per user from their first active day; windows by cumulative sums."""
+    kinds = ("impression", *REACTIONS, "dwell_sum", "dwell_n")
+    users, inverse = np.unique(np.concatenate([impressions["user_id"].to_numpy(np.int64),
+                                               events["user_id"].to_numpy(np.int64)]), return_inverse=True)
+    n_imp = len(impressions)
+    u_imp, u_ev = inverse[:n_imp], inverse[n_imp:]
+    d_imp = _day_index(_ns(impressions["ts"]), origin_ns)
+    d_ev = _day_index(_ns(events["ts"]), origin_ns)
+    kind_ev = pd.Index(kinds).get_indexer(events["event_type"])
+    value_ev = np.ones(len(events))
+    is_dwell = (events["event_type"] == "dwell").to_numpy()
+    kind_ev[is_dwell] = kinds.index("dwell_sum")
+    value_ev[is_dwell] = events["value"].to_numpy()[is_dwell]
+    # dwell_n: one more entry per dwell event
+    u_all = np.concatenate([u_imp, u_ev, u_ev[is_dwell]])
+    d_all = np.concatenate([d_imp, d_ev, d_ev[is_dwell]])
+    k_all = np.concatenate([np.zeros(n_imp, np.int64), kind_ev, np.full(is_dwell.sum(), kinds.index("dwell_n"))])
+    v_all = np.concatenate([np.ones(n_imp), value_ev, np.ones(is_dwell.sum())])
+    keep = (d_all >= 0) & (d_all < n_days) & (k_all >= 0)
+    n_u, n_k = len(users), len(kinds)
+    flat = (u_all[keep] * n_days + d_all[keep]) * n_k + k_all[keep]
+    daily = np.bincount(flat, weights=v_all[keep], minlength=n_u * n_days * n_k).reshape(n_u, n_days, n_k)
+    cum = np.concatenate([np.zeros((n_u, 1, n_k)), daily.cumsum(axis=1)], axis=1)  # cum[:, j] = days < j
+
+    # Topic interest: positive reactions per (user, day, topic), trailing 30 days, normalised.
+    positive = events["event_type"].isin(catalog.POSITIVE_REACTIONS).to_numpy()
+    topic = post_topics.reindex(events["post_id"].to_numpy()).fillna(n_topics - 1).to_numpy(np.int64)
+    ok = positive & (d_ev >= 0) & (d_ev < n_days)
+    flat_t = (u_ev[ok] * n_days + d_ev[ok]) * n_topics + topic[ok]
+    daily_t = np.bincount(flat_t, minlength=n_u * n_days * n_topics).reshape(n_u, n_days, n_topics)
+    cum_t = np.concatenate([np.zeros((n_u, 1, n_topics)), daily_t.cumsum(axis=1)], axis=1)
+
+    first_day = np.full(n_u, n_days, np.int64)
+    np.minimum.at(first_day, u_all[keep], d_all[keep])
+    # Snapshot j is stamped at the end of day j and covers days <= j; j = -1 is the
+    # all-zero row at the origin (see _with_origin_rows).
+    snap = np.arange(-1, n_days)
+    mask = (snap[None, :] == -1) | (snap[None, :] >= first_day[:, None])
+    uu, col = np.nonzero(mask)
+    jj = snap[col]
+    out: dict[str, np.ndarray] = {
+        "user_id": users[uu],
+        catalog.TIMESTAMP: _stamp(origin_ns + (jj + 1) * DAY_NS),
+    }
+    for name, w in catalog.WINDOWS.items():
+        lo = np.maximum(jj + 1 - w, 0)
+        win = cum[uu, jj + 1] - cum[uu, lo]
+        impressions_w = win[:, 0]
+        out[f"impression_count_{name}"] = impressions_w.astype(np.int64)
+        for i, r in enumerate(REACTIONS, start=1):
+            out[f"{r}_count_{name}"] = win[:, i].astype(np.int64)
+            out[f"{r}_rate_{name}"] = _rate(win[:, i], impressions_w)
+        dwell_n = win[:, kinds.index("dwell_n")]
+        out[f"dwell_mean_{name}"] = np.where(dwell_n > 0, win[:, kinds.index("dwell_sum")] / np.maximum(dwell_n, 1),
+                                             0.0).astype(np.float32)
+    lo30 = np.maximum(jj + 1 - catalog.WINDOWS["30d"], 0)
+    interest = (cum_t[uu, jj + 1] - cum_t[uu, lo30]).astype(np.float32)
+    total = interest.sum(axis=1, keepdims=True)
+    interest = np.divide(interest, total, out=np.zeros_like(interest), where=total > 0)
+    frame = pd.DataFrame(out)
+    frame["topic_interest"] = list(interest)
+    return frame
+
+
+def _cumulative_daily(frame: pd.DataFrame, keys: list[str], kinds: tuple[str, ...]) -> pd.DataFrame:
+    """Running totals per key at the end of each day the key was active (sparse), plus an
+    all-zero row per key at day -1 (stamped at the origin).
+
+    Why the zero rows: Feast's file offline store drops an entity row from the whole
+    training set when every feature row of one view for that key is later than the
+    entity timestamp. A zero row at the origin (true: nothing had happened yet) keeps
+    every impression, which always comes after the origin.
+    """
+    daily = frame.groupby([*keys, "day", "kind"], sort=False).size().unstack("kind", fill_value=0)
+    daily = daily.reindex(columns=list(kinds), fill_value=0)
+    origin = pd.DataFrame(0, index=daily.index.droplevel("day").unique(), columns=list(kinds))
+    origin = origin.assign(day=-1).set_index("day", append=True)
+    daily = pd.concat([daily, origin]).sort_index()
+    running = daily.groupby(level=keys, sort=False).cumsum()
+    return running.reset_index()
+
+
+def _tagged(frame: pd.DataFrame, kind: str | pd.Series, origin_ns: int, ts: str = "ts",
+            keys: tuple[str, ...] = ()) -> pd.DataFrame:
+    return pd.DataFrame({
+        **{k: frame[k].to_numpy(np.int64) for k in keys},
+        "day": _day_index(_ns(frame[ts]), origin_ns),
+        "kind": kind if isinstance(kind, str) else kind.to_numpy(),
+    })
+
+
+def post_engagement(impressions: pd.DataFrame, events: pd.DataFrame, origin_ns: int, n_days: int
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(post_engagement, post_engagement_live): running totals at the end of each active day."""
+    kinds = ("impression", *REACTIONS)
+    reactions = events[events["event_type"].isin(REACTIONS)]
+    tagged = pd.concat([
+        _tagged(impressions, "impression", origin_ns, keys=("post_id",)),
+        _tagged(reactions, reactions["event_type"], origin_ns, keys=("post_id",)),
+    ], ignore_index=True)
+    tagged = tagged[(tagged["day"] >= 0) & (tagged["day"] < n_days)]
+    running = _cumulative_daily(tagged, ["post_id"], kinds)
+    stamp = _stamp(origin_ns + (running["day"].to_numpy() + 1) * DAY_NS)
+    imp = running["impression"].to_numpy(np.float64)
+    scaled = pd.DataFrame({"post_id": running["post_id"].to_numpy(np.int64), catalog.TIMESTAMP: stamp,
+                           "impressions_log1p": np.log1p(imp).astype(np.float32)})
+    live = scaled[["post_id", catalog.TIMESTAMP]].copy()
+    for r in REACTIONS:
+        count = running[r].to_numpy(np.float64)
+        scaled[f"{r}_log1p"] = np.log1p(count).astype(np.float32)
+        live[f"{r}_count"] = count.astype(np.int64)
+    for r in REACTIONS:
+        scaled[f"{r}_rate"] = _rate(running[r].to_numpy(np.float64), imp)
+    return scaled, live
+
+
+def user_author_affinity(impressions: pd.DataFrame, events: pd.DataFrame, friendships: pd.DataFrame,
+                         authors: pd.Series, origin_ns: int, n_days: int) -> pd.DataFrame:
+    """Rows at the end of each day a pair interacted and when a friendship formed."""
+    kinds = ("impression", *catalog.AFFINITY_REACTIONS)
+    reactions = events[events["event_type"].isin(catalog.AFFINITY_REACTIONS)]
+    tagged = pd.concat([
+        _tagged(impressions, "impression", origin_ns, keys=("user_id", "post_id")),
+        _tagged(reactions, reactions["event_type"], origin_ns, keys=("user_id", "post_id")),
+    ], ignore_index=True)
+    tagged["author_id"] = authors.reindex(tagged["post_id"].to_numpy()).to_numpy()
+    tagged = tagged[tagged["author_id"].notna() & (tagged["day"] >= 0) & (tagged["day"] < n_days)]
+    tagged["author_id"] = tagged["author_id"].astype(np.int64)
+    running = _cumulative_daily(tagged.drop(columns="post_id"), ["user_id", "author_id"], kinds)
+    running[catalog.TIMESTAMP] = _stamp(origin_ns + (running["day"].to_numpy() + 1) * DAY_NS)
+    running = running.drop(columns="day")
+
+    # Both directions of every friendship; the first-formed wins if a pair is listed twice.
+    both = pd.concat([
+        friendships,
+        friendships.rename(columns={"user_id": "friend_id", "friend_id": "user_id"}),
+    ], ignore_index=True).sort_values("formed_ts").drop_duplicates(["user_id", "friend_id"])
+    friends = pd.DataFrame({
+        "user_id": both["user_id"].to_numpy(np.int64), "author_id": both["friend_id"].to_numpy(np.int64),
+        "formed_ns": _ns(both["formed_ts"]), "close_friend": both["close_friend"].to_numpy(np.int64),
+        "family": both["family"].to_numpy(np.int64),
+    })
+    # Friendships formed after the last snapshot wait for the next run, like everything else.
+    friends = friends[friends["formed_ns"] <= origin_ns + n_days * DAY_NS]
+    formed = friends[["user_id", "author_id"]].assign(**{catalog.TIMESTAMP: _stamp(friends["formed_ns"].to_numpy())})
+    # A friendship row carries the interaction totals as of its formation.
+    formed = pd.merge_asof(
+        formed.sort_values(catalog.TIMESTAMP), running.sort_values(catalog.TIMESTAMP),
+        on=catalog.TIMESTAMP, by=["user_id", "author_id"], direction="backward", allow_exact_matches=True,
+    )
+    rows = pd.concat([running, formed], ignore_index=True)
+    rows[list(kinds)] = rows[list(kinds)].fillna(0)
+    rows = rows.merge(friends, on=["user_id", "author_id"], how="left")
+    is_friend = rows["formed_ns"].notna() & (rows["formed_ns"] <= _ns(rows[catalog.TIMESTAMP]))
+    imp = rows["impression"].to_numpy(np.float64)
+    out = pd.DataFrame({
+        "user_id": rows["user_id"].to_numpy(np.int64),
+        "author_id": rows["author_id"].to_numpy(np.int64),
+        catalog.TIMESTAMP: rows[catalog.TIMESTAMP].to_numpy(),
+        "impression_count": imp.astype(np.int64),
+        **{f"{r}_rate": _rate(rows[r].to_numpy(np.float64), imp) for r in catalog.AFFINITY_REACTIONS},
+        "friends_since_unix": np.where(is_friend, rows["formed_ns"].fillna(0).to_numpy() // 10**9, -1).astype(np.int64),
+        "close_friend": np.where(is_friend, rows["close_friend"].fillna(0), 0).astype(np.int64),
+        "family": np.where(is_friend, rows["family"].fillna(0), 0).astype(np.int64),
+    })
+    return out.sort_values(["user_id", "author_id", catalog.TIMESTAMP], kind="stable").reset_index(drop=True)
+
+
+def compute(tables: dict[str, pd.DataFrame], events: pd.DataFrame, as_of: pd.Timestamp | None = None,
+            embed_cache: Path | None = None, progress: Callable[[str], None] = lambda step: None
+            ) -> FeatureJobResult:
+    """All feature tables from the canonical ``tables`` and the full event log ``events``.
+
+    ``as_of`` (default: now) caps the snapshots: none is stamped after it.
+    """
+    users, posts = tables["users"], tables["posts"]
+    impressions, friendships = tables["impressions"], tables["friendships"]
+    as_of_ns = pd.Timestamp(as_of if as_of is not None else pd.Timestamp.now(tz="UTC")).value
+    activity = np.concatenate([_ns(impressions["ts"]), _ns(events["ts"])])
+    if len(activity) == 0:
+        raise ValueError("no impressions and no events: nothing to aggregate")
+    origin_ns = int(activity.min() // DAY_NS * DAY_NS)
+    last_day = int((min(activity.max(), as_of_ns) - origin_ns) // DAY_NS)
+    # Snapshot j is stamped at origin + (j+1) days; keep those not after as_of.
+    n_days = int(min(last_day + 1, (as_of_ns - origin_ns) // DAY_NS))
+    if n_days < 1:
+        raise ValueError("no complete day of activity before as_of: nothing to snapshot")
+    vocabulary = topic_vocabulary(posts)
+    post_topics = pd.Series(topic_ids(posts["topic"], vocabulary), index=posts["post_id"].to_numpy())
+    authors = pd.Series(posts["author_id"].astype("Int64").to_numpy(), index=posts["post_id"].to_numpy())
+    seconds: dict[str, float] = {}
+    out: dict[str, pd.DataFrame] = {}
+
+    def timed(name: str, fn: Callable[[], pd.DataFrame | tuple]) -> None:
+        progress(name)
+        t0 = time.perf_counter()
+        result = fn()
+        seconds[name] = time.perf_counter() - t0
+        if isinstance(result, tuple):
+            out["post_engagement"], out["post_engagement_live"] = result
+        else:
+            out[name] = result
+
+    timed("user_profile", lambda: user_profile(users))
+    timed("post_content", lambda: post_content(posts, vocabulary, embed_cache))
+    timed("user_engagement", lambda: user_engagement(impressions, events, post_topics, len(vocabulary), origin_ns,
+                                                     n_days))
+    timed("post_engagement", lambda: post_engagement(impressions, events, origin_ns, n_days))
+    timed("user_author_affinity", lambda: user_author_affinity(impressions, events, friendships, authors, origin_ns,
+                                                               n_days))
+    for name, frame in out.items():
+        _check_columns(name, frame)
+    stamps = pd.concat([f[catalog.TIMESTAMP] for f in out.values()])
+    return FeatureJobResult(out, vocabulary, stamps.min(), stamps.max(), seconds)
+
+
+def _check_columns(name: str, frame: pd.DataFrame) -> None:
+    spec = catalog.TABLES[name]
+    expected = [*spec.keys, catalog.TIMESTAMP, *spec.columns]
+    if list(frame.columns) != expected:
+        raise AssertionError(f"{name}: job produced {list(frame.columns)}, catalog says {expected}")
+
+
+_ARROW = {"int64": pa.int64(), "float32": pa.float32(), "string": pa.string(),
+          "int64_list": pa.list_(pa.int64()), "float32_list": pa.list_(pa.float32())}
+
+
+def arrow_schema(name: str) -> pa.Schema:
+    spec = catalog.TABLES[name]
+    return pa.schema([*(pa.field(k, pa.int64()) for k in spec.keys), pa.field(catalog.TIMESTAMP, pa.timestamp("ns", "UTC")),
+                      *(pa.field(c, _ARROW[t]) for c, t in spec.columns.items())])
+
+
+def to_arrow(name: str, frame: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(frame, schema=arrow_schema(name), preserve_index=False)
+
+
+def partition(frame: pd.DataFrame, key: str, n: int) -> list[pd.DataFrame]:
+    """Split rows by a stable hash of ``key`` into ``n`` disjoint entity partitions.
+
+    Every job above is a function of one entity's rows, so running it on each
+    partition and concatenating gives the same table: the unit of work for Ray Data
+    (or any executor) when the data outgrows one machine.
+    """
+    codes = pd.util.hash_array(frame[key].to_numpy()) % n
+    return [frame[codes == i] for i in range(n)]

@@ -1,0 +1,44 @@
+"""Request-time features: what can only be known when a feed is requested.
+
+The Feast on-demand view calls :func:`request_features`; serving can call it on
+its own frames, so training and serving compute these values the same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+AGE_HOURS = (1, 6, 24, 72, 168)
+"""Post age buckets: <1 h, <6 h, <1 day, <3 days, <1 week, older (0..5); -1 when unknown."""
+
+
+def post_age_bucket(age_seconds: np.ndarray) -> np.ndarray:
+    hours = np.asarray(age_seconds, np.float64) / 3600.0
+    bucket = np.searchsorted(np.array(AGE_HOURS, np.float64), hours, side="right").astype(np.int64)
+    return np.where(np.isnan(hours) | (hours < 0), -1, bucket)
+
+
+def user_mentioned(user_ids: np.ndarray, mentions: pd.Series) -> np.ndarray:
+    """1 where the reader's id is in the post's mention list."""
+    return np.fromiter(
+        (int(m is not None and len(m) > 0 and int(u) in set(m)) for u, m in zip(user_ids, mentions)),
+        dtype=np.int64, count=len(user_ids),
+    )
+
+
+def request_features(inputs: pd.DataFrame) -> pd.DataFrame:
+    """From request_unix, user_id, created_unix, mentions, friends_since_unix (missing values allowed)."""
+    now = pd.to_numeric(inputs["request_unix"], errors="coerce").to_numpy(np.float64)
+    created = pd.to_numeric(inputs["created_unix"], errors="coerce").to_numpy(np.float64)
+    since = pd.to_numeric(inputs["friends_since_unix"], errors="coerce").fillna(-1).to_numpy(np.float64)
+    # Feast passes the entity keys at retrieval time but not when it infers the output
+    # schema from sample inputs; then no reader is known.
+    readers = inputs["user_id"].to_numpy() if "user_id" in inputs else np.full(len(inputs), -1)
+    friends = since >= 0
+    days = np.where(friends, (now - since) / 86_400.0, -1.0)
+    return pd.DataFrame({
+        "post_age_bucket": post_age_bucket(now - created),
+        "user_mentioned": user_mentioned(readers, inputs["mentions"]),
+        "friendship_days": np.where(friends, np.maximum(days, 0.0), -1.0).astype(np.float32),
+    })

@@ -1,0 +1,136 @@
+"""Open the Feast store in one of two configurations, chosen without editing files.
+
+``embedded`` (default): parquet offline store, sqlite online store, file registry,
+all under ``<home>/features``. ``production``: Redis online store and a SQL registry
+on PostgreSQL. The choice is ``--store`` on the command line or
+``NEWSFEED_FEATURE_STORE``; the settings themselves are the Feast YAML files in
+``feature_repo/`` with ``${VAR}`` placeholders filled from the environment.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import string
+import warnings
+from pathlib import Path
+
+import yaml
+
+STORE_KINDS = ("embedded", "production")
+STORE_ENV = "NEWSFEED_FEATURE_STORE"
+CONFIG_FILES = {"embedded": "feature_store.yaml", "production": "feature_store.production.yaml"}
+DEFAULTS = {
+    "NEWSFEED_FEAST_PROJECT": "newsfeed",
+    "NEWSFEED_FEAST_REGISTRY_URL": "postgresql+psycopg2://postgres@127.0.0.1:5432/test",
+    "NEWSFEED_REDIS": "127.0.0.1:6379",
+}
+
+
+class FeatureStoreError(RuntimeError):
+    """A feature store that cannot be configured or reached; the message says why."""
+
+
+def feature_repo_dir() -> Path:
+    """The Feast repo's definitions: ``NEWSFEED_FEATURE_REPO``, else ``feature_repo/`` of this checkout."""
+    override = os.environ.get("NEWSFEED_FEATURE_REPO")
+    return Path(override) if override else Path(__file__).resolve().parents[2] / "feature_repo"
+
+
+def features_dir(home: Path) -> Path:
+    return Path(home).resolve() / "features"
+
+
+def offline_dir(home: Path) -> Path:
+    return features_dir(home) / "offline"
+
+
+def store_kind(kind: str | None = None) -> str:
+    kind = kind or os.environ.get(STORE_ENV) or "embedded"
+    if kind not in STORE_KINDS:
+        raise FeatureStoreError(f"unknown feature store {kind!r}: choose one of {', '.join(STORE_KINDS)}")
+    return kind
+
+
+def repo_config(home: Path, kind: str | None = None, project: str | None = None):
+    """The RepoConfig of the chosen configuration, placeholders filled."""
+    from feast.repo_config import RepoConfig
+
+    kind = store_kind(kind)
+    path = feature_repo_dir() / CONFIG_FILES[kind]
+    if not path.exists():
+        raise FeatureStoreError(f"{path}: feature store config not found (set NEWSFEED_FEATURE_REPO?)")
+    values = {**DEFAULTS, **os.environ, "NEWSFEED_FEATURES_DIR": str(features_dir(home))}
+    if project:
+        values["NEWSFEED_FEAST_PROJECT"] = project
+    text = string.Template(path.read_text()).safe_substitute(values)
+    unfilled = re.findall(r"\$\{\w+\}", text)
+    if unfilled:
+        raise FeatureStoreError(f"{path}: no value for {', '.join(unfilled)} (set it in the environment)")
+    config = RepoConfig(**yaml.safe_load(text))
+    config.repo_path = features_dir(home)
+    return config
+
+
+def quiet_feast() -> None:
+    """Silence two warnings Feast repeats on every use: stream and on-demand views are
+    "experimental", and timestamps lose their nanoseconds (Feast keeps microseconds).
+    Feast resets the warning filters when its modules load, so this runs after them."""
+    import feast.batch_feature_view  # noqa: F401
+    import feast.stream_feature_view  # noqa: F401
+
+    warnings.filterwarnings("ignore", message=".*experimental.*", category=RuntimeWarning)
+    warnings.filterwarnings("ignore", message="Discarding nonzero nanoseconds", category=UserWarning)
+
+
+def open_store(home: Path, kind: str | None = None, project: str | None = None):
+    from feast import FeatureStore
+
+    quiet_feast()
+    directory = features_dir(home)
+    directory.mkdir(parents=True, exist_ok=True)
+    return FeatureStore(repo_path=str(directory), config=repo_config(home, kind, project))
+
+
+def load_definitions(repo_dir: Path | None = None):
+    """Import the repo's definition files and collect their Feast objects, as `feast apply` does."""
+    from feast.data_source import DataSource, PushSource
+    from feast.entity import Entity
+    from feast.feature_service import FeatureService
+    from feast.feature_view import FeatureView
+    from feast.on_demand_feature_view import OnDemandFeatureView
+    from feast.repo_contents import RepoContents
+    from feast.stream_feature_view import StreamFeatureView
+
+    repo_dir = Path(repo_dir or feature_repo_dir())
+    contents = RepoContents(projects=[], data_sources=[], entities=[], feature_views=[], feature_services=[],
+                            on_demand_feature_views=[], stream_feature_views=[], label_views=[], permissions=[])
+    buckets = [  # order matters: a StreamFeatureView is also a FeatureView
+        (StreamFeatureView, contents.stream_feature_views), (OnDemandFeatureView, contents.on_demand_feature_views),
+        (FeatureView, contents.feature_views), (FeatureService, contents.feature_services),
+        (Entity, contents.entities), (DataSource, contents.data_sources),
+    ]
+    for file in sorted(repo_dir.glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"newsfeed_feature_repo_{file.stem}", file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for obj in vars(module).values():
+            for kind, bucket in buckets:
+                if isinstance(obj, kind):
+                    if not any(obj is seen for seen in bucket):
+                        bucket.append(obj)
+                        if isinstance(obj, PushSource) and obj.batch_source is not None:
+                            contents.data_sources.append(obj.batch_source)
+                    break
+    return contents
+
+
+def apply(store, repo_dir: Path | None = None):
+    """Register the repo's definitions (and remove ones no longer defined); return the contents."""
+    from feast.repo_operations import extract_objects_for_apply_delete
+
+    contents = load_definitions(repo_dir)
+    to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, store.registry, contents)
+    store.apply(to_apply, objects_to_delete=to_delete, partial=False)
+    return contents

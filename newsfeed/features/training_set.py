@@ -1,0 +1,42 @@
+"""Point-in-time correct training sets: impressions joined to features through Feast."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from newsfeed.features import catalog
+from newsfeed.schema import ORACLE_COLUMNS, REACTIONS
+
+LABELS: tuple[str, ...] = (*REACTIONS, "dwell_seconds", "skip")
+
+
+def entity_frame(impressions: pd.DataFrame, posts: pd.DataFrame) -> pd.DataFrame:
+    """One row per impression: its entity keys, its time (also the request time) and its labels."""
+    authors = posts.set_index("post_id")["author_id"].astype("Int64")
+    ts = impressions["ts"].astype("datetime64[ns, UTC]")
+    frame = pd.DataFrame({
+        "impression_id": impressions["impression_id"].to_numpy(np.int64),
+        "user_id": impressions["user_id"].to_numpy(np.int64),
+        "post_id": impressions["post_id"].to_numpy(np.int64),
+        # -1: a catalogue item with no author has no user-author affinity.
+        "author_id": authors.reindex(impressions["post_id"].to_numpy()).fillna(-1).to_numpy(np.int64),
+        # Feast keeps microseconds; flooring only ever moves the cut-off earlier.
+        catalog.TIMESTAMP: ts.dt.floor("us").to_numpy(),
+        "request_unix": ts.array.asi8 // 10**9,
+    })
+    carried = [c for c in (*LABELS, *ORACLE_COLUMNS) if c in impressions.columns]
+    return pd.concat([frame, impressions[carried].reset_index(drop=True)], axis=1)
+
+
+def build(store, entities: pd.DataFrame, service: str = "ranker") -> pd.DataFrame:
+    """Every feature of ``service`` as of each row's timestamp, one output row per input row."""
+    features = store.get_feature_service(service)
+    joined = store.get_historical_features(entity_df=entities, features=features, full_feature_names=True).to_df()
+    if len(joined) != len(entities):
+        # Feast's file store can drop rows (see jobs._cumulative_daily); never hand a
+        # model a silently shorter training set.
+        missing = len(entities) - len(joined)
+        raise RuntimeError(f"the feature join returned {len(joined):,} rows for {len(entities):,} impressions "
+                           f"({missing:,} lost); are the feature tables older than the impressions?")
+    return joined.sort_values("impression_id", kind="stable").reset_index(drop=True)

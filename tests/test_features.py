@@ -1,0 +1,315 @@
+"""The feature store for real: jobs, Feast (embedded and production), training sets, ingestion."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from newsfeed.data.event_log import read_events
+from newsfeed.data.io import write_dataset
+from newsfeed.features import build, catalog, hashing, jobs, store as fstore, text, training_set
+from newsfeed.features.ingest import ingest_events
+from newsfeed.features.online import ranker_rows
+from newsfeed.schema import REACTIONS
+
+DAY = pd.Timedelta(days=1)
+
+
+@pytest.fixture(scope="module")
+def feature_home(tmp_path_factory):
+    """A small simulated dataset with its offline feature tables built (real MiniLM embeddings)."""
+    from newsfeed.data.simulator import SimConfig, generate
+
+    home = tmp_path_factory.mktemp("features-home")
+    tables, _ = generate(SimConfig(seed=5, users=150, posts=400, days=6))
+    write_dataset(home / "data", tables, source="simulator")
+    manifest = build.build_offline(home / "data", home)
+    return home, tables, manifest
+
+
+def _open_applied(home, kind):
+    project = f"nftest_{uuid.uuid4().hex[:8]}"
+    feast_store = fstore.open_store(home, kind, project=project)
+    fstore.apply(feast_store)
+    return feast_store
+
+
+def _teardown(feast_store) -> None:
+    # Only this test's project: FeatureStore.teardown() would delete every project in the registry.
+    feast_store._get_provider().teardown_infra(feast_store.project, feast_store.list_feature_views(),
+                                               feast_store.list_entities())
+    feast_store.delete_project(feast_store.project)
+
+
+@pytest.fixture(scope="module", params=["embedded", "production"])
+def materialized(request, feature_home):
+    """The store applied and materialized, in each configuration (production: Redis + PostgreSQL)."""
+    home, tables, manifest = feature_home
+    feast_store = _open_applied(home, request.param)
+    build.materialize(feast_store, manifest)
+    yield request.param, feast_store
+    _teardown(feast_store)
+
+
+def _latest(name: str, home, keys: dict) -> pd.Series:
+    frame = pd.read_parquet(fstore.offline_dir(home) / f"{name}.parquet")
+    for k, v in keys.items():
+        frame = frame[frame[k] == v]
+    return frame.sort_values(catalog.TIMESTAMP).iloc[-1]
+
+
+# --- feature jobs ---------------------------------------------------------------------------------
+
+def test_hashtag_buckets_are_stable_case_insensitive_and_cover_unseen_tags():
+    assert hashing.bucket("#Football") == hashing.bucket("football") == hashing.bucket("#football ")
+    unseen = hashing.bucket_lists([["#never-seen-before", "#x"]])[0]
+    assert all(0 <= b < hashing.HASHTAG_BUCKETS for b in unseen)
+    assert hashing.bucket("#a") != hashing.bucket("#b")
+
+
+def test_user_engagement_windows_match_a_brute_force_count(feature_home):
+    home, tables, _ = feature_home
+    eng = pd.read_parquet(fstore.offline_dir(home) / "user_engagement.parquet")
+    events, impressions = tables["events"], tables["impressions"]
+    for _, row in eng.sample(25, random_state=0).iterrows():
+        t = row[catalog.TIMESTAMP]
+        for name, days in catalog.WINDOWS.items():
+            window = (events["user_id"] == row["user_id"]) & (events["ts"] < t) & (events["ts"] >= t - days * DAY)
+            shown = (impressions["user_id"] == row["user_id"]) & (impressions["ts"] < t) \
+                & (impressions["ts"] >= t - days * DAY)
+            assert row[f"impression_count_{name}"] == shown.sum()
+            for r in REACTIONS:
+                assert row[f"{r}_count_{name}"] == (window & (events["event_type"] == r)).sum(), (r, name)
+        interest = np.asarray(row["topic_interest"])
+        assert interest.sum() == pytest.approx(1.0, abs=1e-5) or interest.sum() == 0
+
+
+def test_every_snapshot_is_stamped_after_what_it_counts(feature_home):
+    home, tables, _ = feature_home
+    live = pd.read_parquet(fstore.offline_dir(home) / "post_engagement_live.parquet")
+    likes = tables["events"][tables["events"]["event_type"] == "like"]
+    for _, row in live.sample(40, random_state=1).iterrows():
+        before = ((likes["post_id"] == row["post_id"]) & (likes["ts"] < row[catalog.TIMESTAMP])).sum()
+        assert row["like_count"] == before
+
+
+def test_affinity_carries_friendship_only_from_its_formation(feature_home):
+    home, tables, _ = feature_home
+    aff = pd.read_parquet(fstore.offline_dir(home) / "user_author_affinity.parquet")
+    f = tables["friendships"].iloc[0]
+    rows = aff[(aff["user_id"] == f["user_id"]) & (aff["author_id"] == f["friend_id"])]
+    after = rows[rows[catalog.TIMESTAMP] >= f["formed_ts"]]
+    assert len(after) and (after["friends_since_unix"] == f["formed_ts"].value // 10**9).all()
+    assert (after["close_friend"] == int(f["close_friend"])).all() and (after["family"] == int(f["family"])).all()
+    assert (rows.loc[rows[catalog.TIMESTAMP] < f["formed_ts"], "friends_since_unix"] == -1).all()
+
+
+def test_reduced_text_embeddings_keep_topic_neighbourhoods(feature_home):
+    _, tables, _ = feature_home
+    posts = tables["posts"]
+    full = text.encode(posts["text"].tolist())
+    low = text.reduce(full)
+    topics = posts["topic"].to_numpy()
+
+    def same_topic_neighbour_rate(v: np.ndarray) -> float:
+        sims = v @ v.T
+        np.fill_diagonal(sims, -np.inf)
+        return float((topics[sims.argmax(axis=1)] == topics).mean())
+
+    assert low.shape == (len(posts), text.EMBEDDING_DIM)
+    assert np.allclose(np.linalg.norm(low, axis=1), 1.0, atol=1e-5)
+    assert same_topic_neighbour_rate(low) >= 0.9 * same_topic_neighbour_rate(full) > 0.5
+
+
+def test_embedding_cache_reuses_vectors_and_encodes_only_changed_texts(tmp_path, feature_home):
+    _, tables, _ = feature_home
+    posts = tables["posts"].head(20).copy()
+    cache = tmp_path / "emb.parquet"
+    first = text.post_embeddings(posts, cache)
+    posts.loc[posts.index[0], "text"] = "an entirely different text about spaceships"
+    second = text.post_embeddings(posts, cache)
+    assert np.allclose(first[1:], second[1:]) and not np.allclose(first[0], second[0])
+    assert len(pd.read_parquet(cache)) == 20  # the edited post replaced, not appended
+
+
+def test_no_snapshot_after_as_of(feature_home):
+    _, tables, _ = feature_home
+    as_of = tables["impressions"]["ts"].min().normalize() + 3 * DAY
+    result = jobs.compute(tables, tables["events"], as_of=as_of)
+    for name, frame in result.tables.items():
+        if name not in ("user_profile", "post_content"):
+            assert frame[catalog.TIMESTAMP].max() <= as_of, name
+
+
+# --- Feast, both configurations --------------------------------------------------------------------
+
+def test_store_configurations_are_chosen_by_name_or_environment(tmp_path, monkeypatch):
+    embedded = fstore.repo_config(tmp_path, "embedded")
+    assert embedded.online_store.type == "sqlite" and str(tmp_path) in embedded.online_store.path
+    monkeypatch.setenv(fstore.STORE_ENV, "production")
+    production = fstore.repo_config(tmp_path)
+    assert production.online_store.type == "redis"
+    assert production.registry.registry_type == "sql" and production.registry.path.startswith("postgresql")
+    with pytest.raises(fstore.FeatureStoreError, match="unknown feature store 'cloud'"):
+        fstore.repo_config(tmp_path, "cloud")
+
+
+def test_online_reads_return_the_latest_offline_values(feature_home, materialized):
+    home, tables, _ = feature_home
+    kind, feast_store = materialized
+    user = int(tables["impressions"]["user_id"].iloc[0])
+    pair = pd.read_parquet(fstore.offline_dir(home) / "user_author_affinity.parquet").iloc[-1]
+    post = int(tables["impressions"]["post_id"].iloc[-1])
+    online = feast_store.get_online_features(
+        features=["user_engagement:click_count_7d", "user_engagement:like_rate_30d",
+                  "user_engagement:topic_interest"],
+        entity_rows=[{"user_id": user}]).to_dict()
+    offline = _latest("user_engagement", home, {"user_id": user})
+    assert online["click_count_7d"][0] == offline["click_count_7d"]
+    assert online["like_rate_30d"][0] == pytest.approx(offline["like_rate_30d"])
+    assert np.allclose(online["topic_interest"][0], offline["topic_interest"])
+    online = feast_store.get_online_features(
+        features=["post_engagement:like_rate", "post_content:text_embedding", "post_content:hashtag_buckets"],
+        entity_rows=[{"post_id": post}]).to_dict()
+    assert online["like_rate"][0] == pytest.approx(_latest("post_engagement", home, {"post_id": post})["like_rate"])
+    content = _latest("post_content", home, {"post_id": post})
+    assert np.allclose(online["text_embedding"][0], content["text_embedding"])
+    assert list(online["hashtag_buckets"][0]) == list(content["hashtag_buckets"])
+    online = feast_store.get_online_features(
+        features=["user_author_affinity:impression_count", "user_author_affinity:friends_since_unix"],
+        entity_rows=[{"user_id": int(pair["user_id"]), "author_id": int(pair["author_id"])}]).to_dict()
+    assert online["impression_count"][0] == pair["impression_count"]
+    assert online["friends_since_unix"][0] == pair["friends_since_unix"]
+
+
+def test_request_time_features_at_serving(feature_home, materialized):
+    _, tables, _ = feature_home
+    _, feast_store = materialized
+    posts = tables["posts"]
+    mentioned = posts[posts["mentions"].map(len) > 0].iloc[0]
+    reader = int(mentioned["mentions"][0])
+    now = mentioned["created_ts"] + pd.Timedelta(hours=2)
+    frame = ranker_rows(feast_store, reader, [int(mentioned["post_id"])], request_time=now)
+    assert frame["request_features__user_mentioned"].iloc[0] == 1
+    assert frame["request_features__post_age_bucket"].iloc[0] == 1  # 1 to 6 hours old
+    other = ranker_rows(feast_store, reader + 1 if reader + 1 not in mentioned["mentions"] else reader + 2,
+                        [int(mentioned["post_id"])], request_time=now)
+    assert other["request_features__user_mentioned"].iloc[0] == 0
+
+
+def test_pushed_events_change_the_counters_the_next_read_returns(feature_home, materialized, tmp_path):
+    home, tables, _ = feature_home
+    kind, feast_store = materialized
+    post = int(tables["posts"]["post_id"].iloc[3])
+    read = lambda: feast_store.get_online_features(  # noqa: E731
+        features=["post_engagement_live:like_count", "post_engagement_live:share_count"],
+        entity_rows=[{"post_id": post}]).to_dict()
+    before = read()
+    likes, shares = before["like_count"][0] or 0, before["share_count"][0] or 0
+    batch = [{"user_id": 1, "post_id": post, "event_type": "like"},
+             {"user_id": 2, "post_id": post, "event_type": "like"},
+             {"user_id": 2, "post_id": post, "event_type": "no-such-reaction"},
+             {"user_id": 3, "post_id": post, "event_type": "share"}]
+    result = ingest_events(batch, tmp_path / "data", feast_store)
+    assert result.accepted == 3 and result.online_error is None and result.counters_updated == 1
+    assert [r.index for r in result.rejected] == [2] and "event_type" in result.rejected[0].reason
+    after = read()
+    assert (after["like_count"][0], after["share_count"][0]) == (likes + 2, shares + 1)
+    logged = read_events(tmp_path / "data")
+    assert len(logged) == 3 and set(logged["event_type"]) == {"like", "share"}
+
+
+# --- ingestion -------------------------------------------------------------------------------------
+
+def test_malformed_events_are_rejected_with_reasons_and_the_rest_are_durable(tmp_path):
+    batch = [
+        {"user_id": 1, "post_id": 2, "event_type": "click", "ts": "2026-10-03T10:00:00Z"},
+        {"user_id": "abc", "post_id": 2, "event_type": "click"},
+        {"user_id": 1, "post_id": 2, "event_type": "click", "ts": "yesterday-ish"},
+        {"user_id": 1, "post_id": 2, "event_type": "dwell", "value": -3.0},
+        {"user_id": 1, "post_id": 2, "event_type": "like", "ts": "2099-01-01T00:00:00Z"},
+        {"user_id": 1, "post_id": 5, "event_type": "hide"},
+    ]
+    result = ingest_events(batch, tmp_path)
+    reasons = {r.index: r.reason for r in result.rejected}
+    assert sorted(reasons) == [1, 2, 3, 4]
+    assert "user_id" in reasons[1] and "timestamp" in reasons[2]
+    assert "value" in reasons[3] and "future" in reasons[4]
+    assert result.rejected[0].event["user_id"] == "abc"  # the event as sent, for the client
+    logged = read_events(tmp_path)
+    assert result.accepted == 2 and list(logged["event_type"]) == ["click", "hide"]
+    assert logged["ts"].iloc[1] > pd.Timestamp("2026-11-01", tz="UTC")  # no ts given: received now
+
+
+def test_a_batch_with_unknown_fields_is_rejected_whole(tmp_path):
+    result = ingest_events([{"user_id": 1, "post_id": 2, "event_type": "like", "mood": "happy"}], tmp_path)
+    assert result.accepted == 0 and "unknown fields ['mood']" in result.rejected[0].reason
+    assert not (tmp_path / "event_log").exists()
+
+
+def test_events_stay_durable_when_the_online_store_is_down(feature_home, tmp_path, monkeypatch):
+    home, _, _ = feature_home
+    monkeypatch.setenv("NEWSFEED_REDIS", "127.0.0.1:1")  # nothing listens there
+    down = fstore.open_store(home, "production", project=f"nftest_{uuid.uuid4().hex[:8]}")
+    result = ingest_events([{"user_id": 1, "post_id": 2, "event_type": "like"}], tmp_path, down)
+    assert result.accepted == 1 and result.online_error
+    assert len(read_events(tmp_path)) == 1
+
+
+# --- training sets ---------------------------------------------------------------------------------
+
+def test_training_set_is_point_in_time_correct_and_never_sees_later_changes(feature_home, tmp_path):
+    """A burst of likes right after an impression must not reach that impression's row."""
+    home, tables, _ = feature_home
+    impressions = tables["impressions"]
+    day0 = impressions["ts"].min().normalize()
+    target = impressions[(impressions["ts"] > day0 + 2 * DAY) & (impressions["ts"] < day0 + 3 * DAY)].iloc[0]
+    post = int(target["post_id"])
+    later = impressions[(impressions["post_id"] == post) & (impressions["ts"] >= day0 + 4 * DAY)]
+    if later.empty:  # give the post a later impression to compare with
+        later = target.to_frame().T.assign(impression_id=impressions["impression_id"].max() + 1,
+                                           ts=day0 + 4 * DAY + pd.Timedelta(hours=1))
+        impressions = pd.concat([impressions, later], ignore_index=True).astype(impressions.dtypes)
+    probe = pd.concat([target.to_frame().T, later.head(1)]).astype(impressions.dtypes)
+
+    burst = pd.DataFrame({"user_id": 7, "post_id": post, "event_type": "like", "value": 1.0,
+                          "ts": target["ts"] + pd.to_timedelta(np.arange(1, 51), unit="s")})
+    data = tmp_path / "data"
+    write_dataset(data, {**tables, "impressions": impressions}, source="simulator")
+    base = tmp_path / "base"
+    build.build_offline(data, base)
+    home2 = tmp_path / "with-burst"
+    ingest_events(burst, data)  # appended to the durable event log, which the jobs read
+    build.build_offline(data, home2)
+
+    def likes_seen(h):
+        feast_store = fstore.open_store(h, "embedded")
+        fstore.apply(feast_store)
+        frame = training_set.build(feast_store, training_set.entity_frame(probe, tables["posts"]))
+        return frame["post_engagement_live__like_count"].to_numpy(), frame
+
+    before, _ = likes_seen(base)
+    after, frame = likes_seen(home2)
+    assert after[0] == before[0]  # the impression's own row: the burst came after it
+    assert after[1] == before[1] + 50  # a later impression sees it
+    assert frame[list(REACTIONS)].notna().all().all()  # labels ride along
+
+
+def test_training_set_has_one_row_per_impression_with_every_ranker_feature(feature_home):
+    home, tables, _ = feature_home
+    feast_store = fstore.open_store(home, "embedded")
+    fstore.apply(feast_store)
+    impressions = tables["impressions"].sample(300, random_state=2)
+    frame = training_set.build(feast_store, training_set.entity_frame(impressions, tables["posts"]))
+    assert len(frame) == 300 and frame["impression_id"].is_unique
+    service = feast_store.get_feature_service("ranker")
+    expected = {f"{p.name_to_use()}__{f.name}" for p in service.feature_view_projections for f in p.features}
+    assert expected <= set(frame.columns)
+    # Every impression comes after the origin snapshot: engagement and content are never missing.
+    assert frame["user_engagement__impression_count_30d"].notna().all()
+    assert frame["post_content__topic"].notna().all()
+    two_tower = training_set.build(feast_store, training_set.entity_frame(impressions, tables["posts"]), "two_tower")
+    assert not any(c.startswith("user_author_affinity__") for c in two_tower.columns)
