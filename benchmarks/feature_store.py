@@ -4,6 +4,8 @@ Reports materialization throughput (offline rows and online keys per second) and
 online read latency, median and p99, for one user plus 500 candidate posts read
 the way serving reads them:
   - "user + 500 posts": the user's views for 1 entity and the post views for 500;
+  - "user only" (what serving reads per request when post features live in the replica)
+    and "affinity, 500 pairs" (user-author rows for the candidates) break it down;
   - "ranker, 500 pairs": the whole ranker feature service for 500 (user, post,
     author) rows, including user-author affinity and the on-demand request features.
 The sqlite figures are the baseline; the ratio column is Redis / sqlite.
@@ -28,15 +30,15 @@ from rich.table import Table
 
 from newsfeed.data.io import write_dataset
 from newsfeed.data.simulator import SimConfig, generate
-from newsfeed.features import build, store as fstore
+from newsfeed.features import build, catalog, store as fstore
 from newsfeed.features.online import ranker_rows
 
 USER_VIEWS = ("user_profile", "user_engagement")
 POST_VIEWS = ("post_content", "post_engagement", "post_engagement_live")
 
 
-def features_of(feast_store, views) -> list[str]:
-    return [f"{v}:{f.name}" for v in views for f in feast_store.get_feature_view(v).features]
+def features_of(views) -> list[str]:
+    return [f"{v}:{c}" for v in views for c in catalog.TABLES[v].columns]
 
 
 def latencies(fn, reps: int) -> dict:
@@ -60,16 +62,26 @@ def measure(kind: str, home: Path, manifest: dict, reps: int, rng: np.random.Gen
         fstore.apply(feast_store)
         seconds = build.materialize(feast_store, manifest)
         rows, keys = sum(manifest["rows"].values()), sum(manifest["keys"].values())
-        user_features, post_features = features_of(feast_store, USER_VIEWS), features_of(feast_store, POST_VIEWS)
+        user_features, post_features = features_of(USER_VIEWS), features_of(POST_VIEWS)
         authors = posts.set_index("post_id")["author_id"].fillna(-1).astype(np.int64)
         picks = [(int(rng.choice(user_ids)), rng.choice(posts["post_id"].to_numpy(), 500, replace=False))
                  for _ in range(reps + 3)]
-        it = iter(picks * 2)
+        it = iter(picks * 4)
 
         def user_and_posts():
             user, post_ids = next(it)
             feast_store.get_online_features(features=user_features, entity_rows=[{"user_id": user}])
             feast_store.get_online_features(features=post_features, entity_rows=[{"post_id": int(p)} for p in post_ids])
+
+        def user_only():
+            user, _ = next(it)
+            feast_store.get_online_features(features=user_features, entity_rows=[{"user_id": user}])
+
+        def affinity():
+            user, post_ids = next(it)
+            feast_store.get_online_features(
+                features=features_of(("user_author_affinity",)),
+                entity_rows=[{"user_id": user, "author_id": int(a)} for a in authors.reindex(post_ids)])
 
         def ranker():
             user, post_ids = next(it)
@@ -78,7 +90,9 @@ def measure(kind: str, home: Path, manifest: dict, reps: int, rng: np.random.Gen
 
         return {
             "materialize_s": seconds, "rows_per_s": rows / seconds, "keys_per_s": keys / seconds,
+            "user_only": latencies(user_only, reps),
             "user_plus_500_posts": latencies(user_and_posts, reps),
+            "affinity_500_pairs": latencies(affinity, reps),
             "ranker_500_pairs": latencies(ranker, reps),
         }
     finally:
@@ -121,7 +135,7 @@ def main() -> None:
                   f"{p['rows_per_s'] / e['rows_per_s']:.2f}")
     table.add_row("materialize, online keys/s", f"{e['keys_per_s']:,.0f}", f"{p['keys_per_s']:,.0f}",
                   f"{p['keys_per_s'] / e['keys_per_s']:.2f}")
-    for read in ("user_plus_500_posts", "ranker_500_pairs"):
+    for read in ("user_only", "user_plus_500_posts", "affinity_500_pairs", "ranker_500_pairs"):
         for stat in ("median_ms", "p99_ms"):
             a, b = e[read][stat], p[read][stat]
             table.add_row(f"{read.replace('_', ' ')}, {stat.replace('_ms', '')} ms", f"{a:.1f}", f"{b:.1f}", f"{b / a:.2f}")

