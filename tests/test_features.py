@@ -254,8 +254,12 @@ def test_events_stay_durable_when_the_online_store_is_down(feature_home, tmp_pat
     home, _, _ = feature_home
     monkeypatch.setenv("NEWSFEED_REDIS", "127.0.0.1:1")  # nothing listens there
     down = fstore.open_store(home, "production", project=f"nftest_{uuid.uuid4().hex[:8]}")
-    result = ingest_events([{"user_id": 1, "post_id": 2, "event_type": "like"}], tmp_path, down)
-    assert result.accepted == 1 and result.online_error
+    fstore.apply(down)  # the registry (PostgreSQL) is up; only Redis is unreachable
+    try:
+        result = ingest_events([{"user_id": 1, "post_id": 2, "event_type": "like"}], tmp_path, down)
+    finally:
+        down.delete_project(down.project)
+    assert result.accepted == 1 and "Connection" in result.online_error, result.online_error
     assert len(read_events(tmp_path)) == 1
 
 
