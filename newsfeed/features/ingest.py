@@ -44,9 +44,8 @@ class IngestResult:
     online_error: str | None = None
 
 
-def _frame(events: pd.DataFrame | list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(events) if not isinstance(events, pd.DataFrame) else events.copy()
-    frame = frame.reset_index(drop=True)
+def _with_defaults(raw: pd.DataFrame) -> pd.DataFrame:
+    frame = raw.copy()
     now = pd.Timestamp.now(tz="UTC")
     # Defaults a client may leave out: a reaction counts once, and happens now.
     if "value" not in frame:
@@ -71,7 +70,7 @@ def ingest_events(events: pd.DataFrame | list[dict], data_dir: Path, store=None)
         why = "; ".join(filter(None, [missing and f"missing fields {missing}", extra and f"unknown fields {extra}"]))
         result.rejected = [Rejected(i, why, _plain_row(raw, i)) for i in range(len(raw))]
         return result
-    frame = _frame(raw)
+    frame = _with_defaults(raw)
     readable = frame.index[frame["ts"].notna()]
     reasons = {int(i): "ts: cannot be read as a timestamp" for i in frame.index[frame["ts"].isna()]}
     checked = validate_tables({"events": frame.loc[readable, list(EVENT_FIELDS)]}, required=("events",))

@@ -184,11 +184,10 @@ def _cumulative_daily(frame: pd.DataFrame, keys: list[str], kinds: tuple[str, ..
     return running.reset_index()
 
 
-def _tagged(frame: pd.DataFrame, kind: str | pd.Series, origin_ns: int, ts: str = "ts",
-            keys: tuple[str, ...] = ()) -> pd.DataFrame:
+def _tagged(frame: pd.DataFrame, kind: str | pd.Series, origin_ns: int, keys: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame({
         **{k: frame[k].to_numpy(np.int64) for k in keys},
-        "day": _day_index(_ns(frame[ts]), origin_ns),
+        "day": _day_index(_ns(frame["ts"]), origin_ns),
         "kind": kind if isinstance(kind, str) else kind.to_numpy(),
     })
 
@@ -293,25 +292,24 @@ def compute(tables: dict[str, pd.DataFrame], events: pd.DataFrame, as_of: pd.Tim
     post_topics = pd.Series(topic_ids(posts["topic"], vocabulary), index=posts["post_id"].to_numpy())
     authors = pd.Series(posts["author_id"].astype("Int64").to_numpy(), index=posts["post_id"].to_numpy())
     seconds: dict[str, float] = {}
-    out: dict[str, pd.DataFrame] = {}
 
-    def timed(name: str, fn: Callable[[], pd.DataFrame | tuple]) -> None:
+    def timed(name: str, fn: Callable[[], pd.DataFrame | tuple]):
         progress(name)
         t0 = time.perf_counter()
         result = fn()
         seconds[name] = time.perf_counter() - t0
-        if isinstance(result, tuple):
-            out["post_engagement"], out["post_engagement_live"] = result
-        else:
-            out[name] = result
+        return result
 
-    timed("user_profile", lambda: user_profile(users))
-    timed("post_content", lambda: post_content(posts, vocabulary, embed_cache))
-    timed("user_engagement", lambda: user_engagement(impressions, events, post_topics, len(vocabulary), origin_ns,
-                                                     n_days))
-    timed("post_engagement", lambda: post_engagement(impressions, events, origin_ns, n_days))
-    timed("user_author_affinity", lambda: user_author_affinity(impressions, events, friendships, authors, origin_ns,
-                                                               n_days))
+    out: dict[str, pd.DataFrame] = {
+        "user_profile": timed("user_profile", lambda: user_profile(users)),
+        "post_content": timed("post_content", lambda: post_content(posts, vocabulary, embed_cache)),
+        "user_engagement": timed("user_engagement", lambda: user_engagement(
+            impressions, events, post_topics, len(vocabulary), origin_ns, n_days)),
+    }
+    out["post_engagement"], out["post_engagement_live"] = timed(
+        "post_engagement", lambda: post_engagement(impressions, events, origin_ns, n_days))
+    out["user_author_affinity"] = timed("user_author_affinity", lambda: user_author_affinity(
+        impressions, events, friendships, authors, origin_ns, n_days))
     for name, frame in out.items():
         _check_columns(name, frame)
     stamps = pd.concat([f[catalog.TIMESTAMP] for f in out.values()])

@@ -120,8 +120,9 @@ def load_definitions(repo_dir: Path | None = None):
                 if isinstance(obj, kind):
                     if not any(obj is seen for seen in bucket):
                         bucket.append(obj)
-                        if isinstance(obj, PushSource) and obj.batch_source is not None:
-                            contents.data_sources.append(obj.batch_source)
+                        batch = obj.batch_source if isinstance(obj, PushSource) else None
+                        if batch is not None and not any(batch is seen for seen in contents.data_sources):
+                            contents.data_sources.append(batch)
                     break
     return contents
 
