@@ -47,6 +47,7 @@ def batch_view(name: str, online: bool = True) -> FeatureView:
 
 user_profile = batch_view("user_profile")
 user_engagement = batch_view("user_engagement")
+user_history = batch_view("user_history")
 post_content = batch_view("post_content")
 post_engagement = batch_view("post_engagement")
 user_author_affinity = batch_view("user_author_affinity")
@@ -77,12 +78,12 @@ def request_features(inputs: pd.DataFrame) -> pd.DataFrame:
 
 
 two_tower = FeatureService(
-    name="two_tower", features=[user_profile, user_engagement, post_content, post_engagement],
+    name="two_tower", features=[user_profile, user_engagement, user_history, post_content, post_engagement],
     description="Inputs of the two-tower retrieval model (user tower and post tower).",
 )
 ranker = FeatureService(
     name="ranker",
-    features=[user_profile, user_engagement, post_content, post_engagement, post_engagement_live,
+    features=[user_profile, user_engagement, user_history, post_content, post_engagement, post_engagement_live,
               user_author_affinity, request_features],
     description="Inputs of the multi-task ranker: user, post, live counters, user-author affinity, request time.",
 )

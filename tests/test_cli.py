@@ -19,7 +19,9 @@ SMALL = ["--users", "120", "--posts", "400", "--days", "3"]
 @pytest.mark.parametrize("command", [[], ["data"], ["data", "generate"], ["data", "import"], ["data", "validate"],
                                      ["data", "summary"], ["features"], ["features", "apply"],
                                      ["features", "materialize"], ["features", "training-set"], ["features", "push"],
-                                     ["features", "get"]])
+                                     ["features", "get"], ["train"], ["train", "two-tower"], ["train", "ranker"],
+                                     ["evaluate"], ["models"], ["models", "list"], ["models", "promote"], ["index"],
+                                     ["index", "build"]])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
@@ -77,7 +79,7 @@ def test_features_apply_materialize_training_set_push_get(home, tmp_path):
     assert early.exit_code == 1 and "newsfeed features apply" in early.output
     applied = runner.invoke(app, ["features", "apply"])
     assert applied.exit_code == 0, applied.output
-    assert "6 feature views" in applied.output and "2 feature services" in applied.output
+    assert "7 feature views" in applied.output and "2 feature services" in applied.output
     materialized = runner.invoke(app, ["features", "materialize"])
     assert materialized.exit_code == 0, materialized.output
     assert "online keys" in materialized.output and "user_author_affinity" in materialized.output

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from newsfeed.cli import data, features
+from newsfeed.cli import data, features, index, models, train
 
 app = typer.Typer(
     name="newsfeed",
@@ -19,6 +19,10 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(features.app, name="features")
+app.add_typer(train.app, name="train")
+app.command("evaluate")(train.evaluate)
+app.add_typer(models.app, name="models")
+app.add_typer(index.app, name="index")
 
 
 def main() -> None:

@@ -23,3 +23,43 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     """Print a clear error and return the exit to raise."""
     err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False)  # paths stay whole
     return typer.Exit(code)
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option("--store", help="embedded (sqlite, file registry) | production (Redis, SQL registry on "
+                                 "PostgreSQL) [env NEWSFEED_FEATURE_STORE, default embedded]."),
+]
+RegistryOption = Annotated[
+    str | None,
+    typer.Option("--registry", help="embedded (sqlite + local artifacts) | production (PostgreSQL backend) "
+                                    "[env NEWSFEED_REGISTRY, default embedded]."),
+]
+
+
+def open_feature_store(home: Path | None, store: str | None):
+    """(Feast store, kind) of the chosen configuration, or a clear exit."""
+    from newsfeed.config import Paths
+    from newsfeed.features.store import FeatureStoreError, open_store, store_kind
+
+    paths = Paths.resolve(home)
+    try:
+        kind = store_kind(store)
+        return open_store(paths.home, kind), kind
+    except FeatureStoreError as err:
+        raise fail(str(err)) from None
+
+
+def require_applied(feast_store) -> None:
+    if not feast_store.list_feature_views():
+        raise fail(f"no feature views registered in project {feast_store.project!r}: "
+                   "run `newsfeed features apply` first")
+
+
+def open_registry(home: Path | None, registry: str | None):
+    from newsfeed.config import Paths
+    from newsfeed.registry import Registry, RegistryError
+
+    try:
+        return Registry.open(Paths.resolve(home).home, registry)
+    except RegistryError as err:
+        raise fail(str(err)) from None

@@ -14,9 +14,6 @@ from newsfeed.cli.common import DataDirOption, HomeOption, console, fail
 
 app = typer.Typer(help="Generate, import, validate and summarise datasets.", no_args_is_help=True)
 
-WORLD_FILE = Path("truth") / "world.npz"
-
-
 @app.command()
 def generate(
     users: Annotated[int, typer.Option(help="Number of users.")] = 2_000,
@@ -36,6 +33,7 @@ def generate(
     from newsfeed.config import Paths
     from newsfeed.data.io import read_manifest, write_dataset
     from newsfeed.data.simulator import SimConfig, generate as simulate
+    from newsfeed.data.world import WORLD_FILE
 
     out = Paths.resolve(home, data_dir).data_dir
     try:

@@ -10,34 +10,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from newsfeed.cli.common import DataDirOption, HomeOption, console, fail
+from newsfeed.cli.common import DataDirOption, HomeOption, StoreOption, console, fail, open_feature_store as _open, require_applied as _require_applied
 
 app = typer.Typer(help="Feature store: apply, materialize, training-set, push, get.", no_args_is_help=True)
-
-StoreOption = Annotated[
-    str | None,
-    typer.Option("--store", help="embedded (sqlite, file registry) | production (Redis, SQL registry on "
-                                 "PostgreSQL) [env NEWSFEED_FEATURE_STORE, default embedded]."),
-]
-
-
-def _open(home: Path | None, store: str | None):
-    from newsfeed.config import Paths
-    from newsfeed.features.store import FeatureStoreError, open_store, store_kind
-
-    paths = Paths.resolve(home)
-    try:
-        kind = store_kind(store)
-        return open_store(paths.home, kind), kind
-    except FeatureStoreError as err:
-        raise fail(str(err)) from None
-
-
-def _require_applied(feast_store) -> None:
-    if not feast_store.list_feature_views():
-        raise fail(f"no feature views registered in project {feast_store.project!r}: "
-                   "run `newsfeed features apply` first")
-
 
 @app.command()
 def apply(home: HomeOption = None, store: StoreOption = None) -> None:

@@ -26,6 +26,8 @@ from scipy.special import expit, ndtr
 
 from newsfeed.schema import MEDIA_TYPES, REACTIONS, SKIP_DWELL_SECONDS
 
+WORLD_FILE = Path("truth") / "world.npz"
+"""Where a simulated dataset keeps its world, relative to the data dir."""
 HOUR_NS = 3_600 * 10**9
 PASSIVE_PENALTY = 2.2
 LOG_SKIP = float(np.log(SKIP_DWELL_SECONDS))
@@ -171,6 +173,12 @@ class World:
         meta = {"topics": self.topics, "drift_ns": self.drift_ns, "media_types": list(MEDIA_TYPES), **self.meta}
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path, meta=np.array(json.dumps(meta, default=str)), **arrays)
+
+    @classmethod
+    def of_dataset(cls, data_dir: Path) -> "World | None":
+        """The world behind a simulated dataset; None for real data (no ground truth)."""
+        path = Path(data_dir) / WORLD_FILE
+        return cls.load(path) if path.exists() else None
 
     @classmethod
     def load(cls, path: Path) -> "World":

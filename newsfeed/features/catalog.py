@@ -16,7 +16,9 @@ WINDOWS: dict[str, int] = {"1d": 1, "7d": 7, "30d": 30}
 """Trailing windows of the user engagement aggregates, in days."""
 AFFINITY_REACTIONS: tuple[str, ...] = ("click", "like", "comment", "share")
 POSITIVE_REACTIONS: tuple[str, ...] = ("click", "like", "comment", "share")
-"""Reactions that count as interest when building a user's topic-interest vector."""
+"""Reactions that count as interest (topic-interest vector, recent engaged posts)."""
+HISTORY_LENGTH = 20
+"""How many recently engaged posts a user's history keeps."""
 
 # Column types: int64, float32, string, int64_list, float32_list.
 
@@ -38,6 +40,7 @@ def _user_engagement_columns() -> dict[str, str]:
             cols[f"{r}_rate_{w}"] = "float32"
         cols[f"dwell_mean_{w}"] = "float32"
     cols["topic_interest"] = "float32_list"
+    cols["topic_interest_7d"] = "float32_list"
     return cols
 
 
@@ -49,7 +52,11 @@ USER_PROFILE = FeatureTable(
 USER_ENGAGEMENT = FeatureTable(
     "user_engagement", ("user_id",), _user_engagement_columns(),
     "Daily snapshots: per-reaction counts and rates over trailing 1/7/30 days, mean dwell, and the "
-    "topic-interest distribution of what the user engaged with in the last 30 days.",
+    "topic-interest distribution of what the user engaged with in the last 30 days (and 7: interests move).",
+)
+USER_HISTORY = FeatureTable(
+    "user_history", ("user_id",), {"recent_post_ids": "int64_list"},
+    f"Daily snapshots: the last {HISTORY_LENGTH} posts the user engaged with (click, like, comment, share), newest first.",
 )
 POST_CONTENT = FeatureTable(
     "post_content", ("post_id",),
@@ -78,6 +85,6 @@ USER_AUTHOR_AFFINITY = FeatureTable(
 )
 
 TABLES: dict[str, FeatureTable] = {
-    t.name: t for t in (USER_PROFILE, USER_ENGAGEMENT, POST_CONTENT, POST_ENGAGEMENT, POST_ENGAGEMENT_LIVE,
+    t.name: t for t in (USER_PROFILE, USER_ENGAGEMENT, USER_HISTORY, POST_CONTENT, POST_ENGAGEMENT, POST_ENGAGEMENT_LIVE,
                         USER_AUTHOR_AFFINITY)
 }

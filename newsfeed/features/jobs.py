@@ -157,13 +157,37 @@ def user_engagement(impressions: pd.DataFrame, events: pd.DataFrame, post_topics
         dwell_n = win[:, kinds.index("dwell_n")]
         out[f"dwell_mean_{name}"] = np.where(dwell_n > 0, win[:, kinds.index("dwell_sum")] / np.maximum(dwell_n, 1),
                                              0.0).astype(np.float32)
-    lo30 = np.maximum(jj + 1 - catalog.WINDOWS["30d"], 0)
-    interest = (cum_t[uu, jj + 1] - cum_t[uu, lo30]).astype(np.float32)
-    total = interest.sum(axis=1, keepdims=True)
-    interest = np.divide(interest, total, out=np.zeros_like(interest), where=total > 0)
     frame = pd.DataFrame(out)
-    frame["topic_interest"] = list(interest)
+    for column, window in (("topic_interest", "30d"), ("topic_interest_7d", "7d")):
+        lo = np.maximum(jj + 1 - catalog.WINDOWS[window], 0)
+        interest = (cum_t[uu, jj + 1] - cum_t[uu, lo]).astype(np.float32)
+        total = interest.sum(axis=1, keepdims=True)
+        frame[column] = list(np.divide(interest, total, out=np.zeros_like(interest), where=total > 0))
     return frame
+
+
+def user_history(events: pd.DataFrame, origin_ns: int, n_days: int) -> pd.DataFrame:
+    """At the end of each day a user engaged: their last HISTORY_LENGTH distinct engaged posts,
+    newest first; plus an empty history at the origin (see _cumulative_daily)."""
+    positive = events[events["event_type"].isin(catalog.POSITIVE_REACTIONS)]
+    frame = pd.DataFrame({"user_id": positive["user_id"].to_numpy(np.int64),
+                          "post_id": positive["post_id"].to_numpy(np.int64), "ns": _ns(positive["ts"])})
+    frame["day"] = _day_index(frame["ns"].to_numpy(), origin_ns)
+    frame = frame[(frame["day"] >= 0) & (frame["day"] < n_days)]
+    # A click then a like on one post is one engaged post, dated by its first reaction.
+    frame = frame.sort_values(["user_id", "ns"], kind="stable").drop_duplicates(["user_id", "post_id"])
+    users, posts, days = (frame[c].to_numpy() for c in ("user_id", "post_id", "day"))
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.array([], np.int64)
+    # The last row of each (user, day): the history as of that day's end is the rows before it.
+    ends = np.flatnonzero(np.r_[(users[1:] != users[:-1]) | (days[1:] != days[:-1]), True]) if len(users) else starts
+    first = starts[np.searchsorted(starts, ends, side="right") - 1]
+    lo = np.maximum(first, ends + 1 - catalog.HISTORY_LENGTH)
+    rows_user = np.r_[np.unique(users), users[ends]]
+    stamps = np.r_[np.full(len(np.unique(users)), origin_ns), origin_ns + (days[ends] + 1) * DAY_NS]
+    histories = [[] for _ in np.unique(users)] + [posts[a:b + 1][::-1].tolist() for a, b in zip(lo, ends)]
+    out = pd.DataFrame({"user_id": rows_user.astype(np.int64), catalog.TIMESTAMP: _stamp(stamps),
+                        "recent_post_ids": histories})
+    return out.sort_values(["user_id", catalog.TIMESTAMP], kind="stable").reset_index(drop=True)
 
 
 def _cumulative_daily(frame: pd.DataFrame, keys: list[str], kinds: tuple[str, ...]) -> pd.DataFrame:
@@ -306,6 +330,7 @@ def compute(tables: dict[str, pd.DataFrame], events: pd.DataFrame, as_of: pd.Tim
         "user_engagement": timed("user_engagement", lambda: user_engagement(
             impressions, events, post_topics, len(vocabulary), origin_ns, n_days)),
     }
+    out["user_history"] = timed("user_history", lambda: user_history(events, origin_ns, n_days))
     out["post_engagement"], out["post_engagement_live"] = timed(
         "post_engagement", lambda: post_engagement(impressions, events, origin_ns, n_days))
     out["user_author_affinity"] = timed("user_author_affinity", lambda: user_author_affinity(

@@ -9,6 +9,8 @@ from newsfeed.features import catalog
 from newsfeed.schema import ORACLE_COLUMNS, REACTIONS
 
 LABELS: tuple[str, ...] = (*REACTIONS, "dwell_seconds", "skip")
+CONTEXT: tuple[str, ...] = ("request_id", "position")
+"""Impression context carried beside the features (not features: the ranker learns position bias from it)."""
 
 
 def entity_frame(impressions: pd.DataFrame, posts: pd.DataFrame) -> pd.DataFrame:
@@ -25,13 +27,14 @@ def entity_frame(impressions: pd.DataFrame, posts: pd.DataFrame) -> pd.DataFrame
         catalog.TIMESTAMP: ts.dt.floor("us").to_numpy(),
         "request_unix": ts.array.asi8 // 10**9,
     })
-    carried = [c for c in (*LABELS, *ORACLE_COLUMNS) if c in impressions.columns]
+    carried = [c for c in (*CONTEXT, *LABELS, *ORACLE_COLUMNS) if c in impressions.columns]
     return pd.concat([frame, impressions[carried].reset_index(drop=True)], axis=1)
 
 
-def build(store, entities: pd.DataFrame, service: str = "ranker") -> pd.DataFrame:
-    """Every feature of ``service`` as of each row's timestamp, one output row per input row."""
-    features = store.get_feature_service(service)
+def build(store, entities: pd.DataFrame, service: str | list[str] = "ranker") -> pd.DataFrame:
+    """Every feature of ``service`` (a feature service name, or a list of ``view:feature``
+    references) as of each row's timestamp, one output row per input row."""
+    features = store.get_feature_service(service) if isinstance(service, str) else service
     joined = store.get_historical_features(entity_df=entities, features=features, full_feature_names=True).to_df()
     if len(joined) != len(entities):
         # Feast's file store can drop rows (see jobs._cumulative_daily); never hand a
@@ -39,4 +42,5 @@ def build(store, entities: pd.DataFrame, service: str = "ranker") -> pd.DataFram
         missing = len(entities) - len(joined)
         raise RuntimeError(f"the feature join returned {len(joined):,} rows for {len(entities):,} impressions "
                            f"({missing:,} lost); are the feature tables older than the impressions?")
-    return joined.sort_values("impression_id", kind="stable").reset_index(drop=True)
+    order = "impression_id" if "impression_id" in joined.columns else list(entities.columns[:1])
+    return joined.sort_values(order, kind="stable").reset_index(drop=True)

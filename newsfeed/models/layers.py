@@ -1,0 +1,75 @@
+"""Building blocks shared by the models: the input layer over an Encoder's tensors, MLPs."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from newsfeed.features import hashing
+from newsfeed.models.encoding import Encoder
+
+
+def mlp(sizes: list[int], dropout: float = 0.0, last_activation: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or last_activation:
+            layers.append(nn.ReLU())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+def id_tables(encoders: list[Encoder], dim: int) -> nn.ModuleDict:
+    """One hashed embedding table per entity key any encoder reads (as an id or a bag of
+    ids), shared between them: a post's id row is the same in the post tower and in a
+    user's history."""
+    keys = sorted({k for e in encoders for k in (*e.ids, *(t for t in e.bags.values() if t != "hashtag"))})
+    buckets = {e.id_buckets for e in encoders}
+    if len(buckets) > 1:
+        raise ValueError(f"encoders disagree on id buckets: {buckets}")
+    n = buckets.pop()
+    tables = nn.ModuleDict({k: nn.Embedding(n, dim, padding_idx=0) for k in keys})
+    # Small init: a row never trained (a brand-new post) must add almost nothing, so
+    # content alone places it.
+    for table in tables.values():
+        nn.init.normal_(table.weight, std=0.01)
+        with torch.no_grad():
+            table.weight[0].zero_()
+    return tables
+
+
+class InputLayer(nn.Module):
+    """Concatenates numeric, vector, categorical-embedding, bag and id-embedding inputs."""
+
+    def __init__(self, encoder: Encoder, tables: nn.ModuleDict, category_dim: int = 8, hashtag_dim: int = 16):
+        super().__init__()
+        self.encoder = encoder
+        self.tables = tables
+        self.categories = nn.ModuleList(nn.Embedding(len(v), min(category_dim, len(v))) for v in encoder.categories.values())
+        self.hashtags = nn.ModuleDict({
+            name.replace(".", "_"): nn.EmbeddingBag(hashing.HASHTAG_BUCKETS + 1, hashtag_dim, mode="mean", padding_idx=0)
+            for name, table in encoder.bags.items() if table == "hashtag"
+        })
+        id_dim = next(iter(tables.values())).embedding_dim if len(tables) else 0
+        self.out_dim = (encoder.numeric_dim + encoder.vector_dim + sum(e.embedding_dim for e in self.categories)
+                        + len(self.hashtags) * hashtag_dim + (len(encoder.bags) - len(self.hashtags)) * id_dim
+                        + len(encoder.ids) * id_dim)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = [batch["numeric"], batch["vectors"]]
+        parts += [emb(batch["categorical"][:, j]) for j, emb in enumerate(self.categories)]
+        for name, table in self.encoder.bags.items():
+            ids = batch[f"bag:{name}"]
+            if table == "hashtag":
+                parts.append(self.hashtags[name.replace(".", "_")](ids))
+            else:
+                parts.append(_mean_bag(self.tables[table].weight, ids))
+        parts += [self.tables[key](batch[f"id:{key}"]) for key in self.encoder.ids]
+        return torch.cat(parts, dim=1)
+
+
+def _mean_bag(weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Mean of the rows of ``weight`` named in each row of ``ids`` (0 = padding; empty -> 0)."""
+    return F.embedding_bag(ids, weight, mode="mean", padding_idx=0)

@@ -1,0 +1,123 @@
+"""The multi-task ranker: shared layers (shared-bottom or MMoE), one head per reaction plus
+skip, and a dwell-time regression head.
+
+Position bias: a user is likelier to react to what is shown first. A shallow position
+term is added to every head's logit during training (PAL-style), so the shared layers
+learn relevance apart from position; scoring uses position 0 ("as if shown first"),
+which ranks candidates on relevance alone.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, Field
+from torch import nn
+
+from newsfeed.models.encoding import Encoder
+from newsfeed.models.layers import InputLayer, id_tables, mlp
+from newsfeed.models.training import Batch
+from newsfeed.schema import REACTIONS
+
+HEADS: tuple[str, ...] = (*REACTIONS, "skip")
+"""Binary heads, each trained with BCE; dwell is the extra regression head."""
+MAX_POSITION = 50
+
+
+class RankerConfig(BaseModel):
+    architecture: Literal["mmoe", "shared-bottom"] = "mmoe"
+    hidden: list[int] = [256, 128]
+    experts: int = Field(4, ge=1, description="MMoE experts")
+    tower: int = Field(32, ge=1, description="width of each head's small tower")
+    ids: list[str] = Field(default_factory=lambda: ["post_id", "author_id"],
+                           description="entity keys embedded by hashed id")
+    id_dim: int = Field(16, ge=1)
+    id_buckets: int = Field(1 << 15, ge=16)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    loss_weights: dict[str, float] = Field(
+        default_factory=lambda: {**{h: 1.0 for h in HEADS}, "dwell": 0.5},
+        description="per-head loss weight (BCE heads and dwell's Huber)")
+
+
+def input_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if "__" in c]
+
+
+class MultiTaskRanker(nn.Module):
+    def __init__(self, encoder: Encoder, config: RankerConfig):
+        super().__init__()
+        self.config, self.encoder = config, encoder
+        unknown = set(config.loss_weights) - {*HEADS, "dwell"}
+        if unknown:
+            raise ValueError(f"loss weights for unknown heads {sorted(unknown)}; heads are {[*HEADS, 'dwell']}")
+        self.tables = id_tables([encoder], config.id_dim)
+        self.inputs = InputLayer(encoder, self.tables)
+        sizes = [self.inputs.out_dim, *config.hidden]
+        n_tasks = len(HEADS) + 1
+        if config.architecture == "mmoe":
+            self.experts = nn.ModuleList(mlp(sizes, config.dropout) for _ in range(config.experts))
+            self.gates = nn.Linear(self.inputs.out_dim, n_tasks * config.experts)
+        else:
+            self.bottom = mlp(sizes, config.dropout)
+        self.towers = nn.ModuleList(mlp([config.hidden[-1], config.tower, 1], 0.0, False) for _ in range(n_tasks))
+        self.position_bias = nn.Embedding(MAX_POSITION, len(HEADS))
+        nn.init.zeros_(self.position_bias.weight)
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, config: RankerConfig) -> "MultiTaskRanker":
+        return cls(Encoder.fit(frame, input_columns(frame), config.ids, config.id_buckets), config)
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(binary logits (n, len(HEADS)), predicted log1p dwell (n,))."""
+        x = self.inputs(batch)
+        n_tasks = len(self.towers)
+        if self.config.architecture == "mmoe":
+            experts = torch.stack([e(x) for e in self.experts], dim=1)  # (n, E, h)
+            gates = self.gates(x).view(len(x), n_tasks, -1).softmax(dim=-1)  # (n, T, E)
+            shared = torch.einsum("nte,neh->nth", gates, experts)
+            outputs = [tower(shared[:, t]) for t, tower in enumerate(self.towers)]
+        else:
+            shared = self.bottom(x)
+            outputs = [tower(shared) for tower in self.towers]
+        out = torch.cat(outputs, dim=1)
+        position = batch.get("position")
+        if position is None:
+            position = torch.zeros(len(x), dtype=torch.long)
+        logits = out[:, :len(HEADS)] + self.position_bias(position.clamp(0, MAX_POSITION - 1))
+        return logits, out[:, len(HEADS)]
+
+    @torch.no_grad()
+    def predict(self, frame: pd.DataFrame, batch_size: int = 8192, logged_position: bool = False) -> pd.DataFrame:
+        """P(head) for every binary head and expected dwell seconds: at position 0 (for
+        ranking), or at each row's logged ``position`` (to check calibration against logs)."""
+        self.eval()
+        parts = []
+        for i in range(0, len(frame), batch_size):
+            rows = frame.iloc[i:i + batch_size]
+            batch = self.encoder.transform(rows)
+            if logged_position:
+                batch["position"] = torch.from_numpy(rows["position"].to_numpy(np.int64))
+            logits, dwell = self(batch)
+            parts.append(np.column_stack([torch.sigmoid(logits).numpy(), np.expm1(dwell.clamp(min=0).numpy())]))
+        values = np.concatenate(parts) if parts else np.zeros((0, len(HEADS) + 1))
+        return pd.DataFrame(values, columns=[*(f"p_{h}" for h in HEADS), "dwell_seconds"], index=frame.index)
+
+
+def training_batch(model: MultiTaskRanker, frame: pd.DataFrame) -> Batch:
+    batch = model.encoder.transform(frame)
+    batch["labels"] = torch.from_numpy(frame[list(HEADS)].to_numpy(np.float32))
+    batch["log_dwell"] = torch.from_numpy(np.log1p(frame["dwell_seconds"].fillna(0).to_numpy(np.float32)))
+    batch["position"] = torch.from_numpy(frame["position"].to_numpy(np.int64))
+    return batch
+
+
+def multitask_loss(model: MultiTaskRanker, batch: Batch) -> torch.Tensor:
+    logits, dwell = model(batch)
+    weights = model.config.loss_weights
+    bce = F.binary_cross_entropy_with_logits(logits, batch["labels"], reduction="none").mean(dim=0)
+    head_weights = torch.tensor([weights.get(h, 1.0) for h in HEADS])
+    return (bce * head_weights).sum() + weights.get("dwell", 0.5) * F.huber_loss(dwell, batch["log_dwell"])

@@ -1,0 +1,275 @@
+"""One training, evaluation or indexing run end to end: data -> model -> evaluation ->
+MLflow (params, metrics, artifacts, lineage) -> registry alias. The command line and the
+pipeline components call these; the logic lives here once."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version as installed_version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from newsfeed.data.world import World
+from newsfeed.models import datasets, evaluation, saved
+from newsfeed.models.ranker import MultiTaskRanker, RankerConfig, multitask_loss, training_batch as ranker_batch
+from newsfeed.models.training import History, TrainConfig, fit
+from newsfeed.models.two_tower import (POST_VIEWS, USER_VIEWS, TwoTower, TwoTowerConfig, in_batch_loss,
+                                       sampling_log_q, training_batch as two_tower_batch)
+from newsfeed.registry import INDEX_TAG, RANKER, TWO_TOWER, Registry, RegistryError, code_version
+from newsfeed.scoring import engagement_score, load_weights
+
+INDEX_EXPERIMENT = "newsfeed-index"
+RUNTIME_PACKAGES = ("torch", "numpy", "pandas", "scikit-learn", "pyyaml", "pydantic", "mlflow", "rich")
+
+
+@dataclass
+class RunResult:
+    model_name: str
+    run_id: str
+    version: str | None
+    metrics: dict[str, float]
+    report: dict = field(default_factory=dict)
+    history: History | None = None
+
+
+def metric_name(name: str) -> str:
+    """MLflow metric names allow no '@'."""
+    return name.replace("@", "_at_")
+
+
+def flat_metrics(report: dict[str, dict[str, float]], prefix: str = "") -> dict[str, float]:
+    return {metric_name(f"{prefix}{scorer}.{k}"): float(v) for scorer, row in report.items() for k, v in row.items()
+            if v == v}  # NaN (undefined) is left out, not logged as a number
+
+
+def _requirements() -> list[str]:
+    out = []
+    for package in RUNTIME_PACKAGES:
+        try:
+            out.append(f"{package}=={installed_version(package)}")
+        except PackageNotFoundError:
+            out.append(package)
+    return out
+
+
+def _log_model(model, name: str, pyfunc, weights: dict | None, register: bool, lineage: dict, registry: Registry):
+    """Log the model folder as a pyfunc (with this package's code, so it loads anywhere),
+    register it and make the new version the challenger."""
+    import mlflow
+    import newsfeed
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = saved.save(model, Path(tmp) / "model", weights)
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=pyfunc, artifacts={"model_dir": str(folder)},
+            code_paths=[str(Path(newsfeed.__file__).parent)], pip_requirements=_requirements(),
+            registered_model_name=name if register else None,
+        )
+    version = getattr(info, "registered_model_version", None)
+    if register and version is not None:
+        registry.set_alias(name, "challenger", version)
+        for key, value in lineage.items():
+            registry.client.set_model_version_tag(name, str(version), key, str(value))
+    return None if version is None else str(version)
+
+
+def _start_run(registry: Registry, name: str, lineage: dict, params: dict):
+    import mlflow
+
+    run = mlflow.start_run(experiment_id=registry.experiment_id(name))
+    mlflow.set_tags({f"lineage.{k}": str(v) for k, v in lineage.items()})
+    mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.items()})
+    return run
+
+
+def _log_history(history: History) -> None:
+    import mlflow
+
+    for epoch, (tl, vl) in enumerate(zip(history.train_loss, history.val_loss)):
+        mlflow.log_metrics({"train_loss": tl, "val_loss": vl}, step=epoch)
+    mlflow.log_metrics({"best_epoch": history.best_epoch, "train_samples_per_second": history.samples_per_second})
+
+
+def _lineage(data: datasets.ModelData, service: str) -> dict:
+    return {**data.lineage, "feature_service": service, "code_version": code_version()}
+
+
+def train_two_tower(home: Path, data_dir: Path, store, registry: Registry, config: TwoTowerConfig = TwoTowerConfig(),
+                    train: TrainConfig = TrainConfig(), split: datasets.SplitConfig = datasets.SplitConfig(),
+                    register: bool = True, show_progress: bool = True) -> RunResult:
+    import mlflow
+
+    data = datasets.load(home, data_dir, split)
+    positives = datasets.impression_set(home, store, data, "two_tower", positives_only=True)
+    fit_rows, val_rows = positives[positives["split"] == "train"], positives[positives["split"] == "val"]
+    if len(fit_rows) < train.batch_size or val_rows.empty:
+        raise ValueError(f"too little data to train: {len(fit_rows):,} training and {len(val_rows):,} validation "
+                         f"positives (need at least one batch, {train.batch_size})")
+    model = TwoTower.from_frame(fit_rows, config)
+    history = fit(model, in_batch_loss,
+                  two_tower_batch(model, fit_rows, sampling_log_q(fit_rows["post_id"].to_numpy())),
+                  two_tower_batch(model, val_rows, sampling_log_q(val_rows["post_id"].to_numpy())),
+                  train, "two-tower", show_progress)
+    report = evaluate_two_tower(model, home, store, data)
+    lineage = _lineage(data, "two_tower")
+    params = {**config.model_dump(), **train.model_dump(), **split.model_dump(), "train_positives": len(fit_rows)}
+    with _start_run(registry, TWO_TOWER, lineage, params) as run:
+        _log_history(history)
+        metrics = flat_metrics(report)
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict(report, "evaluation.json")
+        version = _log_model(model, TWO_TOWER, _pyfunc("two_tower"), None, register, lineage, registry)
+    return RunResult(TWO_TOWER, run.info.run_id, version, metrics, report, history)
+
+
+def evaluate_two_tower(model: TwoTower | None, home: Path, store, data: datasets.ModelData) -> dict:
+    rs = datasets.retrieval_set(home, store, data, USER_VIEWS, POST_VIEWS)
+    if model is None:
+        return evaluation.retrieval_report(rs, evaluation.retrieval_scorers(rs))
+    scorers = evaluation.retrieval_scorers(rs, model.embed_users(rs.users), model.embed_posts(rs.posts))
+    return evaluation.retrieval_report(rs, scorers)
+
+
+def train_ranker(home: Path, data_dir: Path, store, registry: Registry, config: RankerConfig = RankerConfig(),
+                 train: TrainConfig = TrainConfig(), split: datasets.SplitConfig = datasets.SplitConfig(),
+                 weights_file: Path | None = None, register: bool = True, show_progress: bool = True) -> RunResult:
+    import mlflow
+
+    weights = load_weights(weights_file)
+    data = datasets.load(home, data_dir, split)
+    frame = datasets.impression_set(home, store, data, "ranker")
+    parts = {name: frame[frame["split"] == name] for name in ("train", "val", "test")}
+    empty = [name for name, part in parts.items() if part.empty]
+    if empty:
+        raise ValueError(f"the temporal split left no {' or '.join(empty)} impressions; is the data's time span too short?")
+    model = MultiTaskRanker.from_frame(parts["train"], config)
+    history = fit(model, multitask_loss, ranker_batch(model, parts["train"]), ranker_batch(model, parts["val"]),
+                  train, f"ranker ({config.architecture})", show_progress)
+    report = evaluate_ranker(model, parts["test"], weights, World.of_dataset(data_dir))
+    lineage = _lineage(data, "ranker")
+    params = {**config.model_dump(), **train.model_dump(), **split.model_dump(), "train_impressions": len(parts["train"])}
+    with _start_run(registry, RANKER, lineage, params) as run:
+        _log_history(history)
+        metrics = {**{metric_name(k): v for k, v in report["heads"].items() if v == v},
+                   **flat_metrics(report["ranking"])}
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict(report, "evaluation.json")
+        mlflow.log_dict(weights, "engagement_weights.yaml")
+        version = _log_model(model, RANKER, _pyfunc("ranker"), weights, register, lineage, registry)
+    return RunResult(RANKER, run.info.run_id, version, metrics, report, history)
+
+
+def evaluate_ranker(model: MultiTaskRanker | None, test: pd.DataFrame, weights: dict[str, float],
+                    world: World | None) -> dict:
+    if model is None:
+        heads, scores = {}, None
+    else:
+        # Heads are checked against the logs at the logged positions; ranking is on relevance (position 0).
+        heads = evaluation.head_metrics(test, model.predict(test, logged_position=True))
+        scores = engagement_score(model.predict(test), weights)
+    scorers = evaluation.ranking_scorers(test, scores, weights, world)
+    return {"heads": heads, "ranking": evaluation.ranking_report(test, scorers, weights)}
+
+
+def _pyfunc(kind: str):
+    from newsfeed.models.pyfunc import RankerPyfunc, TwoTowerPyfunc
+
+    return TwoTowerPyfunc() if kind == "two_tower" else RankerPyfunc()
+
+
+def load_registered(registry: Registry, name: str, ref: str | int = "champion"):
+    """(model, weights or None, version) of a registered version, rebuilt from its artifacts."""
+    import mlflow
+
+    version = registry.version(name, ref)
+    wrapper = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}").unwrap_python_model()
+    return wrapper.model, getattr(wrapper, "weights", None), version
+
+
+def evaluate_registered(home: Path, data_dir: Path, store, registry: Registry, ref: str = "champion",
+                        split: datasets.SplitConfig = datasets.SplitConfig()) -> dict:
+    """Both registered models (by alias or version) on the held-out period, beside the baselines."""
+    data = datasets.load(home, data_dir, split)
+    two_tower, _, tt_version = load_registered(registry, TWO_TOWER, ref)
+    ranker, weights, rk_version = load_registered(registry, RANKER, ref)
+    frame = datasets.impression_set(home, store, data, "ranker")
+    return {
+        "versions": {TWO_TOWER: str(tt_version.version), RANKER: str(rk_version.version)},
+        "retrieval": evaluate_two_tower(two_tower, home, store, data),
+        "ranker": evaluate_ranker(ranker, frame[frame["split"] == "test"], weights, World.of_dataset(data_dir)),
+    }
+
+
+@dataclass
+class IndexResult:
+    model_version: str
+    run_id: str
+    kind: str
+    size: int
+    recall_vs_exact: float
+    build_seconds: float
+
+
+def post_frame(store, post_ids: np.ndarray) -> pd.DataFrame:
+    """The post tower's inputs for ``post_ids`` from the online store (what serving sees)."""
+    refs = datasets.view_features(store, "two_tower", POST_VIEWS)
+    frame = store.get_online_features(features=refs, entity_rows=[{"post_id": int(p)} for p in post_ids],
+                                      full_feature_names=True).to_df()
+    frame["author_id"] = pd.to_numeric(frame["post_content__author_id"], errors="coerce").fillna(-1).astype(np.int64)
+    return frame
+
+
+def build_index(data_dir: Path, store, registry: Registry, ref: str = "challenger", kind: str = "auto",
+                recall_k: int = 100, seed: int = 0) -> IndexResult:
+    """Embed every post with a registered two-tower version, index them, measure the index's
+    recall against exact search, and register the index with that version (and only it)."""
+    import mlflow
+
+    from newsfeed.data.io import read_dataset
+    from newsfeed.index import recall_against_exact, timed_build
+
+    model, _, version = load_registered(registry, TWO_TOWER, ref)
+    posts = read_dataset(data_dir, ("posts",)).get("posts")
+    if posts is None or posts.empty:
+        raise FileNotFoundError(f"{data_dir}: no posts to index")
+    post_ids = posts["post_id"].to_numpy(np.int64)
+    embeddings = model.embed_posts(post_frame(store, post_ids))
+    index, seconds = timed_build(embeddings, post_ids, kind)
+    queries = embeddings[np.random.default_rng(seed).choice(len(embeddings), min(256, len(embeddings)), replace=False)]
+    recall = recall_against_exact(index, embeddings, post_ids, queries, min(recall_k, len(post_ids)))
+    manifest = {"model_name": TWO_TOWER, "model_version": str(version.version), "model_run_id": version.run_id,
+                "kind": index.kind, "size": index.size, "dim": index.dim}
+    with mlflow.start_run(experiment_id=registry.experiment_id(INDEX_EXPERIMENT)) as run:
+        mlflow.set_tags({"model_name": TWO_TOWER, "model_version": str(version.version)})
+        mlflow.log_params({"kind": index.kind, "recall_k": recall_k})
+        mlflow.log_metrics({f"recall_vs_exact_at_{recall_k}": recall, "posts": index.size, "build_seconds": seconds})
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = index.save(Path(tmp) / "index")
+            (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+            mlflow.log_artifacts(str(folder), "index")
+    registry.client.set_model_version_tag(TWO_TOWER, str(version.version), INDEX_TAG, run.info.run_id)
+    return IndexResult(str(version.version), run.info.run_id, index.kind, index.size, recall, seconds)
+
+
+def load_index(registry: Registry, ref: str = "champion", folder: Path | None = None):
+    """(index, two-tower version) registered together; refuses an index built by another version."""
+    import mlflow
+
+    from newsfeed.index import PostIndex
+
+    version = registry.version(TWO_TOWER, ref)
+    run_id = version.tags.get(INDEX_TAG)
+    if not run_id:
+        raise RegistryError(f"{TWO_TOWER} version {version.version} has no index: run `newsfeed index build "
+                            f"--model {version.version}`")
+    path = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="index",
+                                                    dst_path=str(folder) if folder else None))
+    manifest = json.loads((path / "manifest.json").read_text())
+    if manifest["model_version"] != str(version.version):
+        raise RegistryError(f"index of run {run_id} was built by version {manifest['model_version']}, "
+                            f"not {version.version}")
+    return PostIndex.load(path), version

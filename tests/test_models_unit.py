@@ -1,0 +1,120 @@
+"""Models' building blocks without the feature store: metrics, weights, encoding, losses, index."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from newsfeed import metrics
+from newsfeed.index import PostIndex, recall_against_exact
+from newsfeed.models.encoding import Encoder, hash_ids
+from newsfeed.models.two_tower import sampling_log_q
+from newsfeed.scoring import WeightsError, engagement_score, load_weights
+
+
+def test_ndcg_orders_perfect_reversed_and_constant_scorers():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(200), 10)
+    gains = rng.exponential(size=2000) * (rng.random(2000) < 0.3)
+    assert metrics.ndcg_at_k(groups, gains, gains) == pytest.approx(1.0)
+    worst = metrics.ndcg_at_k(groups, gains, -gains)
+    random = metrics.ndcg_at_k(groups, gains, rng.random(2000))
+    constant = metrics.ndcg_at_k(groups, gains, np.zeros(2000))
+    assert worst < random < 1.0
+    assert constant == pytest.approx(random, abs=0.03)  # ties are broken at random, not by row order
+
+
+def test_ndcg_ignores_lists_without_gain_and_clips_negative_gains():
+    groups = np.array([0, 0, 1, 1])
+    gains = np.array([0.0, 0.0, -50.0, 5.0])  # list 0 has nothing to order; a block is no gain
+    assert metrics.ndcg_at_k(groups, gains, np.array([1, 0, 1, 0])) == pytest.approx(1 / np.log2(3))
+
+
+def test_recall_and_retrieval_ndcg():
+    ranked = np.array([[1, 2, 3, 4], [9, 8, 7, 6]])
+    relevant = [np.array([2, 5]), np.array([6]), np.array([], np.int64)]
+    recall = metrics.recall_at_k(ranked, relevant[:2], (1, 4))
+    assert recall == {1: pytest.approx(0.0), 4: pytest.approx((0.5 + 1.0) / 2)}
+    assert metrics.ndcg_of_ranked(ranked[:1], [np.array([1])], 4) == pytest.approx(1.0)
+
+
+def test_calibration_error_is_small_for_calibrated_and_large_for_shifted():
+    rng = np.random.default_rng(1)
+    p = rng.random(50_000) * 0.2
+    y = (rng.random(50_000) < p).astype(int)
+    assert metrics.calibration_error(y, p) < 0.01
+    assert metrics.calibration_error(y, p + 0.2) > 0.15
+    assert np.isnan(metrics.roc_auc(np.zeros(10), np.arange(10)))
+
+
+def test_weights_are_data_with_overrides_and_clear_errors(tmp_path):
+    weights = load_weights()
+    assert weights == {"click": 1, "like": 5, "comment": 10, "share": 20, "friend_request": 30, "hide": -20, "block": -50}
+    assert load_weights(overrides={"share": 40})["share"] == 40
+    with pytest.raises(WeightsError, match="unknown reactions"):
+        load_weights(overrides={"love": 3})
+    bad = tmp_path / "w.yaml"
+    bad.write_text("click: lots\n")
+    with pytest.raises(WeightsError, match="finite number"):
+        load_weights(bad)
+    score = engagement_score({"p_click": np.array([0.5]), "p_hide": np.array([0.1])}, {"click": 1, "hide": -20})
+    assert score == pytest.approx([0.5 - 2.0])
+
+
+def test_encoder_round_trips_and_handles_missing_and_unseen_values():
+    frame = pd.DataFrame({
+        "user_profile__gender": ["f", "m", None], "user_profile__age_bucket": [1, 2, 3],
+        "user_engagement__click_count_7d": [0, 100, 1000], "user_engagement__topic_interest": [[0.5, 0.5], None, [1.0, 0.0]],
+        "user_history__recent_post_ids": [[1, 2], [], None], "user_id": [5, 6, 7],
+    })
+    enc = Encoder.fit(frame, [c for c in frame.columns if "__" in c], ["user_id"])
+    assert enc.log_scaled == ["user_engagement__click_count_7d"]  # heavy-tailed counts are log-scaled
+    again = Encoder.from_dict(enc.to_dict())
+    new = frame.assign(user_profile__gender=["x", "f", "m"])  # "x" never seen in training
+    a, b = enc.transform(new), again.transform(new)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a["categorical"][0, list(enc.categories).index("user_profile__gender")] == 0
+    assert a["vectors"].shape == (3, 2) and a["vectors"][1].abs().sum() == 0
+    assert (a["bag:user_history__recent_post_ids"][2] == 0).all()
+    with pytest.raises(KeyError, match="lacks columns"):
+        enc.transform(frame.drop(columns="user_profile__gender"))
+
+
+def test_hashed_ids_are_stable_and_reserve_zero_for_unknown():
+    ids = np.array([0, 1, 2, 123456789, -1])
+    hashed = hash_ids(ids, 1024)
+    assert hashed[-1] == 0 and (hashed[:-1] > 0).all() and (hashed < 1024).all()
+    assert np.array_equal(hashed, hash_ids(ids, 1024))
+
+
+def test_log_q_is_the_log_frequency_of_each_post():
+    log_q = sampling_log_q(np.array([3, 3, 3, 7]))
+    assert np.allclose(np.exp(log_q), [0.75, 0.75, 0.75, 0.25])
+
+
+def _unit(n: int, d: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_flat_index_is_exact_and_takes_new_posts_without_rebuild(tmp_path):
+    emb, ids = _unit(2_000, 16, 0), np.arange(2_000) + 10_000
+    index = PostIndex.build(emb, ids)
+    assert index.kind == "flat"
+    assert recall_against_exact(index, emb, ids, emb[:50], 20) == 1.0
+    fresh = _unit(1, 16, 99)
+    index.add(fresh, np.array([42]))
+    _, found = index.search(fresh, 1)
+    assert found[0, 0] == 42 and index.size == 2_001
+    index.save(tmp_path / "idx")
+    again = PostIndex.load(tmp_path / "idx")
+    assert np.array_equal(again.search(emb[:20], 10)[1], index.search(emb[:20], 10)[1])
+
+
+def test_hnsw_keeps_recall_when_k_exceeds_the_default_ef_search():
+    emb, ids = _unit(20_000, 32, 1), np.arange(20_000)
+    index = PostIndex.build(emb, ids, kind="hnsw")
+    # k = 300 > efSearch 128: without raising efSearch to k, FAISS returns poor neighbours
+    assert recall_against_exact(index, emb, ids, _unit(50, 32, 2), 300) > 0.9
