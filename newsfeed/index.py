@@ -10,7 +10,6 @@ not raise it, and recall collapses when k exceeds it.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import faiss
@@ -86,9 +85,3 @@ def recall_against_exact(index: PostIndex, embeddings: np.ndarray, post_ids: np.
     _, found = index.search(queries, k)
     hits = [len(np.intersect1d(t[t >= 0], f[f >= 0])) / max((t >= 0).sum(), 1) for t, f in zip(truth, found)]
     return float(np.mean(hits))
-
-
-def timed_build(embeddings: np.ndarray, post_ids: np.ndarray, kind: str = "auto") -> tuple[PostIndex, float]:
-    t0 = time.perf_counter()
-    index = PostIndex.build(embeddings, post_ids, kind)
-    return index, time.perf_counter() - t0

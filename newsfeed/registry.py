@@ -108,9 +108,6 @@ class Registry:
             raise RegistryError(f"{name}: no version {ref!r} in the registry ({self.kind}): "
                                 f"{err.message.splitlines()[0]}") from None
 
-    def model_uri(self, name: str, ref: str | int) -> str:
-        return f"models:/{name}/{self.version(name, ref).version}"
-
     def set_alias(self, name: str, alias: str, version: str | int) -> None:
         if alias not in ALIASES:
             raise RegistryError(f"unknown alias {alias!r}: use one of {', '.join(ALIASES)}")

@@ -107,3 +107,14 @@ def test_features_apply_materialize_training_set_push_get(home, tmp_path):
 def test_unknown_feature_store_is_a_clear_error(home):
     result = runner.invoke(app, ["features", "apply", "--store", "cloud"])
     assert result.exit_code == 1 and "unknown feature store 'cloud'" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "ranker", "--architecture", "transformer"], "--architecture"),
+    (["train", "two-tower", "--epochs", "0"], "--epochs"),
+    (["models", "promote", "wide-and-deep"], "unknown model"),
+])
+def test_bad_training_settings_fail_clearly_before_any_work(home, args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and message in result.output
+    assert not (home / "mlflow").exists()  # nothing was created on the way to the error

@@ -87,6 +87,19 @@ def test_user_engagement_windows_match_a_brute_force_count(feature_home):
         assert interest.sum() == pytest.approx(1.0, abs=1e-5) or interest.sum() == 0
 
 
+def test_user_history_is_the_last_engaged_posts_before_each_snapshot(feature_home):
+    home, tables, _ = feature_home
+    history = pd.read_parquet(fstore.offline_dir(home) / "user_history.parquet")
+    events = tables["events"]
+    engaged = events[events["event_type"].isin(catalog.POSITIVE_REACTIONS)].sort_values("ts", kind="stable")
+    for _, row in history.sample(40, random_state=2).iterrows():
+        before = engaged[(engaged["user_id"] == row["user_id"]) & (engaged["ts"] < row[catalog.TIMESTAMP])]
+        # Distinct posts, dated by their first reaction, newest first.
+        expected = before.drop_duplicates("post_id")["post_id"].tolist()[::-1][:catalog.HISTORY_LENGTH]
+        assert list(row["recent_post_ids"]) == expected
+    assert history.groupby("user_id")[catalog.TIMESTAMP].min().eq(history[catalog.TIMESTAMP].min()).all()
+
+
 def test_every_snapshot_is_stamped_after_what_it_counts(feature_home):
     home, tables, _ = feature_home
     live = pd.read_parquet(fstore.offline_dir(home) / "post_engagement_live.parquet")

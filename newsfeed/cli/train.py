@@ -42,15 +42,37 @@ def metric_table(title: str, report: dict[str, dict[str, float]]) -> Table:
 
 
 def head_table(heads: dict[str, float]) -> Table:
-    from newsfeed.models.evaluation import HEADS_EVALUATED
+    from newsfeed.models.ranker import HEADS
 
     table = Table(title="ranker heads (test period)")
     for c in ("head", "ROC-AUC", "PR-AUC", "calibration error"):
         table.add_column(c, justify="left" if c == "head" else "right")
-    for h in HEADS_EVALUATED:
+    for h in HEADS:
         values = [heads.get(f"{m}_{h}", float("nan")) for m in ("auc", "pr_auc", "calibration_error")]
         table.add_row(h, *(f"{v:.3f}" for v in values))
     return table
+
+
+def _train_config(epochs: int, batch_size: int, seed: int, learning_rate: float):
+    from pydantic import ValidationError
+
+    from newsfeed.models.training import TrainConfig
+
+    try:
+        return TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, learning_rate=learning_rate)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise fail(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+
+
+def _run(job, *args, **kwargs):
+    """Call a training run; bad data, settings or an unreachable registry end in a clear error."""
+    from newsfeed.registry import RegistryError
+
+    try:
+        return job(*args, **kwargs)
+    except (FileNotFoundError, ValueError, RegistryError) as err:  # WeightsError is a ValueError
+        raise fail(str(err)) from None
 
 
 def _report_run(result) -> None:
@@ -69,14 +91,11 @@ def two_tower(
 ) -> None:
     """Train the two-tower retrieval model on engaged impressions; evaluate Recall@K against baselines."""
     from newsfeed.models.runs import train_two_tower
-    from newsfeed.models.training import TrainConfig
 
+    train = _train_config(epochs, batch_size, seed, learning_rate)
     paths, feast_store, reg = _context(home, data_dir, store, registry)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, learning_rate=learning_rate)
-    try:
-        result = train_two_tower(paths.home, paths.data_dir, feast_store, reg, train=config, register=not no_register)
-    except (FileNotFoundError, ValueError) as err:
-        raise fail(str(err)) from None
+    result = _run(train_two_tower, paths.home, paths.data_dir, feast_store, reg, train=train,
+                  register=not no_register)
     console.print(metric_table("retrieval (test period, seen posts excluded)", result.report))
     _report_run(result)
 
@@ -95,20 +114,15 @@ def ranker(
 
     from newsfeed.models.ranker import RankerConfig
     from newsfeed.models.runs import train_ranker
-    from newsfeed.models.training import TrainConfig
-    from newsfeed.scoring import WeightsError
 
-    paths, feast_store, reg = _context(home, data_dir, store, registry)
     try:
         config = RankerConfig(architecture=architecture)
     except ValidationError as err:
         raise fail(f"--architecture: {err.errors()[0]['msg']}") from None
-    train = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, learning_rate=learning_rate)
-    try:
-        result = train_ranker(paths.home, paths.data_dir, feast_store, reg, config, train, weights_file=weights,
-                              register=not no_register)
-    except (FileNotFoundError, ValueError, WeightsError) as err:
-        raise fail(str(err)) from None
+    train = _train_config(epochs, batch_size, seed, learning_rate)
+    paths, feast_store, reg = _context(home, data_dir, store, registry)
+    result = _run(train_ranker, paths.home, paths.data_dir, feast_store, reg, config, train, weights_file=weights,
+                  register=not no_register)
     console.print(head_table(result.report["heads"]))
     console.print(metric_table("ranking (test period, per request)", result.report["ranking"]))
     _report_run(result)
@@ -120,13 +134,9 @@ def evaluate(
 ) -> None:
     """Evaluate the registered two-tower and ranker versions on the held-out period, with the baselines."""
     from newsfeed.models.runs import evaluate_registered
-    from newsfeed.registry import RegistryError
 
     paths, feast_store, reg = _context(home, data_dir, store, registry)
-    try:
-        report = evaluate_registered(paths.home, paths.data_dir, feast_store, reg, model)
-    except (FileNotFoundError, ValueError, RegistryError) as err:
-        raise fail(str(err)) from None
+    report = _run(evaluate_registered, paths.home, paths.data_dir, feast_store, reg, model)
     versions = ", ".join(f"{k} v{v}" for k, v in report["versions"].items())
     console.print(f"evaluating {model}: {versions}")
     console.print(metric_table("retrieval (test period, seen posts excluded)", report["retrieval"]))

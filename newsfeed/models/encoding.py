@@ -71,10 +71,11 @@ class Encoder:
         raw = _numeric(frame, enc.numeric)
         heavy = np.nanmax(np.abs(raw), axis=0, initial=0) > 20 if len(raw) else np.zeros(0, bool)
         enc.log_scaled = [c for c, h in zip(enc.numeric, heavy) if h]
-        scaled = enc._scale_raw(raw)
-        enc.mean = np.nanmean(scaled, axis=0).astype(float).tolist() if len(scaled) else []
-        enc.std = np.nan_to_num(np.nanstd(scaled, axis=0), nan=1.0).clip(1e-6).astype(float).tolist() if len(scaled) else []
-        enc.mean = [0.0 if np.isnan(m) else m for m in enc.mean]
+        if len(raw):
+            scaled = enc._scale_raw(raw)
+            # An all-missing column gets mean 0, std 1: it then encodes as 0 like any missing value.
+            enc.mean = np.nan_to_num(np.nanmean(scaled, axis=0), nan=0.0).tolist()
+            enc.std = np.nan_to_num(np.nanstd(scaled, axis=0), nan=1.0).clip(1e-6).tolist()
         return enc
 
     def _scale_raw(self, raw: np.ndarray) -> np.ndarray:

@@ -19,24 +19,24 @@ import pandas as pd
 
 from newsfeed import metrics
 from newsfeed.data.world import World
+from newsfeed.features.catalog import TIMESTAMP
 from newsfeed.models.datasets import RetrievalSet
+from newsfeed.models.ranker import HEADS
 from newsfeed.scoring import engagement_score, realised_engagement
-from newsfeed.schema import REACTIONS
 
 RECALL_KS = (50, 100, 500)
-HEADS_EVALUATED = (*REACTIONS, "skip")
 
 
 def oracle_engagement(world: World, frame: pd.DataFrame, weights: Mapping[str, float]) -> np.ndarray:
     """True expected engagement of each (user, post) at its time, shown first (position 0)."""
-    ts_ns = pd.to_datetime(frame["event_timestamp"], utc=True).array.asi8
+    ts_ns = pd.to_datetime(frame[TIMESTAMP], utc=True).array.asi8
     return world.engagement(frame["user_id"].to_numpy(), frame["post_id"].to_numpy(), ts_ns,
                             np.zeros(len(frame), np.int64), weights)
 
 
 def head_metrics(test: pd.DataFrame, predictions: pd.DataFrame) -> dict[str, float]:
     out = {}
-    for head in HEADS_EVALUATED:
+    for head in HEADS:
         y, p = test[head].to_numpy(), predictions[f"p_{head}"].to_numpy()
         out[f"auc_{head}"] = metrics.roc_auc(y, p)
         out[f"pr_auc_{head}"] = metrics.pr_auc(y, p)
@@ -54,9 +54,9 @@ def popularity_so_far(frame: pd.DataFrame, weights: Mapping[str, float]) -> np.n
     return engagement_score(counts, weights)
 
 
-def ranking_scorers(test: pd.DataFrame, model_scores: np.ndarray | None, weights: Mapping[str, float],
+def ranking_scorers(test: pd.DataFrame, model_scores: np.ndarray, weights: Mapping[str, float],
                     world: World | None, seed: int = 0) -> dict[str, np.ndarray]:
-    scorers = {} if model_scores is None else {"ranker": model_scores}
+    scorers = {"ranker": model_scores}
     scorers["random"] = np.random.default_rng(seed).random(len(test))
     scorers["most_popular"] = popularity_so_far(test, weights)
     scorers["most_recent"] = pd.to_numeric(test["post_content__created_unix"], errors="coerce").fillna(0).to_numpy()
@@ -93,12 +93,10 @@ def top_k(scores: np.ndarray, seen: list[np.ndarray], post_ids: np.ndarray, k: i
     return post_ids[np.take_along_axis(part, order, axis=1)]
 
 
-def retrieval_scorers(rs: RetrievalSet, user_embeddings: np.ndarray | None = None,
-                      post_embeddings: np.ndarray | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+def retrieval_scorers(rs: RetrievalSet, user_embeddings: np.ndarray, post_embeddings: np.ndarray,
+                      seed: int = 0) -> dict[str, np.ndarray]:
     n_users, n_posts = len(rs.users), len(rs.posts)
-    scorers = {}
-    if user_embeddings is not None:
-        scorers["two_tower"] = user_embeddings @ post_embeddings.T
+    scorers = {"two_tower": user_embeddings @ post_embeddings.T}
     scorers["random"] = np.random.default_rng(seed).random((n_users, n_posts), dtype=np.float32)
     # Ties broken by a tiny random term so equal popularity does not favour low ids.
     jitter = np.random.default_rng(seed + 1).random(n_posts) * 1e-3

@@ -49,7 +49,7 @@ class InputLayer(nn.Module):
         self.tables = tables
         self.categories = nn.ModuleList(nn.Embedding(len(v), min(category_dim, len(v))) for v in encoder.categories.values())
         self.hashtags = nn.ModuleDict({
-            name.replace(".", "_"): nn.EmbeddingBag(hashing.HASHTAG_BUCKETS + 1, hashtag_dim, mode="mean", padding_idx=0)
+            name: nn.EmbeddingBag(hashing.HASHTAG_BUCKETS + 1, hashtag_dim, mode="mean", padding_idx=0)
             for name, table in encoder.bags.items() if table == "hashtag"
         })
         id_dim = next(iter(tables.values())).embedding_dim if len(tables) else 0
@@ -63,7 +63,7 @@ class InputLayer(nn.Module):
         for name, table in self.encoder.bags.items():
             ids = batch[f"bag:{name}"]
             if table == "hashtag":
-                parts.append(self.hashtags[name.replace(".", "_")](ids))
+                parts.append(self.hashtags[name](ids))
             else:
                 parts.append(_mean_bag(self.tables[table].weight, ids))
         parts += [self.tables[key](batch[f"id:{key}"]) for key in self.encoder.ids]

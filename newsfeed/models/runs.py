@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version as installed_version
 from pathlib import Path
@@ -126,10 +127,8 @@ def train_two_tower(home: Path, data_dir: Path, store, registry: Registry, confi
     return RunResult(TWO_TOWER, run.info.run_id, version, metrics, report, history)
 
 
-def evaluate_two_tower(model: TwoTower | None, home: Path, store, data: datasets.ModelData) -> dict:
+def evaluate_two_tower(model: TwoTower, home: Path, store, data: datasets.ModelData) -> dict:
     rs = datasets.retrieval_set(home, store, data, USER_VIEWS, POST_VIEWS)
-    if model is None:
-        return evaluation.retrieval_report(rs, evaluation.retrieval_scorers(rs))
     scorers = evaluation.retrieval_scorers(rs, model.embed_users(rs.users), model.embed_posts(rs.posts))
     return evaluation.retrieval_report(rs, scorers)
 
@@ -163,14 +162,11 @@ def train_ranker(home: Path, data_dir: Path, store, registry: Registry, config: 
     return RunResult(RANKER, run.info.run_id, version, metrics, report, history)
 
 
-def evaluate_ranker(model: MultiTaskRanker | None, test: pd.DataFrame, weights: dict[str, float],
+def evaluate_ranker(model: MultiTaskRanker, test: pd.DataFrame, weights: dict[str, float],
                     world: World | None) -> dict:
-    if model is None:
-        heads, scores = {}, None
-    else:
-        # Heads are checked against the logs at the logged positions; ranking is on relevance (position 0).
-        heads = evaluation.head_metrics(test, model.predict(test, logged_position=True))
-        scores = engagement_score(model.predict(test), weights)
+    # Heads are checked against the logs at the logged positions; ranking is on relevance (position 0).
+    heads = evaluation.head_metrics(test, model.predict(test, logged_position=True))
+    scores = engagement_score(model.predict(test), weights)
     scorers = evaluation.ranking_scorers(test, scores, weights, world)
     return {"heads": heads, "ranking": evaluation.ranking_report(test, scorers, weights)}
 
@@ -230,7 +226,7 @@ def build_index(data_dir: Path, store, registry: Registry, ref: str = "challenge
     import mlflow
 
     from newsfeed.data.io import read_dataset
-    from newsfeed.index import recall_against_exact, timed_build
+    from newsfeed.index import PostIndex, recall_against_exact
 
     model, _, version = load_registered(registry, TWO_TOWER, ref)
     posts = read_dataset(data_dir, ("posts",)).get("posts")
@@ -238,7 +234,9 @@ def build_index(data_dir: Path, store, registry: Registry, ref: str = "challenge
         raise FileNotFoundError(f"{data_dir}: no posts to index")
     post_ids = posts["post_id"].to_numpy(np.int64)
     embeddings = model.embed_posts(post_frame(store, post_ids))
-    index, seconds = timed_build(embeddings, post_ids, kind)
+    t0 = time.perf_counter()
+    index = PostIndex.build(embeddings, post_ids, kind)
+    seconds = time.perf_counter() - t0
     queries = embeddings[np.random.default_rng(seed).choice(len(embeddings), min(256, len(embeddings)), replace=False)]
     recall = recall_against_exact(index, embeddings, post_ids, queries, min(recall_k, len(post_ids)))
     manifest = {"model_name": TWO_TOWER, "model_version": str(version.version), "model_run_id": version.run_id,

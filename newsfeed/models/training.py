@@ -50,9 +50,8 @@ def seed_everything(seed: int) -> None:
 
 
 def use_cores(threads: int | None = None) -> int:
-    """Intra-op threads = the cores this process may use (cgroup/affinity aware), one
-    inter-op thread: small dense models gain nothing from more, and oversubscribing
-    2 cores makes every step slower."""
+    """Intra-op threads = the cores this process may use (affinity aware, unlike
+    ``os.cpu_count()``): more threads than cores makes every step slower."""
     n = threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(n)
     return n
