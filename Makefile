@@ -24,6 +24,13 @@ demo: install
 	$(BIN)/newsfeed features apply
 	$(BIN)/newsfeed features materialize
 	$(BIN)/newsfeed features get --user-id 7 --post-id 7990 --post-id 7995 --post-id 120
+	$(BIN)/newsfeed train two-tower
+	$(BIN)/newsfeed train ranker
+	$(BIN)/newsfeed index build
+	$(BIN)/newsfeed models promote two-tower
+	$(BIN)/newsfeed models promote ranker
+	$(BIN)/newsfeed models list
+	$(BIN)/newsfeed package
 
 test: install
 	$(BIN)/python -m pytest
@@ -31,6 +38,8 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/generate_speed.py
 	$(BIN)/python benchmarks/feature_store.py
+	$(BIN)/python benchmarks/training_speed.py
+	$(BIN)/python benchmarks/movielens_retrieval.py
 
 # Re-pin the dependency tree after changing pyproject.toml.
 lock: install

@@ -63,12 +63,16 @@ request_context = RequestSource(name="request_context", schema=[Field(name="requ
 
 
 @on_demand_feature_view(
-    sources=[post_content[["created_unix", "mentions"]], user_author_affinity[["friends_since_unix"]], request_context],
-    schema=[Field(name="post_age_bucket", dtype=Int64), Field(name="user_mentioned", dtype=Int64),
-            Field(name="friendship_days", dtype=Float32)],
+    sources=[post_content[["created_unix", "mentions", "topic_id"]], user_author_affinity[["friends_since_unix"]],
+             user_engagement[["topic_interest", "topic_interest_7d", "topic_interest_rate"]], request_context],
+    schema=[Field(name="post_age_bucket", dtype=Int64), Field(name="post_age_hours", dtype=Float32),
+            Field(name="user_mentioned", dtype=Int64), Field(name="friendship_days", dtype=Float32),
+            Field(name="topic_affinity", dtype=Float32), Field(name="topic_affinity_7d", dtype=Float32),
+            Field(name="topic_affinity_rate", dtype=Float32)],
     entities=[user],
     mode="pandas",
-    description="Request-time features: post age bucket, whether the reader is mentioned, friendship length.",
+    description="Request-time features: post age bucket, whether the reader is mentioned, friendship length, "
+                "the reader's interest in the post's topic (30 days, 7 days, decayed rate).",
 )
 def request_features(inputs: pd.DataFrame) -> pd.DataFrame:
     # Feast rebuilds this function from its source text: imports must live inside it.

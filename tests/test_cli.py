@@ -21,7 +21,7 @@ SMALL = ["--users", "120", "--posts", "400", "--days", "3"]
                                      ["features", "materialize"], ["features", "training-set"], ["features", "push"],
                                      ["features", "get"], ["train"], ["train", "two-tower"], ["train", "ranker"],
                                      ["evaluate"], ["models"], ["models", "list"], ["models", "promote"], ["index"],
-                                     ["index", "build"]])
+                                     ["index", "build"], ["package"]])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output

@@ -91,12 +91,14 @@ def test_user_history_is_the_last_engaged_posts_before_each_snapshot(feature_hom
     home, tables, _ = feature_home
     history = pd.read_parquet(fstore.offline_dir(home) / "user_history.parquet")
     events = tables["events"]
+    author_of = tables["posts"].set_index("post_id")["author_id"].astype("Int64").fillna(-1)
     engaged = events[events["event_type"].isin(catalog.POSITIVE_REACTIONS)].sort_values("ts", kind="stable")
     for _, row in history.sample(40, random_state=2).iterrows():
         before = engaged[(engaged["user_id"] == row["user_id"]) & (engaged["ts"] < row[catalog.TIMESTAMP])]
         # Distinct posts, dated by their first reaction, newest first.
         expected = before.drop_duplicates("post_id")["post_id"].tolist()[::-1][:catalog.HISTORY_LENGTH]
         assert list(row["recent_post_ids"]) == expected
+        assert list(row["recent_author_ids"]) == author_of.reindex(expected).tolist()
     assert history.groupby("user_id")[catalog.TIMESTAMP].min().eq(history[catalog.TIMESTAMP].min()).all()
 
 
@@ -208,6 +210,10 @@ def test_request_time_features_at_serving(feature_home, materialized):
     frame = ranker_rows(feast_store, reader, [int(mentioned["post_id"])], request_time=now)
     assert frame["request_features__user_mentioned"].iloc[0] == 1
     assert frame["request_features__post_age_bucket"].iloc[0] == 1  # 1 to 6 hours old
+    # The reader's interest in the post's topic, from their own interest vector at serving time.
+    interest = frame["user_engagement__topic_interest"].iloc[0]
+    topic = frame["post_content__topic_id"].iloc[0]
+    assert frame["request_features__topic_affinity"].iloc[0] == pytest.approx(interest[topic] if interest is not None else 0)
     other = ranker_rows(feast_store, reader + 1 if reader + 1 not in mentioned["mentions"] else reader + 2,
                         [int(mentioned["post_id"])], request_time=now)
     assert other["request_features__user_mentioned"].iloc[0] == 0
@@ -342,3 +348,25 @@ def test_jobs_split_by_entity_give_the_same_tables(feature_home):
              for i, e in zip(jobs.partition(impressions, "post_id", 3), jobs.partition(events, "post_id", 3))]
     joined = pd.concat(parts).sort_values(["post_id", catalog.TIMESTAMP]).reset_index(drop=True)
     pd.testing.assert_frame_equal(joined, whole.sort_values(["post_id", catalog.TIMESTAMP]).reset_index(drop=True))
+
+
+def test_topic_interest_rate_is_a_decayed_shrunk_rate_per_impression():
+    from newsfeed.features.jobs import _decayed_topic_rate
+
+    # One user, 3 topics, 4 days. Topic 0: shown 10 times a day, 1 click a day (a share of
+    # clicks as large as topic 1's, but a low rate). Topic 1: shown once a day, clicked.
+    # Topic 2: clicked often, but only on day 0 (old news by day 3).
+    days, topics = 4, 3
+    positives = np.zeros((1, days, topics))
+    positives[0, :, 0], positives[0, :, 1], positives[0, 0, 2] = 1, 1, 6
+    shown = [(0, d, 0) for d in range(days) for _ in range(10)] + [(0, d, 1) for d in range(days)] + [(0, 0, 2)] * 6
+    impressions = pd.DataFrame({"post_id": [t for _, _, t in shown]})
+    rate = _decayed_topic_rate(positives, impressions, np.zeros(len(shown), np.int64), np.array([d for _, d, _ in shown]),
+                               pd.Series([0, 1, 2], index=[0, 1, 2]), topics, days)
+    assert rate.shape == (1, days + 1, topics)
+    assert np.allclose(rate[0, 1:].sum(axis=1), 1.0)
+    last = rate[0, days]
+    assert last[1] > last[0]  # clicked every time it was shown beats clicked one time in ten
+    assert rate[0, 1, 2] > last[2]  # the burst on day 0 fades as the days pass
+    # Before anything was seen every topic is equally likely.
+    assert np.allclose(rate[0, 0], 1 / topics)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from newsfeed.cli import data, features, index, models, train
+from newsfeed.cli import data, features, index, models, package, train
 
 app = typer.Typer(
     name="newsfeed",
@@ -23,6 +23,7 @@ app.add_typer(train.app, name="train")
 app.command("evaluate")(train.evaluate)
 app.add_typer(models.app, name="models")
 app.add_typer(index.app, name="index")
+app.command("package")(package.package)
 
 
 def main() -> None:

@@ -17,6 +17,11 @@ WINDOWS: dict[str, int] = {"1d": 1, "7d": 7, "30d": 30}
 AFFINITY_REACTIONS: tuple[str, ...] = ("click", "like", "comment", "share")
 POSITIVE_REACTIONS: tuple[str, ...] = ("click", "like", "comment", "share")
 """Reactions that count as interest (topic-interest vector, recent engaged posts)."""
+INTEREST_HALF_LIFE_DAYS = 2.0
+INTEREST_PRIOR_IMPRESSIONS = 5.0
+"""topic_interest_rate: decay and shrinkage, chosen by plugging candidate estimators into the
+simulator's true reaction model on held-out days (rate 2 d / prior 5: 0.907 of the oracle's
+NDCG@10; the 30-day clicked-topic distribution: 0.876)."""
 HISTORY_LENGTH = 20
 """How many recently engaged posts a user's history keeps."""
 
@@ -41,6 +46,7 @@ def _user_engagement_columns() -> dict[str, str]:
         cols[f"dwell_mean_{w}"] = "float32"
     cols["topic_interest"] = "float32_list"
     cols["topic_interest_7d"] = "float32_list"
+    cols["topic_interest_rate"] = "float32_list"
     return cols
 
 
@@ -52,11 +58,14 @@ USER_PROFILE = FeatureTable(
 USER_ENGAGEMENT = FeatureTable(
     "user_engagement", ("user_id",), _user_engagement_columns(),
     "Daily snapshots: per-reaction counts and rates over trailing 1/7/30 days, mean dwell, and the "
-    "topic-interest distribution of what the user engaged with in the last 30 days (and 7: interests move).",
+    "topic-interest distribution of what the user engaged with in the last 30 days (and 7: interests move), and "
+    "topic_interest_rate: positive reactions per impression by topic, decayed (half-life 2 days) and shrunk "
+    "towards the user's own rate, so it follows drifting interests and corrects for what the feed happened to show.",
 )
 USER_HISTORY = FeatureTable(
-    "user_history", ("user_id",), {"recent_post_ids": "int64_list"},
-    f"Daily snapshots: the last {HISTORY_LENGTH} posts the user engaged with (click, like, comment, share), newest first.",
+    "user_history", ("user_id",), {"recent_post_ids": "int64_list", "recent_author_ids": "int64_list"},
+    f"Daily snapshots: the last {HISTORY_LENGTH} posts the user engaged with (click, like, comment, share), newest "
+    "first, and their authors (-1: no author), so retrieval can match the authors a user follows to new posts.",
 )
 POST_CONTENT = FeatureTable(
     "post_content", ("post_id",),

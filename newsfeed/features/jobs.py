@@ -134,6 +134,8 @@ def user_engagement(impressions: pd.DataFrame, events: pd.DataFrame, post_topics
     daily_t = np.bincount(flat_t, minlength=n_u * n_days * n_topics).reshape(n_u, n_days, n_topics)
     cum_t = np.concatenate([np.zeros((n_u, 1, n_topics)), daily_t.cumsum(axis=1)], axis=1)
 
+    rate = _decayed_topic_rate(daily_t, impressions, inverse[:n_imp], d_imp, post_topics, n_topics, n_days)
+
     first_day = np.full(n_u, n_days, np.int64)
     np.minimum.at(first_day, u_all[keep], d_all[keep])
     # Snapshot j is stamped at the end of day j and covers days <= j; j = -1 is the
@@ -163,12 +165,36 @@ def user_engagement(impressions: pd.DataFrame, events: pd.DataFrame, post_topics
         interest = (cum_t[uu, jj + 1] - cum_t[uu, lo]).astype(np.float32)
         total = interest.sum(axis=1, keepdims=True)
         frame[column] = list(np.divide(interest, total, out=np.zeros_like(interest), where=total > 0))
+    frame["topic_interest_rate"] = list(rate[uu, jj + 1])
     return frame
 
 
-def user_history(events: pd.DataFrame, origin_ns: int, n_days: int) -> pd.DataFrame:
+def _decayed_topic_rate(positives: np.ndarray, impressions: pd.DataFrame, user_index: np.ndarray,
+                        day: np.ndarray, post_topics: pd.Series, n_topics: int, n_days: int) -> np.ndarray:
+    """(users, n_days + 1, topics): entry j covers days < j. Per topic, positive reactions per
+    impression with both counts decayed by day (INTEREST_HALF_LIFE_DAYS), shrunk towards the
+    user's overall rate by INTEREST_PRIOR_IMPRESSIONS, normalised to sum 1. A rate, not a
+    share of clicks: a topic the feed showed often but the user passed over counts against it."""
+    n_u = positives.shape[0]
+    topic = post_topics.reindex(impressions["post_id"].to_numpy()).fillna(n_topics - 1).to_numpy(np.int64)
+    ok = (day >= 0) & (day < n_days)
+    flat = (user_index[ok] * n_days + day[ok]) * n_topics + topic[ok]
+    shown = np.bincount(flat, minlength=n_u * n_days * n_topics).reshape(n_u, n_days, n_topics)
+    keep = 0.5 ** (1.0 / catalog.INTEREST_HALF_LIFE_DAYS)
+    pos, imp = np.zeros((n_u, n_days + 1, n_topics)), np.zeros((n_u, n_days + 1, n_topics))
+    for j in range(n_days):
+        pos[:, j + 1] = keep * pos[:, j] + positives[:, j]
+        imp[:, j + 1] = keep * imp[:, j] + shown[:, j]
+    prior = catalog.INTEREST_PRIOR_IMPRESSIONS
+    overall = (pos.sum(axis=2, keepdims=True) + 0.1) / (imp.sum(axis=2, keepdims=True) + 1.0)
+    rate = (pos + prior * overall) / (imp + prior)
+    return (rate / rate.sum(axis=2, keepdims=True)).astype(np.float32)
+
+
+def user_history(events: pd.DataFrame, authors: pd.Series, origin_ns: int, n_days: int) -> pd.DataFrame:
     """At the end of each day a user engaged: their last HISTORY_LENGTH distinct engaged posts,
-    newest first; plus an empty history at the origin (see _cumulative_daily)."""
+    newest first, and those posts' authors (``authors``: post_id -> author_id); plus an empty
+    history at the origin (see _cumulative_daily)."""
     positive = events[events["event_type"].isin(catalog.POSITIVE_REACTIONS)]
     frame = pd.DataFrame({"user_id": positive["user_id"].to_numpy(np.int64),
                           "post_id": positive["post_id"].to_numpy(np.int64), "ns": _ns(positive["ts"])})
@@ -184,9 +210,11 @@ def user_history(events: pd.DataFrame, origin_ns: int, n_days: int) -> pd.DataFr
     lo = np.maximum(first, ends + 1 - catalog.HISTORY_LENGTH)
     rows_user = np.r_[np.unique(users), users[ends]]
     stamps = np.r_[np.full(len(np.unique(users)), origin_ns), origin_ns + (days[ends] + 1) * DAY_NS]
-    histories = [[] for _ in np.unique(users)] + [posts[a:b + 1][::-1].tolist() for a, b in zip(lo, ends)]
+    post_authors = authors.reindex(posts).fillna(-1).to_numpy(np.int64)
+    empty = [[] for _ in np.unique(users)]
     out = pd.DataFrame({"user_id": rows_user.astype(np.int64), catalog.TIMESTAMP: _stamp(stamps),
-                        "recent_post_ids": histories})
+                        "recent_post_ids": empty + [posts[a:b + 1][::-1].tolist() for a, b in zip(lo, ends)],
+                        "recent_author_ids": empty + [post_authors[a:b + 1][::-1].tolist() for a, b in zip(lo, ends)]})
     return out.sort_values(["user_id", catalog.TIMESTAMP], kind="stable").reset_index(drop=True)
 
 
@@ -330,7 +358,7 @@ def compute(tables: dict[str, pd.DataFrame], events: pd.DataFrame, as_of: pd.Tim
         "user_engagement": timed("user_engagement", lambda: user_engagement(
             impressions, events, post_topics, len(vocabulary), origin_ns, n_days)),
     }
-    out["user_history"] = timed("user_history", lambda: user_history(events, origin_ns, n_days))
+    out["user_history"] = timed("user_history", lambda: user_history(events, authors, origin_ns, n_days))
     out["post_engagement"], out["post_engagement_live"] = timed(
         "post_engagement", lambda: post_engagement(impressions, events, origin_ns, n_days))
     out["user_author_affinity"] = timed("user_author_affinity", lambda: user_author_affinity(

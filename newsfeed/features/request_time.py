@@ -27,8 +27,21 @@ def user_mentioned(user_ids: np.ndarray, mentions: pd.Series) -> np.ndarray:
     )
 
 
+def topic_affinity(interest: pd.Series, topic_ids: pd.Series) -> np.ndarray:
+    """The reader's interest in the post's topic: ``interest`` (a topic distribution per row,
+    indexed by topic id) at ``topic_ids``; 0 where either is unknown. A cross the ranker
+    would otherwise have to learn from the vector and the id apart."""
+    topic = pd.to_numeric(topic_ids, errors="coerce").fillna(-1).to_numpy(np.int64)
+    out = np.zeros(len(topic), np.float32)
+    for i, (vector, t) in enumerate(zip(interest.to_numpy(), topic)):
+        if vector is not None and 0 <= t < len(vector):
+            out[i] = vector[t]
+    return out
+
+
 def request_features(inputs: pd.DataFrame) -> pd.DataFrame:
-    """From request_unix, user_id, created_unix, mentions, friends_since_unix (missing values allowed)."""
+    """From request_unix, user_id, created_unix, mentions, friends_since_unix, topic_id,
+    topic_interest, topic_interest_7d, topic_interest_rate (missing values allowed)."""
     now = pd.to_numeric(inputs["request_unix"], errors="coerce").to_numpy(np.float64)
     created = pd.to_numeric(inputs["created_unix"], errors="coerce").to_numpy(np.float64)
     since = pd.to_numeric(inputs["friends_since_unix"], errors="coerce").fillna(-1).to_numpy(np.float64)
@@ -37,8 +50,14 @@ def request_features(inputs: pd.DataFrame) -> pd.DataFrame:
     readers = inputs["user_id"].to_numpy() if "user_id" in inputs else np.full(len(inputs), -1)
     friends = since >= 0
     days = np.where(friends, (now - since) / 86_400.0, -1.0)
+    age_hours = (now - created) / 3600.0
     return pd.DataFrame({
         "post_age_bucket": post_age_bucket(now - created),
+        # Continuous too: staleness decays smoothly, the buckets are for reading.
+        "post_age_hours": np.where(np.isnan(age_hours) | (age_hours < 0), -1.0, age_hours).astype(np.float32),
         "user_mentioned": user_mentioned(readers, inputs["mentions"]),
         "friendship_days": np.where(friends, np.maximum(days, 0.0), -1.0).astype(np.float32),
+        "topic_affinity": topic_affinity(inputs["topic_interest"], inputs["topic_id"]),
+        "topic_affinity_7d": topic_affinity(inputs["topic_interest_7d"], inputs["topic_id"]),
+        "topic_affinity_rate": topic_affinity(inputs["topic_interest_rate"], inputs["topic_id"]),
     })

@@ -22,8 +22,10 @@ CATEGORICAL_CODES = {"age_bucket", "topic_id", "post_age_bucket"}
 """Integer columns that are codes, not quantities."""
 SKIPPED = {"topic", "created_unix", "mentions", "friends_since_unix", "author_id"}
 """Covered by another input: topic_id, post_age_bucket, user_mentioned, friendship_days, the author id."""
-REQUEST_FEATURES = {"post_age_bucket": "int64", "user_mentioned": "int64", "friendship_days": "float32"}
-ID_BAGS = {"recent_post_ids": "post_id"}
+REQUEST_FEATURES = {"post_age_bucket": "int64", "post_age_hours": "float32", "user_mentioned": "int64",
+                    "friendship_days": "float32", "topic_affinity": "float32", "topic_affinity_7d": "float32",
+                    "topic_affinity_rate": "float32"}
+ID_BAGS = {"recent_post_ids": "post_id", "recent_author_ids": "author_id"}
 """List columns of entity ids, embedded with that entity's id table."""
 MISSING = "<missing>"
 

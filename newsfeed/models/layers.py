@@ -41,11 +41,16 @@ def id_tables(encoders: list[Encoder], dim: int) -> nn.ModuleDict:
 
 
 class InputLayer(nn.Module):
-    """Concatenates numeric, vector, categorical-embedding, bag and id-embedding inputs."""
+    """Concatenates numeric, vector, categorical-embedding, bag and id-embedding inputs.
 
-    def __init__(self, encoder: Encoder, tables: nn.ModuleDict, category_dim: int = 8, hashtag_dim: int = 16):
+    ``id_dropout``: in training, the share of rows whose own id embeddings are zeroed, as
+    a brand-new entity's are (DropoutNet): the other inputs must then carry the signal
+    instead of memorised ids, which is what lets a model place entities it never saw."""
+
+    def __init__(self, encoder: Encoder, tables: nn.ModuleDict, category_dim: int = 8, hashtag_dim: int = 16,
+                 id_dropout: float = 0.0):
         super().__init__()
-        self.encoder = encoder
+        self.encoder, self.id_dropout = encoder, id_dropout
         self.tables = tables
         self.categories = nn.ModuleList(nn.Embedding(len(v), min(category_dim, len(v))) for v in encoder.categories.values())
         self.hashtags = nn.ModuleDict({
@@ -66,8 +71,11 @@ class InputLayer(nn.Module):
                 parts.append(self.hashtags[name](ids))
             else:
                 parts.append(_mean_bag(self.tables[table].weight, ids))
-        parts += [self.tables[key](batch[f"id:{key}"]) for key in self.encoder.ids]
-        return torch.cat(parts, dim=1)
+        ids = [self.tables[key](batch[f"id:{key}"]) for key in self.encoder.ids]
+        if ids and self.training and self.id_dropout:
+            keep = (torch.rand(len(ids[0]), 1) >= self.id_dropout).to(ids[0].dtype)
+            ids = [e * keep for e in ids]
+        return torch.cat(parts + ids, dim=1)
 
 
 def _mean_bag(weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

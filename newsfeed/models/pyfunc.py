@@ -10,6 +10,26 @@ import mlflow.pyfunc
 MODEL_DIR = "model_dir"
 
 
+def ranker_signature():
+    """Declares ``params`` (MLflow ignores undeclared ones): a partial weight table, checked by reaction."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import DataType
+    from mlflow.types.schema import Object, ParamSchema, ParamSpec, Property
+
+    from newsfeed.schema import REACTIONS
+
+    weights = Object([Property(r, DataType.double, required=False) for r in REACTIONS])
+    return ModelSignature(inputs=None, params=ParamSchema([ParamSpec("weights", weights, {})]))
+
+
+def two_tower_signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types import DataType
+    from mlflow.types.schema import ParamSchema, ParamSpec
+
+    return ModelSignature(inputs=None, params=ParamSchema([ParamSpec("tower", DataType.string, "post")]))
+
+
 class RankerPyfunc(mlflow.pyfunc.PythonModel):
     """Feature rows (the ``ranker`` feature service's columns plus user_id, post_id,
     author_id) to P(reaction) per head, expected dwell and the engagement score.

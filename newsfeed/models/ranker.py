@@ -38,6 +38,7 @@ class RankerConfig(BaseModel):
     id_dim: int = Field(16, ge=1)
     id_buckets: int = Field(1 << 15, ge=16)
     dropout: float = Field(0.1, ge=0, lt=1)
+    id_dropout: float = Field(0.5, ge=0, le=1, description="share of training rows trained as if their ids were new")
     loss_weights: dict[str, float] = Field(
         default_factory=lambda: {**{h: 1.0 for h in HEADS}, "dwell": 0.5},
         description="per-head loss weight (BCE heads and dwell's Huber)")
@@ -55,7 +56,7 @@ class MultiTaskRanker(nn.Module):
         if unknown:
             raise ValueError(f"loss weights for unknown heads {sorted(unknown)}; heads are {[*HEADS, 'dwell']}")
         self.tables = id_tables([encoder], config.id_dim)
-        self.inputs = InputLayer(encoder, self.tables)
+        self.inputs = InputLayer(encoder, self.tables, id_dropout=config.id_dropout)
         sizes = [self.inputs.out_dim, *config.hidden]
         n_tasks = len(HEADS) + 1
         if config.architecture == "mmoe":

@@ -28,12 +28,15 @@ class TrainConfig(BaseModel):
     patience: int = Field(2, ge=0, description="epochs without validation improvement before stopping")
     seed: int = 7
     threads: int | None = Field(None, description="torch intra-op threads [default: the machine's cores]")
+    refit: bool = Field(False, description="after early stopping, retrain on train + validation for the chosen "
+                                           "number of epochs (the most recent days are the most informative)")
 
 
 @dataclass
 class History:
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
+    val_metric: list[float] = field(default_factory=list)  # when fit was given one
     best_epoch: int = 0
     seconds: float = 0.0
     samples: int = 0
@@ -66,9 +69,13 @@ def take(batch: Batch, index: torch.Tensor | slice) -> Batch:
 
 
 def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Batch], torch.Tensor], train: Batch,
-        val: Batch, config: TrainConfig, description: str = "training", show_progress: bool = True) -> History:
-    """Minibatch AdamW over ``train``; keeps the weights of the epoch with the lowest
-    validation loss and stops after ``patience`` epochs without improvement."""
+        val: Batch, config: TrainConfig, description: str = "training", show_progress: bool = True,
+        val_metric: Callable[[torch.nn.Module], float] | None = None, keep_best: bool = True) -> History:
+    """Minibatch AdamW over ``train``; keeps the weights of the best epoch on validation and
+    stops after ``patience`` epochs without improvement. Best = lowest validation loss, or
+    highest ``val_metric(model)`` when given (for a model whose training loss is only a proxy
+    of what it is for, as a sampled softmax is for retrieval). ``keep_best=False`` trains all
+    ``epochs`` and keeps the last weights (a refit, whose validation rows are in ``train``)."""
     seed_everything(config.seed)
     use_cores(config.threads)
     generator = torch.Generator().manual_seed(config.seed)
@@ -97,14 +104,21 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Batch], torc
             history.samples += n
             history.train_loss.append(total / n)
             history.val_loss.append(evaluate_loss(model, loss_fn, val, config.batch_size * 4))
-            progress.update(task, status=f"train {history.train_loss[-1]:.4f}  val {history.val_loss[-1]:.4f}")
-            if history.val_loss[-1] < best - 1e-5:
-                best, best_state, waited, history.best_epoch = history.val_loss[-1], copy.deepcopy(model.state_dict()), 0, epoch
-            else:
+            status = f"train {history.train_loss[-1]:.4f}  val {history.val_loss[-1]:.4f}"
+            if val_metric is not None:
+                history.val_metric.append(val_metric(model))
+                status += f"  val metric {history.val_metric[-1]:.4f}"
+            progress.update(task, status=status)
+            # Lower is better: the loss, or the metric negated.
+            current = -history.val_metric[-1] if val_metric is not None else history.val_loss[-1]
+            if current < best - 1e-5:
+                best, best_state, waited, history.best_epoch = current, copy.deepcopy(model.state_dict()), 0, epoch
+            elif keep_best:
                 waited += 1
                 if waited > config.patience:
                     break
-    model.load_state_dict(best_state)
+    if keep_best:
+        model.load_state_dict(best_state)
     model.eval()
     return history
 
