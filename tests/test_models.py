@@ -228,14 +228,15 @@ def test_package_builds_a_bento_that_serves_the_registered_ranker(trained, tmp_p
     assert "newsfeed-ranker version 1" in done.stdout
     containerfile = (tmp_path / "out" / "Containerfile").read_text()
     assert "FROM python:3.11" in containerfile and "requirements.txt" in containerfile
-    bento_dirs = list((tmp_path / "bentoml" / "bentos" / "newsfeed-ranker").iterdir())
-    assert len(bento_dirs) == 1
-    requirements = (bento_dirs[0] / "env" / "python" / "requirements.txt").read_text()
-    assert "torch==2.13.0" in requirements
-    assert "mlflow_version: '1'" in (bento_dirs[0] / "bento.yaml").read_text()
+    import re
+
+    tag = re.search(r"built Bento newsfeed-ranker:(\w+)", done.stdout).group(1)
+    bento_dir = tmp_path / "bentoml" / "bentos" / "newsfeed-ranker" / tag
+    assert "torch==2.13.0" in (bento_dir / "env" / "python" / "requirements.txt").read_text()
+    assert "mlflow_version: '1'" in (bento_dir / "bento.yaml").read_text()
 
     port = _free_port()
-    server = subprocess.Popen([str(bin_dir / "bentoml"), "serve", f"newsfeed-ranker:{bento_dirs[0].name}",
+    server = subprocess.Popen([str(bin_dir / "bentoml"), "serve", f"newsfeed-ranker:{tag}",
                                "--port", str(port), "--host", "127.0.0.1"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

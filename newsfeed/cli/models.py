@@ -19,29 +19,25 @@ def list_models(home: HomeOption = None, registry: RegistryOption = None) -> Non
     from newsfeed.registry import MODEL_NAMES, RegistryError
 
     reg = open_registry(home, registry)
-    table = Table(title=f"registered models newsfeed-<model> ({reg.kind} registry)")
-    for c in ("model", "version", "aliases", "created", "data", "code", "recall@500 | ndcg@10"):
-        table.add_column(c)
-    headline = {"two-tower": "two_tower.recall_at_500", "ranker": "ranker.ndcg_at_10"}
+    from rich import box
+
+    table = Table(title=f"registered models newsfeed-<model> ({reg.kind} registry)", box=box.SIMPLE_HEAD)
+    for c in ("model", "v", "aliases", "data", "code", "headline metric"):
+        table.add_column(c, justify="right" if c == "v" else "left", no_wrap=True)
+    headline = {"two-tower": ("two_tower.recall_at_500", "recall@500"), "ranker": ("ranker.ndcg_at_10", "ndcg@10")}
     try:
         for short, name in MODEL_NAMES.items():
             aliases = reg.aliases(name)
+            key, label = headline[short]
             for v in reg.versions(name):
                 run = reg.client.get_run(v.run_id) if v.run_id else None
-                metric = run.data.metrics.get(headline[short]) if run else None
-                table.add_row(short, str(v.version), ", ".join(a for a, n in aliases.items() if n == str(v.version)),
-                              _time(v.creation_timestamp), v.tags.get("data_fingerprint", ""),
-                              v.tags.get("code_version", "")[:12],
-                              f"{metric:.4f}" if metric is not None else "")
+                metric = run.data.metrics.get(key) if run else None
+                table.add_row(short, str(v.version), ",".join(a for a, n in aliases.items() if n == str(v.version)),
+                              v.tags.get("data_fingerprint", "")[:8],
+                              v.tags.get("code_version", "")[:8], f"{label} {metric:.3f}" if metric is not None else "")
     except RegistryError as err:
         raise fail(str(err)) from None
     console.print(table)
-
-
-def _time(ms: int) -> str:
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
 @app.command()

@@ -183,7 +183,7 @@ def train_ranker(home: Path, data_dir: Path, store, registry: Registry, config: 
         raise ValueError(f"the temporal split left no {' or '.join(empty)} impressions; is the data's time span too short?")
     model, history = fit_and_refit(lambda rows: MultiTaskRanker.from_frame(rows, config), multitask_loss,
                                    ranker_batch, parts["train"], parts["val"], train,
-                                   f"ranker ({config.architecture})", show_progress)
+                                   f"ranker {config.architecture}", show_progress)
     report = evaluate_ranker(model, parts["test"], weights, World.of_dataset(data_dir))
     lineage = _lineage(data, "ranker")
     params = {**config.model_dump(), **train.model_dump(), **split.model_dump(), "train_impressions": len(parts["train"])}

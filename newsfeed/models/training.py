@@ -84,11 +84,12 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Batch], torc
     steps = (n + config.batch_size - 1) // config.batch_size
     history = History()
     best, best_state, waited = float("inf"), copy.deepcopy(model.state_dict()), 0
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn())
-    with Progress(*columns, disable=not show_progress, transient=False) as progress:
+    # A live bar within each epoch, then one summary line per epoch (fits any terminal width).
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn())
+    with Progress(*columns, disable=not show_progress, transient=True) as progress:
         for epoch in range(config.epochs):
-            task = progress.add_task(f"{description} epoch {epoch + 1}", total=steps, status="")
+            task = progress.add_task(f"{description} epoch {epoch + 1}", total=steps)
             model.train()
             order = torch.randperm(n, generator=generator)
             total, t0 = 0.0, time.perf_counter()
@@ -104,11 +105,14 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Batch], torc
             history.samples += n
             history.train_loss.append(total / n)
             history.val_loss.append(evaluate_loss(model, loss_fn, val, config.batch_size * 4))
-            status = f"train {history.train_loss[-1]:.4f}  val {history.val_loss[-1]:.4f}"
+            status = (f"{description} epoch {epoch + 1}: loss {history.train_loss[-1]:.4f}, "
+                      f"val {history.val_loss[-1]:.4f}")
             if val_metric is not None:
                 history.val_metric.append(val_metric(model))
-                status += f"  val metric {history.val_metric[-1]:.4f}"
-            progress.update(task, status=status)
+                status += f", val metric {history.val_metric[-1]:.4f}"
+            progress.remove_task(task)
+            if show_progress:
+                progress.console.print(f"{status} ({time.perf_counter() - t0:.1f} s)", highlight=False)
             # Lower is better: the loss, or the metric negated.
             current = -history.val_metric[-1] if val_metric is not None else history.val_loss[-1]
             if current < best - 1e-5:
