@@ -112,6 +112,7 @@ def test_unknown_feature_store_is_a_clear_error(home):
 @pytest.mark.parametrize("args, message", [
     (["train", "ranker", "--architecture", "transformer"], "--architecture"),
     (["train", "two-tower", "--epochs", "0"], "--epochs"),
+    (["train", "ranker", "--recency-half-life", "-2"], "--recency-half-life"),
     (["models", "promote", "wide-and-deep"], "unknown model"),
 ])
 def test_bad_training_settings_fail_clearly_before_any_work(home, args, message):

@@ -81,7 +81,8 @@ def test_ranker_quality_at_demo_scale(trained):
 
     for head in HEADS:
         assert m[f"auc_{head}"] > 0.6, (head, m[f"auc_{head}"])
-    assert m["ranker.ndcg_at_10"] >= 0.87 * m["oracle.ndcg_at_10"], (m["ranker.ndcg_at_10"], m["oracle.ndcg_at_10"])
+    # Measured 0.902 of the oracle (seeds 7/8/9: 0.902/0.902/0.899); the bar leaves room for noise.
+    assert m["ranker.ndcg_at_10"] >= 0.89 * m["oracle.ndcg_at_10"], (m["ranker.ndcg_at_10"], m["oracle.ndcg_at_10"])
     assert m["ranker.ndcg_at_10"] > m["most_popular.ndcg_at_10"] + 0.04
     assert m["ranker.ndcg_at_10"] > m["random.ndcg_at_10"] + 0.08
     assert m["ranker.ndcg_at_10_vs_oracle"] > m["most_popular.ndcg_at_10_vs_oracle"] + 0.05

@@ -118,3 +118,16 @@ def test_hnsw_keeps_recall_when_k_exceeds_the_default_ef_search():
     index = PostIndex.build(emb, ids, kind="hnsw")
     # k = 300 > efSearch 128: without raising efSearch to k, FAISS returns poor neighbours
     assert recall_against_exact(index, emb, ids, _unit(50, 32, 2), 300) > 0.9
+
+
+def test_recency_weights_halve_per_half_life_and_weight_the_loss():
+    from newsfeed.models.training import recency_weights, weighted_mean
+
+    ts = pd.Series(pd.to_datetime(["2026-10-01", "2026-10-04", "2026-10-07"], utc=True))
+    w = recency_weights(ts, half_life_days=3.0)
+    assert w.mean().item() == pytest.approx(1.0)
+    assert (w[2] / w[1]).item() == pytest.approx(2.0) and (w[1] / w[0]).item() == pytest.approx(2.0)
+    values = torch.tensor([[1.0, 0.0], [1.0, 0.0], [4.0, 3.0]])
+    assert torch.allclose(weighted_mean(values, {}), values.mean(dim=0))
+    expected = (values * w[:, None]).sum(dim=0) / w.sum()
+    assert torch.allclose(weighted_mean(values, {"weight": w}), expected)

@@ -18,6 +18,8 @@ EpochsOption = Annotated[int, typer.Option(help="Maximum epochs (early stopping 
 SeedOption = Annotated[int, typer.Option(help="Seed of initialisation and shuffling.")]
 BatchOption = Annotated[int, typer.Option(help="Minibatch size.")]
 NoRegisterOption = Annotated[bool, typer.Option("--no-register", help="Log the run but register no version.")]
+RecencyOption = Annotated[float, typer.Option("--recency-half-life", help="Weight training rows by recency, "
+                                                                         "halving every this many days (0: off).")]
 RefitOption = Annotated[bool, typer.Option("--refit/--no-refit", help="After early stopping, retrain on train + "
                                                                        "validation for the chosen epoch count.")]
 
@@ -55,16 +57,18 @@ def head_table(heads: dict[str, float]) -> Table:
     return table
 
 
-def _train_config(epochs: int, batch_size: int, seed: int, learning_rate: float, refit: bool):
+def _train_config(epochs: int, batch_size: int, seed: int, learning_rate: float, refit: bool, recency: float):
     from pydantic import ValidationError
 
     from newsfeed.models.training import TrainConfig
 
     try:
-        return TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, learning_rate=learning_rate, refit=refit)
+        return TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, learning_rate=learning_rate, refit=refit,
+                           recency_half_life_days=recency or None)
     except ValidationError as err:
         first = err.errors()[0]
-        raise fail(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+        option = {"recency_half_life_days": "recency_half_life"}.get(first["loc"][0], first["loc"][0])
+        raise fail(f"--{str(option).replace('_', '-')}: {first['msg']}") from None
 
 
 def _run(job, *args, **kwargs):
@@ -88,13 +92,13 @@ def _report_run(result) -> None:
 def two_tower(
     epochs: EpochsOption = 12, batch_size: BatchOption = 512, seed: SeedOption = 7,
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
-    refit: RefitOption = False, no_register: NoRegisterOption = False,
+    refit: RefitOption = False, recency_half_life: RecencyOption = 0.0, no_register: NoRegisterOption = False,
     home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None, registry: RegistryOption = None,
 ) -> None:
     """Train the two-tower retrieval model on engaged impressions; evaluate Recall@K against baselines."""
     from newsfeed.models.runs import train_two_tower
 
-    train = _train_config(epochs, batch_size, seed, learning_rate, refit)
+    train = _train_config(epochs, batch_size, seed, learning_rate, refit, recency_half_life)
     paths, feast_store, reg = _context(home, data_dir, store, registry)
     result = _run(train_two_tower, paths.home, paths.data_dir, feast_store, reg, train=train,
                   register=not no_register)
@@ -108,7 +112,7 @@ def ranker(
     weights: Annotated[Path | None, typer.Option(help="Engagement weight table (YAML) to register with the model.")] = None,
     epochs: EpochsOption = 12, batch_size: BatchOption = 1024, seed: SeedOption = 7,
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-3,
-    refit: RefitOption = True, no_register: NoRegisterOption = False,
+    refit: RefitOption = True, recency_half_life: RecencyOption = 5.0, no_register: NoRegisterOption = False,
     home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None, registry: RegistryOption = None,
 ) -> None:
     """Train the multi-task ranker; evaluate per-head AUC and NDCG@10 against baselines and the oracle."""
@@ -121,7 +125,7 @@ def ranker(
         config = RankerConfig(architecture=architecture)
     except ValidationError as err:
         raise fail(f"--architecture: {err.errors()[0]['msg']}") from None
-    train = _train_config(epochs, batch_size, seed, learning_rate, refit)
+    train = _train_config(epochs, batch_size, seed, learning_rate, refit, recency_half_life)
     paths, feast_store, reg = _context(home, data_dir, store, registry)
     result = _run(train_ranker, paths.home, paths.data_dir, feast_store, reg, config, train, weights_file=weights,
                   register=not no_register)

@@ -20,7 +20,7 @@ from torch import nn
 
 from newsfeed.models.encoding import Encoder
 from newsfeed.models.layers import InputLayer, id_tables, mlp
-from newsfeed.models.training import Batch
+from newsfeed.models.training import Batch, weighted_mean
 from newsfeed.schema import REACTIONS
 
 HEADS: tuple[str, ...] = (*REACTIONS, "skip")
@@ -119,6 +119,7 @@ def training_batch(model: MultiTaskRanker, frame: pd.DataFrame) -> Batch:
 def multitask_loss(model: MultiTaskRanker, batch: Batch) -> torch.Tensor:
     logits, dwell = model(batch)
     weights = model.config.loss_weights
-    bce = F.binary_cross_entropy_with_logits(logits, batch["labels"], reduction="none").mean(dim=0)
+    bce = weighted_mean(F.binary_cross_entropy_with_logits(logits, batch["labels"], reduction="none"), batch)
     head_weights = torch.tensor([weights.get(h, 1.0) for h in HEADS])
-    return (bce * head_weights).sum() + weights.get("dwell", 0.5) * F.huber_loss(dwell, batch["log_dwell"])
+    huber = weighted_mean(F.huber_loss(dwell, batch["log_dwell"], reduction="none"), batch)
+    return (bce * head_weights).sum() + weights.get("dwell", 0.5) * huber

@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 
 from newsfeed.data.world import World
+from newsfeed.features.catalog import TIMESTAMP
 from newsfeed.models import datasets, evaluation, saved
 from newsfeed.models.ranker import MultiTaskRanker, RankerConfig, multitask_loss, training_batch as ranker_batch
-from newsfeed.models.training import History, TrainConfig, fit, seed_everything
+from newsfeed.models.training import History, TrainConfig, fit, recency_weights, seed_everything
 from newsfeed.models.two_tower import (POST_VIEWS, USER_VIEWS, TwoTower, TwoTowerConfig, full_corpus_recall,
                                        in_batch_loss, sampling_log_q, training_batch as two_tower_batch)
 from newsfeed.registry import INDEX_TAG, RANKER, TWO_TOWER, Registry, RegistryError, code_version
@@ -142,11 +143,17 @@ def fit_and_refit(build, loss_fn, to_batch, train_rows: pd.DataFrame, val_rows: 
     went the other way, 0.215 -> 0.191, so it trains without). ``build(rows)`` makes a model
     whose encoder is fitted on ``rows``; ``val_metric(model, val_batch)`` replaces the loss
     for early stopping."""
+    def training(model, rows: pd.DataFrame):
+        batch = to_batch(model, rows)
+        if train.recency_half_life_days:
+            batch["weight"] = recency_weights(rows[TIMESTAMP], train.recency_half_life_days)
+        return batch
+
     seed_everything(train.seed)  # the initial weights too, not only the shuffling
     model = build(train_rows)
-    val_batch = to_batch(model, val_rows)
+    val_batch = to_batch(model, val_rows)  # unweighted: early stopping judges the days ahead evenly
     metric = (lambda m: val_metric(m, val_batch)) if val_metric else None
-    history = fit(model, loss_fn, to_batch(model, train_rows), val_batch, train, description, show_progress,
+    history = fit(model, loss_fn, training(model, train_rows), val_batch, train, description, show_progress,
                   val_metric=metric)
     if not train.refit:
         return model, history
@@ -154,7 +161,7 @@ def fit_and_refit(build, loss_fn, to_batch, train_rows: pd.DataFrame, val_rows: 
     seed_everything(train.seed)
     model = build(recent)
     epochs = train.model_copy(update={"epochs": history.best_epoch + 1})
-    fit(model, loss_fn, to_batch(model, recent), to_batch(model, val_rows), epochs, f"{description} refit",
+    fit(model, loss_fn, training(model, recent), to_batch(model, val_rows), epochs, f"{description} refit",
         show_progress, keep_best=False)
     return model, history
 
@@ -165,8 +172,10 @@ def evaluate_two_tower(model: TwoTower, home: Path, store, data: datasets.ModelD
     return evaluation.retrieval_report(rs, scorers)
 
 
-RANKER_TRAINING = TrainConfig(refit=True)
-"""The ranker's defaults: refit on (see fit_and_refit); the two-tower's are TrainConfig()'s."""
+RANKER_TRAINING = TrainConfig(refit=True, recency_half_life_days=5.0)
+"""The ranker's defaults: refit (see fit_and_refit) and recent rows weighted more (demo data,
+NDCG@10 over seeds 7/8/9: 0.891/0.893/0.896 of the oracle's unweighted, 0.902/0.902/0.899 with
+a 5-day half-life). The two-tower's are TrainConfig()'s."""
 
 
 def train_ranker(home: Path, data_dir: Path, store, registry: Registry, config: RankerConfig = RankerConfig(),

@@ -30,6 +30,9 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(None, description="torch intra-op threads [default: the machine's cores]")
     refit: bool = Field(False, description="after early stopping, retrain on train + validation for the chosen "
                                            "number of epochs (the most recent days are the most informative)")
+    recency_half_life_days: float | None = Field(
+        None, gt=0, description="weight training rows by 0.5 ** (age / half-life), age from the newest row: "
+                                "under drift, recent behaviour says more about the days ahead")
 
 
 @dataclass
@@ -58,6 +61,26 @@ def use_cores(threads: int | None = None) -> int:
     n = threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(n)
     return n
+
+
+def recency_weights(timestamps, half_life_days: float) -> torch.Tensor:
+    """Per-row loss weights halving every ``half_life_days`` back from the newest row, scaled
+    to mean 1 (the loss keeps its size)."""
+    import pandas as pd
+
+    ts = pd.to_datetime(timestamps, utc=True)
+    age_days = ((ts.max() - ts).dt.total_seconds() / 86_400).to_numpy(np.float64)
+    weights = 0.5 ** (age_days / half_life_days)
+    return torch.from_numpy((weights / weights.mean()).astype(np.float32))
+
+
+def weighted_mean(values: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Mean over rows (dim 0), by the batch's ``weight`` column when it has one."""
+    weight = batch.get("weight")
+    if weight is None:
+        return values.mean(dim=0)
+    weight = weight.reshape(-1, *([1] * (values.dim() - 1)))
+    return (values * weight).sum(dim=0) / weight.sum()
 
 
 def size(batch: Batch) -> int:

@@ -20,7 +20,7 @@ from torch import nn
 
 from newsfeed.models.encoding import Encoder
 from newsfeed.models.layers import InputLayer, id_tables, mlp
-from newsfeed.models.training import Batch
+from newsfeed.models.training import Batch, weighted_mean
 
 USER_VIEWS = ("user_profile", "user_engagement", "user_history")
 POST_VIEWS = ("post_content",)
@@ -135,4 +135,4 @@ def in_batch_loss(model: TwoTower, batch: Batch) -> torch.Tensor:
     same = batch["post_id"][:, None] == batch["post_id"][None, :]
     same.fill_diagonal_(False)
     logits = logits.masked_fill(same, float("-inf"))
-    return F.cross_entropy(logits, torch.arange(len(logits)))
+    return weighted_mean(F.cross_entropy(logits, torch.arange(len(logits)), reduction="none"), batch)
