@@ -131,3 +131,31 @@ def test_recency_weights_halve_per_half_life_and_weight_the_loss():
     assert torch.allclose(weighted_mean(values, {}), values.mean(dim=0))
     expected = (values * w[:, None]).sum(dim=0) / w.sum()
     assert torch.allclose(weighted_mean(values, {"weight": w}), expected)
+
+
+def test_two_tower_learns_a_topic_match_and_full_corpus_recall_sees_it():
+    from newsfeed.models.training import TrainConfig, fit, seed_everything
+    from newsfeed.models.two_tower import (TwoTower, TwoTowerConfig, full_corpus_recall, in_batch_loss,
+                                           sampling_log_q, training_batch)
+
+    rng = np.random.default_rng(0)
+    n, topics = 3000, 6
+    user_topic = rng.integers(0, topics, n)
+    post_id = rng.integers(0, 400, n)
+    frame = pd.DataFrame({
+        "user_id": rng.integers(0, 500, n), "post_id": post_id, "author_id": post_id % 50,
+        "user_engagement__topic_interest": list(np.eye(topics, dtype=np.float32)[user_topic]),
+        "post_content__topic_id": user_topic,  # every engagement is with a post of the user's topic
+    })
+    config = TwoTowerConfig(user_inputs=["user_engagement__topic_interest"], post_inputs=["post_content__topic_id"],
+                            user_ids=[], post_ids=[], embedding_dim=8, hidden=[16])
+    seed_everything(0)
+    model = TwoTower.from_frame(frame, config)
+    train, val = frame.iloc[:2500], frame.iloc[2500:]
+    val_batch = training_batch(model, val, sampling_log_q(val["post_id"].to_numpy()))
+    before = full_corpus_recall(model, val_batch, k=20)
+    fit(model, in_batch_loss, training_batch(model, train, sampling_log_q(train["post_id"].to_numpy())), val_batch,
+        TrainConfig(epochs=5, batch_size=128), show_progress=False)
+    after = full_corpus_recall(model, val_batch, k=20)
+    # Untrained: ~0.15 (chance-like). Trained on the topic match: measured 0.64.
+    assert after > 0.5 and after > before + 0.3, (before, after)

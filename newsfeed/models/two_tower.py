@@ -109,6 +109,12 @@ def sampling_log_q(post_ids: np.ndarray) -> np.ndarray:
     return np.log(counts / len(post_ids))
 
 
+def tower_inputs(batch: Batch, tower: str, rows: torch.Tensor | None = None) -> Batch:
+    """One tower's tensors of a ``training_batch`` (keys ``user/...`` or ``post/...``), optionally some rows."""
+    prefix = f"{tower}/"
+    return {k[len(prefix):]: v if rows is None else v[rows] for k, v in batch.items() if k.startswith(prefix)}
+
+
 @torch.no_grad()
 def full_corpus_recall(model: TwoTower, batch: Batch, k: int = 100) -> float:
     """Share of ``batch``'s (user, post) positives whose post ranks in the user's top ``k``
@@ -116,9 +122,9 @@ def full_corpus_recall(model: TwoTower, batch: Batch, k: int = 100) -> float:
     sampling to correct for. What early stopping watches (the in-batch loss starts rising
     epochs before retrieval stops improving)."""
     model.eval()
-    users = model.user_embedding({k_[5:]: v for k_, v in batch.items() if k_.startswith("user/")})
-    ids, first, target = np.unique(batch["post_id"].numpy(), return_index=True, return_inverse=True)
-    posts = model.post_embedding({k_[5:]: v[torch.from_numpy(first)] for k_, v in batch.items() if k_.startswith("post/")})
+    users = model.user_embedding(tower_inputs(batch, "user"))
+    _, first, target = np.unique(batch["post_id"].numpy(), return_index=True, return_inverse=True)
+    posts = model.post_embedding(tower_inputs(batch, "post", torch.from_numpy(first)))
     scores = users @ posts.T
     target = torch.from_numpy(target.reshape(-1))
     rank = (scores > scores.gather(1, target[:, None])).sum(dim=1)
@@ -126,8 +132,8 @@ def full_corpus_recall(model: TwoTower, batch: Batch, k: int = 100) -> float:
 
 
 def in_batch_loss(model: TwoTower, batch: Batch) -> torch.Tensor:
-    users = model.user_embedding({k[5:]: v for k, v in batch.items() if k.startswith("user/")})
-    posts = model.post_embedding({k[5:]: v for k, v in batch.items() if k.startswith("post/")})
+    users = model.user_embedding(tower_inputs(batch, "user"))
+    posts = model.post_embedding(tower_inputs(batch, "post"))
     logits = users @ posts.T / model.config.temperature
     if model.config.logq_correction:
         logits = logits - batch["log_q"][None, :]
