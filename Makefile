@@ -19,18 +19,10 @@ $(STAMP): pyproject.toml requirements.lock
 
 demo: install
 	$(BIN)/newsfeed data generate
-	$(BIN)/newsfeed data validate
 	$(BIN)/newsfeed data summary
-	$(BIN)/newsfeed features apply
-	$(BIN)/newsfeed features materialize
+	$(BIN)/newsfeed pipeline run
 	$(BIN)/newsfeed features get --user-id 7 --post-id 7990 --post-id 7995 --post-id 120
-	$(BIN)/newsfeed train two-tower
-	$(BIN)/newsfeed train ranker
-	$(BIN)/newsfeed index build
-	$(BIN)/newsfeed models promote two-tower
-	$(BIN)/newsfeed models promote ranker
 	$(BIN)/newsfeed models list
-	$(BIN)/newsfeed package
 
 test: install
 	$(BIN)/python -m pytest

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from newsfeed.cli import data, features, index, models, package, train
+from newsfeed.cli import data, features, index, models, package, pipeline, train
 
 app = typer.Typer(
     name="newsfeed",
@@ -24,6 +24,7 @@ app.command("evaluate")(train.evaluate)
 app.add_typer(models.app, name="models")
 app.add_typer(index.app, name="index")
 app.command("package")(package.package)
+app.add_typer(pipeline.app, name="pipeline")
 
 
 def main() -> None:

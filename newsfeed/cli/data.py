@@ -31,8 +31,8 @@ def generate(
 ) -> None:
     """Simulate a social network with ground truth and write its canonical tables."""
     from newsfeed.config import Paths
-    from newsfeed.data.io import read_manifest, write_dataset
-    from newsfeed.data.simulator import SimConfig, generate as simulate
+    from newsfeed.data.io import read_manifest
+    from newsfeed.data.simulator import SimConfig, simulate_to
     from newsfeed.data.world import WORLD_FILE
 
     out = Paths.resolve(home, data_dir).data_dir
@@ -52,10 +52,7 @@ def generate(
         raise fail(f"{out} already holds a different dataset ({existing.get('source')}); "
                    "pass --force to replace it, or choose --data-dir")
     with console.status("simulating") as status:
-        tables, world = simulate(config, progress=lambda step: status.update(f"simulating {step}"))
-        status.update("writing parquet")
-        manifest = write_dataset(out, tables, source="simulator", config=wanted)
-        world.save(out / WORLD_FILE)
+        manifest = simulate_to(out, config, progress=lambda step: status.update(f"simulating {step}"))
     rows = ", ".join(f"{n:,} {t}" for t, n in manifest["rows"].items())
     console.print(f"wrote {out}: {rows}")
 
@@ -102,7 +99,7 @@ def validate(
     above --max-bad-rate.
     """
     from newsfeed.config import Paths
-    from newsfeed.data.validation import QUARANTINE_DIR, validate_dataset
+    from newsfeed.data.validation import QUARANTINE_DIR, DataError, validate_dataset
 
     target = directory or Paths.resolve(home, data_dir).data_dir
     try:
@@ -122,9 +119,10 @@ def validate(
         if result.bad_rows:
             console.print(f"quarantined {result.bad_rows:,} rows with reasons in "
                           f"{quarantine_dir or target / QUARANTINE_DIR}")
-    failures = result.failures(max_bad_rate)
-    if failures:
-        raise fail("data is not usable:\n  " + "\n  ".join(failures))
+    try:
+        result.require_usable(max_bad_rate)
+    except DataError as err:
+        raise fail(str(err)) from None
 
 
 @app.command()

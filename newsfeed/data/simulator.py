@@ -14,14 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field, model_validator
 
 from newsfeed.data.events import events_from_impressions
+from newsfeed.data.io import write_dataset
 from newsfeed.data.vocabulary import COMMON_WORDS, COUNTRIES, TOPICS
-from newsfeed.data.world import HOUR_NS, World
+from newsfeed.data.world import HOUR_NS, WORLD_FILE, World
 from newsfeed.schema import GENDERS, MEDIA_TYPES, REACTIONS, conform
 
 DAY_NS = 24 * HOUR_NS
@@ -53,6 +55,12 @@ class SimConfig(BaseModel):
         if self.drift_day is None:
             self.drift_day = self.days * 2 / 3
         return self
+
+    @classmethod
+    def at_scale(cls, scale: float, seed: int = 7) -> "SimConfig":
+        """The demo network (2,000 users, 8,000 posts, 14 days) with ``scale`` times the users and posts."""
+        demo = cls()
+        return cls(seed=seed, users=max(10, round(demo.users * scale)), posts=max(10, round(demo.posts * scale)))
 
     @property
     def start_ns(self) -> int:
@@ -113,6 +121,16 @@ def generate(config: SimConfig, progress: Progress = lambda step: None) -> tuple
         "events": events_from_impressions(impressions, delay_seconds=rng.uniform(1, 30, size=len(impressions))),
     }
     return {name: conform(name, df) for name, df in tables.items()}, world
+
+
+def simulate_to(out: Path, config: SimConfig, progress: Progress = lambda step: None) -> dict:
+    """Simulate a network and write its canonical tables and its world (the ground truth) to
+    ``out``; return the dataset manifest."""
+    tables, world = generate(config, progress)
+    progress("writing parquet")
+    manifest = write_dataset(out, tables, source="simulator", config=config.model_dump(mode="json"))
+    world.save(Path(out) / WORLD_FILE)
+    return manifest
 
 
 def _categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:

@@ -25,6 +25,10 @@ QUARANTINE_DIR = "quarantine"
 REASON = "quarantine_reason"
 
 
+class DataError(ValueError):
+    """Data that fails validation: the message lists each table's problem."""
+
+
 @dataclass
 class TableReport:
     table: str
@@ -56,6 +60,12 @@ class ValidationResult:
             if r.bad_rate > max_bad_rate
         ]
         return self.errors + over
+
+    def require_usable(self, max_bad_rate: float) -> None:
+        """Raise DataError saying why, when the data must not be used."""
+        failures = self.failures(max_bad_rate)
+        if failures:
+            raise DataError("data is not usable:\n  " + "\n  ".join(failures))
 
     def to_json(self) -> dict:
         return {

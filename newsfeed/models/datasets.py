@@ -106,9 +106,12 @@ def impression_set(home: Path, store, data: ModelData, service: str, positives_o
     def build() -> pd.DataFrame:
         return training_set.build(store, training_set.entity_frame(impressions, data.posts), service)
 
-    frame = _cached(home, f"{service}{'-positives' if positives_only else ''}", key, build)
-    frame["split"] = data.bounds.label(frame[catalog.TIMESTAMP])
-    return frame
+    return with_split(_cached(home, f"{service}{'-positives' if positives_only else ''}", key, build), data)
+
+
+def with_split(frame: pd.DataFrame, data: ModelData) -> pd.DataFrame:
+    """``frame`` with each row's part of the temporal split (train / val / test) in ``split``."""
+    return frame.assign(split=data.bounds.label(frame[catalog.TIMESTAMP]))
 
 
 def view_features(store, service: str, views: tuple[str, ...] | None = None) -> list[str]:

@@ -4,9 +4,11 @@ pipeline components call these; the logic lives here once."""
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version as installed_version
 from pathlib import Path
@@ -17,6 +19,7 @@ import pandas as pd
 from newsfeed.data.world import World
 from newsfeed.features.catalog import TIMESTAMP
 from newsfeed.models import datasets, evaluation, saved
+from newsfeed.models.distributed import RayTrainConfig
 from newsfeed.models.ranker import MultiTaskRanker, RankerConfig, multitask_loss, training_batch as ranker_batch
 from newsfeed.models.training import History, TrainConfig, fit, recency_weights, seed_everything
 from newsfeed.models.two_tower import (POST_VIEWS, USER_VIEWS, TwoTower, TwoTowerConfig, full_corpus_recall,
@@ -25,6 +28,7 @@ from newsfeed.registry import INDEX_TAG, RANKER, TWO_TOWER, Registry, RegistryEr
 from newsfeed.scoring import engagement_score, load_weights
 
 INDEX_EXPERIMENT = "newsfeed-index"
+MODEL_URI_TAG = "model_uri"
 RUNTIME_PACKAGES = ("torch", "numpy", "pandas", "pandera", "scikit-learn", "pyyaml", "pydantic", "mlflow", "rich")
 """What a registered model needs to load and predict anywhere (pinned to this environment's versions)."""
 
@@ -37,6 +41,7 @@ class RunResult:
     metrics: dict[str, float]
     report: dict = field(default_factory=dict)
     history: History | None = None
+    model: object = None  # the trained TwoTower or MultiTaskRanker
 
 
 def metric_name(name: str) -> str:
@@ -59,9 +64,9 @@ def runtime_requirements() -> list[str]:
     return out
 
 
-def _log_model(model, name: str, kind: str, weights: dict | None, register: bool, lineage: dict, registry: Registry):
-    """Log the model folder as a pyfunc (with this package's code, so it loads anywhere),
-    register it and make the new version the challenger."""
+def _log_model(model, name: str, kind: str, weights: dict | None, register: bool, registry: Registry):
+    """Log the model folder as a pyfunc (with this package's code, so it loads anywhere) in
+    the active run; with ``register``, register it as the challenger (see register_run)."""
     import mlflow
     import newsfeed
     from newsfeed.models import pyfunc
@@ -73,14 +78,30 @@ def _log_model(model, name: str, kind: str, weights: dict | None, register: bool
         info = mlflow.pyfunc.log_model(
             name="model", python_model=python_model, signature=signature, artifacts={pyfunc.MODEL_DIR: str(folder)},
             code_paths=[str(Path(newsfeed.__file__).parent)], pip_requirements=runtime_requirements(),
-            registered_model_name=name if register else None,
         )
-    version = getattr(info, "registered_model_version", None)
-    if register and version is not None:
-        registry.set_alias(name, "challenger", version)
-        for key, value in lineage.items():
-            registry.client.set_model_version_tag(name, str(version), key, str(value))
-    return None if version is None else str(version)
+    mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
+    return register_run(registry, name, mlflow.active_run().info.run_id) if register else None
+
+
+def register_run(registry: Registry, name: str, run_id: str, tags: dict | None = None,
+                 first_becomes_champion: bool = False) -> str:
+    """Register the model a training run logged as a new version of ``name``, with the run's
+    lineage (and ``tags``) as version tags, and make it the challenger; with
+    ``first_becomes_champion``, also the champion when the model has none yet."""
+    import mlflow
+
+    run = registry.client.get_run(run_id)
+    uri = run.data.tags.get(MODEL_URI_TAG)
+    if not uri:
+        raise RegistryError(f"run {run_id} logged no model to register")
+    version = str(mlflow.register_model(uri, name).version)
+    lineage = {k.removeprefix("lineage."): v for k, v in run.data.tags.items() if k.startswith("lineage.")}
+    for key, value in {**lineage, **(tags or {})}.items():
+        registry.client.set_model_version_tag(name, version, key, str(value))
+    registry.set_alias(name, "challenger", version)
+    if first_becomes_champion and "champion" not in registry.aliases(name):
+        registry.set_alias(name, "champion", version)
+    return version
 
 
 def _start_run(registry: Registry, name: str, lineage: dict, params: dict):
@@ -106,32 +127,54 @@ def _lineage(data: datasets.ModelData, service: str) -> dict:
     return {**data.lineage, "feature_service": service, "code_version": code_version()}
 
 
+def _train(job: Callable, trainer: RayTrainConfig | None, home: Path, name: str):
+    """``job()`` here, or on a Ray cluster's workers (``trainer``): the same code either way."""
+    if trainer is None:
+        return job()
+    from newsfeed.models.distributed import run_on_ray
+
+    return run_on_ray(job, trainer, Path(home).resolve() / "ray", name)
+
+
+def _trainer_params(trainer: RayTrainConfig | None) -> dict:
+    return {"trainer": "ray" if trainer else "local", "workers": trainer.workers if trainer else 1}
+
+
 def train_two_tower(home: Path, data_dir: Path, store, registry: Registry, config: TwoTowerConfig = TwoTowerConfig(),
                     train: TrainConfig = TrainConfig(), split: datasets.SplitConfig = datasets.SplitConfig(),
-                    register: bool = True, show_progress: bool = True) -> RunResult:
+                    register: bool = True, show_progress: bool = True, trainer: RayTrainConfig | None = None,
+                    positives: pd.DataFrame | None = None) -> RunResult:
+    """``positives``: the engaged impressions with their point-in-time features (as
+    ``datasets.impression_set(..., "two_tower", positives_only=True)`` makes them), when built
+    beforehand (the pipeline passes its training-set artifact); else built here."""
     import mlflow
 
     data = datasets.load(home, data_dir, split)
-    positives = datasets.impression_set(home, store, data, "two_tower", positives_only=True)
+    positives = (datasets.impression_set(home, store, data, "two_tower", positives_only=True) if positives is None
+                 else datasets.with_split(positives, data))
     fit_rows, val_rows = positives[positives["split"] == "train"], positives[positives["split"] == "val"]
     if len(fit_rows) < train.batch_size or val_rows.empty:
         raise ValueError(f"too little data to train: {len(fit_rows):,} training and {len(val_rows):,} validation "
                          f"positives (need at least one batch, {train.batch_size})")
-    model, history = fit_and_refit(
-        lambda rows: TwoTower.from_frame(rows, config), in_batch_loss,
-        lambda m, rows: two_tower_batch(m, rows, sampling_log_q(rows["post_id"].to_numpy())),
-        fit_rows, val_rows, train, "two-tower", show_progress,
-        val_metric=lambda m, val_batch: full_corpus_recall(m, val_batch))
+    job = functools.partial(
+        fit_and_refit, functools.partial(TwoTower.from_frame, config=config), in_batch_loss, _two_tower_batch,
+        fit_rows, val_rows, train, "two-tower", show_progress, val_metric=full_corpus_recall)
+    model, history = _train(job, trainer, home, "two-tower")
     report = evaluate_two_tower(model, home, store, data)
     lineage = _lineage(data, "two_tower")
-    params = {**config.model_dump(), **train.model_dump(), **split.model_dump(), "train_positives": len(fit_rows)}
+    params = {**config.model_dump(), **train.model_dump(), **split.model_dump(), **_trainer_params(trainer),
+              "train_positives": len(fit_rows)}
     with _start_run(registry, TWO_TOWER, lineage, params) as run:
         _log_history(history)
         metrics = flat_metrics(report)
         mlflow.log_metrics(metrics)
         mlflow.log_dict(report, "evaluation.json")
-        version = _log_model(model, TWO_TOWER, "two_tower", None, register, lineage, registry)
-    return RunResult(TWO_TOWER, run.info.run_id, version, metrics, report, history)
+        version = _log_model(model, TWO_TOWER, "two_tower", None, register, registry)
+    return RunResult(TWO_TOWER, run.info.run_id, version, metrics, report, history, model)
+
+
+def _two_tower_batch(model: TwoTower, rows: pd.DataFrame):
+    return two_tower_batch(model, rows, sampling_log_q(rows["post_id"].to_numpy()))
 
 
 def fit_and_refit(build, loss_fn, to_batch, train_rows: pd.DataFrame, val_rows: pd.DataFrame, train: TrainConfig,
@@ -180,31 +223,41 @@ a 5-day half-life). The two-tower's are TrainConfig()'s."""
 
 def train_ranker(home: Path, data_dir: Path, store, registry: Registry, config: RankerConfig = RankerConfig(),
                  train: TrainConfig = RANKER_TRAINING, split: datasets.SplitConfig = datasets.SplitConfig(),
-                 weights_file: Path | None = None, register: bool = True, show_progress: bool = True) -> RunResult:
+                 weights_file: Path | None = None, register: bool = True, show_progress: bool = True,
+                 trainer: RayTrainConfig | None = None, impressions: pd.DataFrame | None = None) -> RunResult:
+    """``impressions``: every impression with its point-in-time features, when built
+    beforehand (see train_two_tower's ``positives``)."""
     import mlflow
 
     weights = load_weights(weights_file)
     data = datasets.load(home, data_dir, split)
-    frame = datasets.impression_set(home, store, data, "ranker")
+    frame = (datasets.impression_set(home, store, data, "ranker") if impressions is None
+             else datasets.with_split(impressions, data))
     parts = {name: frame[frame["split"] == name] for name in ("train", "val", "test")}
     empty = [name for name, part in parts.items() if part.empty]
     if empty:
         raise ValueError(f"the temporal split left no {' or '.join(empty)} impressions; is the data's time span too short?")
-    model, history = fit_and_refit(lambda rows: MultiTaskRanker.from_frame(rows, config), multitask_loss,
-                                   ranker_batch, parts["train"], parts["val"], train,
-                                   f"ranker {config.architecture}", show_progress)
+    job = functools.partial(fit_and_refit, functools.partial(MultiTaskRanker.from_frame, config=config),
+                            multitask_loss, ranker_batch, parts["train"], parts["val"], train,
+                            f"ranker {config.architecture}", show_progress)
+    model, history = _train(job, trainer, home, "ranker")
     report = evaluate_ranker(model, parts["test"], weights, World.of_dataset(data_dir))
     lineage = _lineage(data, "ranker")
-    params = {**config.model_dump(), **train.model_dump(), **split.model_dump(), "train_impressions": len(parts["train"])}
+    params = {**config.model_dump(), **train.model_dump(), **split.model_dump(), **_trainer_params(trainer),
+              "train_impressions": len(parts["train"])}
     with _start_run(registry, RANKER, lineage, params) as run:
         _log_history(history)
-        metrics = {**{metric_name(k): v for k, v in report["heads"].items() if v == v},
-                   **flat_metrics(report["ranking"])}
+        metrics = ranker_metrics(report)
         mlflow.log_metrics(metrics)
         mlflow.log_dict(report, "evaluation.json")
         mlflow.log_dict(weights, "engagement_weights.yaml")
-        version = _log_model(model, RANKER, "ranker", weights, register, lineage, registry)
-    return RunResult(RANKER, run.info.run_id, version, metrics, report, history)
+        version = _log_model(model, RANKER, "ranker", weights, register, registry)
+    return RunResult(RANKER, run.info.run_id, version, metrics, report, history, model)
+
+
+def ranker_metrics(report: dict) -> dict[str, float]:
+    """A ranker evaluation (``evaluate_ranker``) as the flat metrics logged with its run."""
+    return {**{metric_name(k): v for k, v in report["heads"].items() if v == v}, **flat_metrics(report["ranking"])}
 
 
 def evaluate_ranker(model: MultiTaskRanker, test: pd.DataFrame, weights: dict[str, float],
@@ -225,18 +278,38 @@ def load_registered(registry: Registry, name: str, ref: str | int = "champion"):
     return wrapper.model, getattr(wrapper, "weights", None), version
 
 
+def _evaluate_version(home: Path, data_dir: Path, store, registry: Registry, data: datasets.ModelData, name: str,
+                      ref: str) -> tuple[str, dict]:
+    """(version, evaluation report) of a registered version on ``data``'s held-out period."""
+    model, weights, version = load_registered(registry, name, ref)
+    if name == TWO_TOWER:
+        return str(version.version), evaluate_two_tower(model, home, store, data)
+    frame = datasets.impression_set(home, store, data, "ranker")
+    return str(version.version), evaluate_ranker(model, frame[frame["split"] == "test"], weights,
+                                                 World.of_dataset(data_dir))
+
+
 def evaluate_registered(home: Path, data_dir: Path, store, registry: Registry, ref: str = "champion",
                         split: datasets.SplitConfig = datasets.SplitConfig()) -> dict:
     """Both registered models (by alias or version) on the held-out period, beside the baselines."""
     data = datasets.load(home, data_dir, split)
-    two_tower, _, tt_version = load_registered(registry, TWO_TOWER, ref)
-    ranker, weights, rk_version = load_registered(registry, RANKER, ref)
-    frame = datasets.impression_set(home, store, data, "ranker")
-    return {
-        "versions": {TWO_TOWER: str(tt_version.version), RANKER: str(rk_version.version)},
-        "retrieval": evaluate_two_tower(two_tower, home, store, data),
-        "ranker": evaluate_ranker(ranker, frame[frame["split"] == "test"], weights, World.of_dataset(data_dir)),
-    }
+    tt_version, retrieval = _evaluate_version(home, data_dir, store, registry, data, TWO_TOWER, ref)
+    rk_version, ranker = _evaluate_version(home, data_dir, store, registry, data, RANKER, ref)
+    return {"versions": {TWO_TOWER: tt_version, RANKER: rk_version}, "retrieval": retrieval, "ranker": ranker}
+
+
+def champion_metrics(home: Path, data_dir: Path, store, registry: Registry,
+                     split: datasets.SplitConfig = datasets.SplitConfig()) -> dict[str, dict]:
+    """model name -> {"version", "metrics"}: each model's champion evaluated on today's
+    held-out period (the one a challenger trained today is scored on), under the metric
+    names the challenger's run logs. A model with no champion yet is left out."""
+    data = datasets.load(home, data_dir, split)
+    out = {}
+    for name, flatten in ((TWO_TOWER, flat_metrics), (RANKER, ranker_metrics)):
+        if "champion" in registry.aliases(name):
+            version, report = _evaluate_version(home, data_dir, store, registry, data, name, "champion")
+            out[name] = {"version": version, "metrics": flatten(report)}
+    return out
 
 
 @dataclass

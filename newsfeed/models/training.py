@@ -43,6 +43,7 @@ class History:
     best_epoch: int = 0
     seconds: float = 0.0
     samples: int = 0
+    workers: int = 1  # data-parallel processes that trained it (see newsfeed.models.distributed)
 
     @property
     def samples_per_second(self) -> float:
@@ -57,8 +58,9 @@ def seed_everything(seed: int) -> None:
 
 def use_cores(threads: int | None = None) -> int:
     """Intra-op threads = the cores this process may use (affinity aware, unlike
-    ``os.cpu_count()``): more threads than cores makes every step slower."""
-    n = threads or len(os.sched_getaffinity(0))
+    ``os.cpu_count()``; ``OMP_NUM_THREADS`` where set, as Ray sets it to a worker's CPUs):
+    more threads than cores makes every step slower."""
+    n = threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or len(os.sched_getaffinity(0))
     torch.set_num_threads(n)
     return n
 
@@ -91,6 +93,40 @@ def take(batch: Batch, index: torch.Tensor | slice) -> Batch:
     return {k: v[index] for k, v in batch.items()}
 
 
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of the torch process group this process is in; (0, 1) alone."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _average_gradients(model: torch.nn.Module, world: int) -> None:
+    """Data parallelism by hand (one all-reduce of every gradient, flattened): the models call
+    their towers and heads directly, so DDP's forward hooks would not see them."""
+    import torch.distributed as dist
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        if p.grad is None:  # unused this step here, maybe not on another worker
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset:offset + p.numel()].view_as(p))
+        offset += p.numel()
+
+
+def _sync_parameters(model: torch.nn.Module) -> None:
+    import torch.distributed as dist
+
+    for tensor in model.state_dict().values():
+        dist.broadcast(tensor, src=0)
+
+
 def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Batch], torch.Tensor], train: Batch,
         val: Batch, config: TrainConfig, description: str = "training", show_progress: bool = True,
         val_metric: Callable[[torch.nn.Module], float] | None = None, keep_best: bool = True) -> History:
@@ -98,14 +134,26 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Batch], torc
     stops after ``patience`` epochs without improvement. Best = lowest validation loss, or
     highest ``val_metric(model)`` when given (for a model whose training loss is only a proxy
     of what it is for, as a sampled softmax is for retrieval). ``keep_best=False`` trains all
-    ``epochs`` and keeps the last weights (a refit, whose validation rows are in ``train``)."""
+    ``epochs`` and keeps the last weights (a refit, whose validation rows are in ``train``).
+
+    In a torch process group (Ray Train's workers) each of the W processes trains on its
+    1/W of every epoch's shuffled rows with batches of ``batch_size / W``, and gradients are
+    averaged: together, the rows of one process's ``batch_size`` steps (though an in-batch
+    softmax then sees only its process's rows as negatives). Every process judges the whole
+    validation set, so all stop at the same epoch with the same weights."""
     seed_everything(config.seed)
     use_cores(config.threads)
-    generator = torch.Generator().manual_seed(config.seed)
+    rank, world = process_group()
+    if world > 1:
+        _sync_parameters(model)
+    show_progress = show_progress and rank == 0
+    generator = torch.Generator().manual_seed(config.seed)  # the same permutation in every process
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     n = size(train)
-    steps = (n + config.batch_size - 1) // config.batch_size
-    history = History()
+    shard = n // world  # equal shards: every process takes the same number of steps
+    batch_size = max(1, config.batch_size // world)
+    steps = (shard + batch_size - 1) // batch_size
+    history = History(workers=world)
     best, best_state, waited = float("inf"), copy.deepcopy(model.state_dict()), 0
     # A live bar within each epoch, then one summary line per epoch (fits any terminal width).
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -114,19 +162,21 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Batch], torc
         for epoch in range(config.epochs):
             task = progress.add_task(f"{description} epoch {epoch + 1}", total=steps)
             model.train()
-            order = torch.randperm(n, generator=generator)
+            order = torch.randperm(n, generator=generator)[rank:shard * world:world]
             total, t0 = 0.0, time.perf_counter()
             for step in range(steps):
-                batch = take(train, order[step * config.batch_size:(step + 1) * config.batch_size])
+                batch = take(train, order[step * batch_size:(step + 1) * batch_size])
                 loss = loss_fn(model, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if world > 1:
+                    _average_gradients(model, world)
                 optimizer.step()
                 total += float(loss.detach()) * size(batch)
                 progress.update(task, advance=1)
             history.seconds += time.perf_counter() - t0
-            history.samples += n
-            history.train_loss.append(total / n)
+            history.samples += shard * world
+            history.train_loss.append(_global_mean(total, shard, world))
             history.val_loss.append(evaluate_loss(model, loss_fn, val, config.batch_size * 4))
             status = (f"{description} epoch {epoch + 1}: loss {history.train_loss[-1]:.4f}, "
                       f"val {history.val_loss[-1]:.4f}")
@@ -148,6 +198,16 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Batch], torc
         model.load_state_dict(best_state)
     model.eval()
     return history
+
+
+def _global_mean(total: float, count: int, world: int) -> float:
+    if world == 1:
+        return total / max(count, 1)
+    import torch.distributed as dist
+
+    sums = torch.tensor([total, float(count)], dtype=torch.float64)
+    dist.all_reduce(sums)
+    return float(sums[0] / sums[1].clamp(min=1))
 
 
 @torch.no_grad()

@@ -1,0 +1,157 @@
+"""`newsfeed pipeline run | compile | submit | schedule`: the training pipeline (pipelines/)
+locally, as IR YAML, and on Kubeflow Pipelines."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from newsfeed.cli.common import DataDirOption, HomeOption, RegistryOption, StoreOption, console, fail
+
+app = typer.Typer(help="The training pipeline: run locally, compile, submit to Kubeflow, schedule.",
+                  no_args_is_help=True)
+
+GATE_REJECTED = 3
+"""Exit code of `run` when the gate stops the challenger (the run itself succeeded)."""
+
+ScaleOption = Annotated[float | None, typer.Option(help="Size of the simulated dataset made when the data location "
+                                                        "holds none (1.0: 2,000 users, 8,000 posts) [default 1.0].")]
+SeedOption = Annotated[int | None, typer.Option(help="Seed of simulation and training [default 7].")]
+EpochsOption = Annotated[int | None, typer.Option(help="Maximum epochs of each model [default 12].")]
+TwoTowerLrOption = Annotated[float | None, typer.Option(help="Two-tower learning rate [default 1e-3].")]
+RankerLrOption = Annotated[float | None, typer.Option(help="Ranker learning rate [default 2e-3].")]
+ArchitectureOption = Annotated[str | None, typer.Option(help="Ranker: mmoe | shared-bottom [default mmoe].")]
+MaxBadRateOption = Annotated[float | None, typer.Option(help="Fail when a table has more bad rows [default 0.01].")]
+TrainerOption = Annotated[str | None, typer.Option(help="local (in the step) | ray (Ray Train) [default local].")]
+RayWorkersOption = Annotated[int | None, typer.Option(help="Ray Train workers [default 2].")]
+RayAddressOption = Annotated[str | None, typer.Option(help="Ray cluster to train on [default: a local Ray per step].")]
+ToleranceOption = Annotated[float | None, typer.Option(help="Gate: how far NDCG@10 may fall below the champion's "
+                                                            "[default 0.005].")]
+GuardrailOption = Annotated[float | None, typer.Option(help="Gate: how far hide/block AUC and Recall@500 may fall "
+                                                            "[default 0.02].")]
+CalibrationOption = Annotated[float | None, typer.Option(help="Gate: how far a head's calibration error may rise "
+                                                              "[default 0.01].")]
+HostOption = Annotated[str, typer.Option("--host", help="Kubeflow Pipelines endpoint, e.g. http://localhost:8080.")]
+PackageOption = Annotated[Path | None, typer.Option("--package", help="Compiled pipeline [default: the committed one].")]
+
+
+def _arguments(**options) -> dict:
+    """The pipeline parameters given (None: the pipeline's default)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items() if v is not None}
+
+
+@app.command()
+def run(
+    scale: ScaleOption = None, seed: SeedOption = None, epochs: EpochsOption = None,
+    two_tower_learning_rate: TwoTowerLrOption = None, ranker_learning_rate: RankerLrOption = None,
+    ranker_architecture: ArchitectureOption = None, max_bad_rate: MaxBadRateOption = None,
+    trainer: TrainerOption = None, ray_workers: RayWorkersOption = None, ray_address: RayAddressOption = None,
+    gate_tolerance: ToleranceOption = None, guardrail_tolerance: GuardrailOption = None,
+    calibration_tolerance: CalibrationOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show kfp's executor logs too.")] = False,
+    home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None, registry: RegistryOption = None,
+) -> None:
+    """Run the whole pipeline here (kfp SubprocessRunner): validate, features, training sets,
+    train both models, evaluate against the champion, gate, register, index, package.
+
+    Exits 0 when the challenger was registered, 3 when the gate stopped it, 1 when a step failed."""
+    from newsfeed.workspace import Workspace
+    from pipelines.local import PipelineFailed, run as run_locally
+
+    ws = Workspace.open(home, data_dir, store, registry)
+    arguments = _arguments(home=str(ws.home), data_dir=str(ws.data_dir), feature_store=store, registry=registry,
+                           scale=scale, seed=seed, epochs=epochs, two_tower_learning_rate=two_tower_learning_rate,
+                           ranker_learning_rate=ranker_learning_rate, ranker_architecture=ranker_architecture,
+                           max_bad_rate=max_bad_rate, trainer=trainer, ray_workers=ray_workers,
+                           ray_address=ray_address, gate_tolerance=gate_tolerance,
+                           guardrail_tolerance=guardrail_tolerance, calibration_tolerance=calibration_tolerance)
+    root = ws.home / "pipeline-runs"
+    t0 = time.perf_counter()
+    try:
+        decision = run_locally(arguments, root, verbose)
+    except PipelineFailed as err:
+        raise fail(f"the pipeline failed; nothing was registered.\n{err}") from None
+    minutes, seconds = divmod(time.perf_counter() - t0, 60)
+    console.print(decision["message"], highlight=False, soft_wrap=True)
+    if not decision["passed"]:
+        console.print(f"[bold red]stopped by the gate[/]: nothing registered ({minutes:.0f} min {seconds:.0f} s; "
+                      f"artifacts under {root})", soft_wrap=True)
+        raise typer.Exit(GATE_REJECTED)
+    from newsfeed.registry import MODEL_NAMES
+
+    for name in MODEL_NAMES.values():
+        aliases = ws.registry.aliases(name)
+        latest = ws.registry.versions(name)[-1]
+        held = ", ".join(a for a, v in aliases.items() if v == str(latest.version))
+        console.print(f"{name}: version {latest.version} ({held})", highlight=False)
+    console.print(f"pipeline finished in {minutes:.0f} min {seconds:.0f} s; artifacts under {root}", soft_wrap=True)
+
+
+@app.command("compile")
+def compile_(
+    out: Annotated[Path | None, typer.Option("--out", help="Where to write [default: pipelines/compiled/].")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Only check that the committed YAML is up to date.")] = False,
+) -> None:
+    """Compile the pipeline to Kubeflow's IR YAML (committed under pipelines/compiled/)."""
+    from pipelines.remote import COMPILED, compile_pipeline, stale
+
+    if check:
+        if stale(out or COMPILED):
+            raise fail(f"{out or COMPILED} is out of date with the pipeline code: run `newsfeed pipeline compile`")
+        console.print(f"{out or COMPILED} is up to date")
+        return
+    path = compile_pipeline(out or COMPILED)
+    console.print(f"wrote {path}")
+
+
+def _remote(job, *args, **kwargs):
+    from pipelines.remote import KubeflowError
+
+    try:
+        return job(*args, **kwargs)
+    except (KubeflowError, ValueError) as err:
+        raise fail(str(err)) from None
+
+
+@app.command()
+def submit(
+    host: HostOption,
+    run_name: Annotated[str | None, typer.Option(help="Name of the run [default: generated].")] = None,
+    experiment: Annotated[str, typer.Option(help="Kubeflow experiment.")] = "newsfeed",
+    package: PackageOption = None,
+    data_dir: Annotated[str | None, typer.Option("--data-dir", help="Data location on the cluster.")] = None,
+    scale: ScaleOption = None, seed: SeedOption = None, epochs: EpochsOption = None, trainer: TrainerOption = None,
+    ray_workers: RayWorkersOption = None, ray_address: RayAddressOption = None,
+    gate_tolerance: ToleranceOption = None,
+) -> None:
+    """Submit one run of the compiled pipeline to a Kubeflow Pipelines endpoint."""
+    from pipelines.remote import submit as submit_run
+
+    arguments = _arguments(data_dir=data_dir, scale=scale, seed=seed, epochs=epochs, trainer=trainer,
+                           ray_workers=ray_workers, ray_address=ray_address, gate_tolerance=gate_tolerance)
+    run_id, url = _remote(submit_run, host, arguments, run_name, experiment, package)
+    console.print(f"submitted run {run_id}: {url}", soft_wrap=True)
+
+
+@app.command()
+def schedule(
+    host: HostOption,
+    cron: Annotated[str, typer.Option("--cron", help="When to run: crontab's 5 fields, e.g. '0 3 * * *' "
+                                                     "(03:00 daily), or KFP's 6 (seconds first).")],
+    name: Annotated[str, typer.Option(help="Name of the recurring run.")] = "newsfeed-training-schedule",
+    experiment: Annotated[str, typer.Option(help="Kubeflow experiment.")] = "newsfeed",
+    package: PackageOption = None,
+    data_dir: Annotated[str | None, typer.Option("--data-dir", help="Data location on the cluster.")] = None,
+    epochs: EpochsOption = None, trainer: TrainerOption = None, ray_workers: RayWorkersOption = None,
+    ray_address: RayAddressOption = None, gate_tolerance: ToleranceOption = None,
+) -> None:
+    """Create a recurring run of the compiled pipeline on Kubeflow Pipelines."""
+    from pipelines.remote import cron_six_fields, schedule as schedule_runs
+
+    arguments = _arguments(data_dir=data_dir, epochs=epochs, trainer=trainer, ray_workers=ray_workers,
+                           ray_address=ray_address, gate_tolerance=gate_tolerance)
+    job_id = _remote(schedule_runs, host, cron, arguments, name, experiment, package)
+    console.print(f"recurring run {job_id} ({name}): cron '{_remote(cron_six_fields, cron)}'", highlight=False)

@@ -1,0 +1,179 @@
+"""The training pipeline end to end through kfp.local (real kfp, Feast, MLflow, Ray, BentoML
+on a small simulated network), its compiled YAML, and the Kubeflow commands."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from newsfeed.cli import app
+from newsfeed.registry import RANKER, TWO_TOWER, Registry
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["--scale", "0.15", "--epochs", "2"]  # 300 users, 1,200 posts, 14 days: ~30k impressions
+runner = CliRunner()
+
+
+def pipeline(home: Path, *args: str):
+    return runner.invoke(app, ["pipeline", "run", "--home", str(home), *SMALL, *args])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Three runs on one home, in order: the first model, a retrain on Ray with the same
+    settings, and a run on deliberately worse settings."""
+    home = tmp_path_factory.mktemp("pipeline") / "home"
+    first = pipeline(home)
+    on_ray = pipeline(home, "--trainer", "ray", "--ray-workers", "2")
+    worse = pipeline(home, "--epochs", "1", "--ranker-learning-rate", "1e-6", "--two-tower-learning-rate", "1e-6")
+    return home, first, on_ray, worse
+
+
+def _artifacts(home: Path, step: str) -> list[Path]:
+    """The step's output artifacts of every local run, oldest first."""
+    return sorted((home / "pipeline-runs").glob(f"newsfeed-training-*/{step}/*"))
+
+
+def test_first_run_registers_champions_with_their_index_and_bento(runs):
+    from newsfeed.models.runs import load_index
+
+    home, first, _, _ = runs
+    assert first.exit_code == 0, first.output
+    assert "no champion yet" in first.output
+    registry = Registry.open(home)
+    for name in (TWO_TOWER, RANKER):
+        assert registry.aliases(name)["champion"] == "1"
+        tags = registry.version(name, "1").tags
+        assert tags["pipeline_run"].startswith("newsfeed-training-")
+        assert tags["data_fingerprint"] and tags["feature_service"]  # lineage from the training run
+    index, version = load_index(registry, "champion")
+    assert str(version.version) == "1" and index.size == 1_200
+    # The run's lineage as KFP artifacts: the data, its validation, features, training sets, models, decision.
+    names = {p.parent.name + "/" + p.name for p in (home / "pipeline-runs").glob("*/*/*")}
+    for artifact in ("prepare-data/dataset", "validate-data/report", "build-features/features",
+                     "build-training-sets/ranker_set", "train-ranker/model", "train-two-tower/metrics",
+                     "gate/report", "build-index/index", "package-ranker/bento"):
+        assert artifact in names, artifact
+    ranker_set = pd.read_parquet(_artifacts(home, "build-training-sets")[0])
+    assert len(ranker_set) > 20_000 and "user_engagement__ctr_7d" in ranker_set.columns
+    assert (_artifacts(home, "package-ranker")[0] / "Containerfile").exists()
+
+
+def test_a_retrain_on_two_ray_workers_passes_the_gate_as_challenger(runs):
+    home, _, on_ray, _ = runs
+    assert on_ray.exit_code == 0, on_ray.output
+    assert "gate PASSED" in on_ray.output
+    registry = Registry.open(home)
+    for name in (TWO_TOWER, RANKER):
+        assert registry.aliases(name) == {"champion": "1", "challenger": "2"}
+        params = registry.client.get_run(registry.version(name, "2").run_id).data.params
+        assert (params["trainer"], params["workers"]) == ("ray", "2")
+    assert registry.version(TWO_TOWER, "2").tags["index_run_id"]
+
+
+def test_worse_settings_are_stopped_by_the_gate_and_register_nothing(runs):
+    home, _, _, worse = runs
+    assert worse.exit_code == 3, worse.output
+    assert "stopped by the gate" in worse.output
+    failed = [line for line in worse.output.splitlines() if "FAILED by" in line]
+    assert any("primary" in line and "ranker.ndcg_at_10" in line for line in failed), worse.output
+    registry = Registry.open(home)
+    for name in (TWO_TOWER, RANKER):
+        assert [v.version for v in registry.versions(name)] == ["1", "2"]
+        assert registry.aliases(name) == {"champion": "1", "challenger": "2"}
+    last_run = sorted((home / "pipeline-runs").iterdir())[-1]
+    decision = json.loads((last_run / "gate" / "decision").read_text())
+    assert not decision["passed"]
+    primary = next(c for c in decision["checks"] if c["primary"])
+    assert primary["challenger"] < primary["limit"] < primary["champion"]
+    assert "FAIL" in (last_run / "gate" / "report").read_text()  # the HTML report says so too
+    # Everything behind the gate was skipped.
+    assert not {"register-models", "build-index", "package-ranker"} & {p.name for p in last_run.iterdir()}
+
+
+def test_invalid_data_fails_the_run_at_validation_and_registers_nothing(tmp_path):
+    from newsfeed.data.io import table_path
+    from newsfeed.data.simulator import SimConfig, simulate_to
+
+    home = tmp_path / "home"
+    data = home / "data"
+    simulate_to(data, SimConfig(users=100, posts=400, days=7))
+    impressions = pd.read_parquet(table_path(data, "impressions"))
+    impressions.loc[impressions.index[::20], "user_id"] = 999_999  # 5% of impressions by unknown users
+    impressions.to_parquet(table_path(data, "impressions"), index=False)
+
+    result = pipeline(home)
+    assert result.exit_code == 1
+    assert "the pipeline failed; nothing was registered" in result.output
+    assert "validate-data" in result.output
+    assert "DataError: data is not usable" in result.output
+    assert "impressions:" in result.output and "rows are bad" in result.output
+    assert not (home / "features" / "offline").exists()  # stopped before the features
+    registry = Registry.open(home)
+    assert registry.versions(TWO_TOWER) == [] and registry.versions(RANKER) == []
+
+
+def test_compiled_pipeline_is_up_to_date_with_the_code():
+    from pipelines.remote import COMPILED, stale
+
+    assert COMPILED.exists(), "run `newsfeed pipeline compile` and commit pipelines/compiled/"
+    assert not stale(COMPILED), f"{COMPILED} is stale: run `newsfeed pipeline compile` and commit it"
+    result = runner.invoke(app, ["pipeline", "compile", "--check"])
+    assert result.exit_code == 0 and "up to date" in result.output
+
+
+def test_compile_check_fails_on_a_stale_file(tmp_path):
+    from pipelines.remote import COMPILED
+
+    stale_copy = tmp_path / "pipeline.yaml"
+    stale_copy.write_text(COMPILED.read_text().replace("gate_tolerance", "gate_tolerence"))
+    result = runner.invoke(app, ["pipeline", "compile", "--check", "--out", str(stale_copy)])
+    assert result.exit_code == 1 and "out of date" in result.output
+
+
+def test_compiled_yaml_loads_in_the_kfp_sdk_with_its_parameters_and_cluster_settings():
+    from kfp import components
+
+    from pipelines.remote import COMPILED
+
+    loaded = components.load_component_from_file(str(COMPILED))
+    assert loaded.name == "newsfeed-training"
+    for parameter in ("data_dir", "scale", "epochs", "gate_tolerance", "trainer", "ray_workers"):
+        assert parameter in loaded.component_spec.inputs, parameter
+    spec, platform = yaml.safe_load_all(COMPILED.read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {"prepare-data", "validate-data", "build-features", "build-training-sets", "train-two-tower",
+            "train-ranker", "evaluate-champion", "gate", "condition-1"} <= set(tasks)
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert all(e["pvcMount"][0]["mountPath"] == "/var/lib/newsfeed" for e in executors.values())
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_submit_and_schedule_say_when_kubeflow_cannot_be_reached():
+    host = f"http://127.0.0.1:{_closed_port()}"
+    submitted = runner.invoke(app, ["pipeline", "submit", "--host", host])
+    assert submitted.exit_code == 1
+    assert f"cannot reach Kubeflow Pipelines at {host}" in submitted.output
+    scheduled = runner.invoke(app, ["pipeline", "schedule", "--host", host, "--cron", "0 3 * * *"])
+    assert scheduled.exit_code == 1 and "cannot reach Kubeflow Pipelines" in scheduled.output
+
+
+def test_schedule_checks_the_cron_expression_first():
+    from pipelines.remote import cron_six_fields
+
+    assert cron_six_fields("0 3 * * *") == "0 0 3 * * *"
+    assert cron_six_fields("30 0 3 * * *") == "30 0 3 * * *"
+    result = runner.invoke(app, ["pipeline", "schedule", "--host", "http://127.0.0.1:1", "--cron", "daily"])
+    assert result.exit_code == 1 and "expected 5 fields" in result.output
