@@ -89,7 +89,7 @@ def build_features(home: str, data_dir: str, feature_store: str, validation: Inp
 
     ws = Workspace.open(home, data_dir, feature_store)
     apply(ws.store)
-    manifest = build_offline(ws.data_dir, ws.home, progress=lambda step: print(f"computing {step}", flush=True))
+    manifest = build_offline(ws.data_dir, ws.home, progress=lambda step: print(f"features: {step}", flush=True))
     seconds = materialize(ws.store, manifest)
     print(f"materialized {sum(manifest['keys'].values()):,} online keys in {seconds:.1f} s")
     Path(features.path).write_text(json.dumps(manifest, indent=1))
@@ -124,9 +124,11 @@ def train_two_tower(home: str, data_dir: str, feature_store: str, registry: str,
     """Train the two-tower retrieval model (here, or on Ray with ``trainer='ray'``) and
     evaluate it on the held-out period; the MLflow run is logged, nothing is registered yet."""
     import pandas as pd
+    from rich.console import Console
 
     from newsfeed.models import runs, saved
     from newsfeed.models.distributed import RayTrainConfig
+    from newsfeed.models.tables import retrieval_table
     from newsfeed.models.training import TrainConfig
     from newsfeed.workspace import Workspace
 
@@ -136,6 +138,7 @@ def train_two_tower(home: str, data_dir: str, feature_store: str, registry: str,
                                   train=TrainConfig(epochs=int(epochs), batch_size=512, learning_rate=learning_rate,
                                                     seed=int(seed)),
                                   register=False, trainer=ray, positives=pd.read_parquet(training_set.path))
+    Console(width=100).print(retrieval_table(result.report))
     saved.save(result.model, model.path)
     model.metadata.update({"model_name": result.model_name, "mlflow_run_id": result.run_id,
                            "workers": result.history.workers, "best_epoch": result.history.best_epoch + 1})
@@ -150,10 +153,12 @@ def train_ranker(home: str, data_dir: str, feature_store: str, registry: str, ep
     """Train the multi-task ranker (here, or on Ray) and evaluate it on the held-out period
     (heads, NDCG@10 beside the baselines); the MLflow run is logged, nothing is registered yet."""
     import pandas as pd
+    from rich.console import Console
 
     from newsfeed.models import runs, saved
     from newsfeed.models.distributed import RayTrainConfig
     from newsfeed.models.ranker import RankerConfig
+    from newsfeed.models.tables import head_table, ranking_table
     from newsfeed.scoring import load_weights
     from newsfeed.workspace import Workspace
 
@@ -163,6 +168,9 @@ def train_ranker(home: str, data_dir: str, feature_store: str, registry: str, ep
                                                     "seed": int(seed)})
     result = runs.train_ranker(ws.home, ws.data_dir, ws.store, ws.registry, RankerConfig(architecture=architecture),
                                train, register=False, trainer=ray, impressions=pd.read_parquet(training_set.path))
+    console = Console(width=100)
+    console.print(head_table(result.report["heads"]))
+    console.print(ranking_table(result.report["ranking"]))
     saved.save(result.model, model.path, load_weights())
     model.metadata.update({"model_name": result.model_name, "mlflow_run_id": result.run_id,
                            "workers": result.history.workers, "best_epoch": result.history.best_epoch + 1})

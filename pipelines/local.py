@@ -12,6 +12,7 @@ import warnings
 from collections import deque
 from pathlib import Path
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # kfp colours task names in its messages
 ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception|Exit)): (.*)$")
 
 
@@ -80,5 +81,5 @@ def run(arguments: dict, pipeline_root: Path, verbose: bool = False) -> dict:
             task = training_pipeline(**arguments)
         except RuntimeError as err:
             why = log.error()
-            raise PipelineFailed(f"{err}" + (f"\n{why}" if why else "")) from None
+            raise PipelineFailed(ANSI.sub("", str(err)) + (f"\n{why}" if why else "")) from None
     return json.loads(task.output)

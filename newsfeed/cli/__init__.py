@@ -16,6 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts hold literal [defaults] in brackets
 )
 app.add_typer(data.app, name="data")
 app.add_typer(features.app, name="features")

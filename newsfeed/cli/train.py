@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
-
 from newsfeed.cli.common import (DataDirOption, HomeOption, RegistryOption, StoreOption, console, fail,
                                  open_feature_store, open_registry, require_applied)
+from newsfeed.models.tables import head_table, ranking_table, retrieval_table
 
 app = typer.Typer(help="Train the two-tower retrieval model or the multi-task ranker.", no_args_is_help=True)
 
@@ -22,6 +21,15 @@ RecencyOption = Annotated[float, typer.Option("--recency-half-life", help="Weigh
                                                                          "halving every this many days (0: off).")]
 RefitOption = Annotated[bool, typer.Option("--refit/--no-refit", help="After early stopping, retrain on train + "
                                                                        "validation for the chosen epoch count.")]
+RayWorkersOption = Annotated[int, typer.Option(help="Train data-parallel on this many Ray Train workers "
+                                                  "(0: in this process).", min=0)]
+RayAddressOption = Annotated[str | None, typer.Option(help="Ray cluster for --ray-workers [default: a local Ray].")]
+
+
+def _trainer(workers: int, address: str | None):
+    from newsfeed.models.distributed import RayTrainConfig
+
+    return RayTrainConfig(workers=workers, address=address) if workers else None
 
 
 def _context(home, data_dir, store, registry):
@@ -31,30 +39,6 @@ def _context(home, data_dir, store, registry):
     feast_store, _ = open_feature_store(home, store)
     require_applied(feast_store)
     return paths, feast_store, open_registry(home, registry)
-
-
-def metric_table(title: str, report: dict[str, dict[str, float]]) -> Table:
-    """One row per scorer (model and baselines), one column per metric."""
-    table = Table(title=title)
-    columns = list(dict.fromkeys(k for row in report.values() for k in row))
-    table.add_column("scorer")
-    for c in columns:
-        table.add_column(c, justify="right")
-    for scorer, row in report.items():
-        table.add_row(scorer, *(f"{row[c]:.4f}" if c in row else "" for c in columns))
-    return table
-
-
-def head_table(heads: dict[str, float]) -> Table:
-    from newsfeed.models.ranker import HEADS
-
-    table = Table(title="ranker heads (test period)")
-    for c in ("head", "ROC-AUC", "PR-AUC", "calibration error"):
-        table.add_column(c, justify="left" if c == "head" else "right")
-    for h in HEADS:
-        values = [heads.get(f"{m}_{h}", float("nan")) for m in ("auc", "pr_auc", "calibration_error")]
-        table.add_row(h, *(f"{v:.3f}" for v in values))
-    return table
 
 
 def _train_config(epochs: int, batch_size: int, seed: int, learning_rate: float, refit: bool, recency: float):
@@ -93,7 +77,7 @@ def two_tower(
     epochs: EpochsOption = 12, batch_size: BatchOption = 512, seed: SeedOption = 7,
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
     refit: RefitOption = False, recency_half_life: RecencyOption = 0.0, no_register: NoRegisterOption = False,
-    home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None, registry: RegistryOption = None,
+    ray_workers: RayWorkersOption = 0, ray_address: RayAddressOption = None, home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None, registry: RegistryOption = None,
 ) -> None:
     """Train the two-tower retrieval model on engaged impressions; evaluate Recall@K against baselines."""
     from newsfeed.models.runs import train_two_tower
@@ -101,8 +85,8 @@ def two_tower(
     train = _train_config(epochs, batch_size, seed, learning_rate, refit, recency_half_life)
     paths, feast_store, reg = _context(home, data_dir, store, registry)
     result = _run(train_two_tower, paths.home, paths.data_dir, feast_store, reg, train=train,
-                  register=not no_register)
-    console.print(metric_table("retrieval (test period, seen posts excluded)", result.report))
+                  register=not no_register, trainer=_trainer(ray_workers, ray_address))
+    console.print(retrieval_table(result.report))
     _report_run(result)
 
 
@@ -113,7 +97,7 @@ def ranker(
     epochs: EpochsOption = 12, batch_size: BatchOption = 1024, seed: SeedOption = 7,
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-3,
     refit: RefitOption = True, recency_half_life: RecencyOption = 5.0, no_register: NoRegisterOption = False,
-    home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None, registry: RegistryOption = None,
+    ray_workers: RayWorkersOption = 0, ray_address: RayAddressOption = None, home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None, registry: RegistryOption = None,
 ) -> None:
     """Train the multi-task ranker; evaluate per-head AUC and NDCG@10 against baselines and the oracle."""
     from pydantic import ValidationError
@@ -128,9 +112,9 @@ def ranker(
     train = _train_config(epochs, batch_size, seed, learning_rate, refit, recency_half_life)
     paths, feast_store, reg = _context(home, data_dir, store, registry)
     result = _run(train_ranker, paths.home, paths.data_dir, feast_store, reg, config, train, weights_file=weights,
-                  register=not no_register)
+                  register=not no_register, trainer=_trainer(ray_workers, ray_address))
     console.print(head_table(result.report["heads"]))
-    console.print(metric_table("ranking (test period, per request)", result.report["ranking"]))
+    console.print(ranking_table(result.report["ranking"]))
     _report_run(result)
 
 
@@ -145,6 +129,6 @@ def evaluate(
     report = _run(evaluate_registered, paths.home, paths.data_dir, feast_store, reg, model)
     versions = ", ".join(f"{k} v{v}" for k, v in report["versions"].items())
     console.print(f"evaluating {model}: {versions}")
-    console.print(metric_table("retrieval (test period, seen posts excluded)", report["retrieval"]))
+    console.print(retrieval_table(report["retrieval"]))
     console.print(head_table(report["ranker"]["heads"]))
-    console.print(metric_table("ranking (test period, per request)", report["ranker"]["ranking"]))
+    console.print(ranking_table(report["ranker"]["ranking"]))
