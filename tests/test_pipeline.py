@@ -56,12 +56,12 @@ def test_first_run_registers_champions_with_their_index_and_bento(runs):
     index, version = load_index(registry, "champion")
     assert str(version.version) == "1" and index.size == 1_200
     # The run's lineage as KFP artifacts: the data, its validation, features, training sets, models, decision.
-    names = {p.parent.name + "/" + p.name for p in (home / "pipeline-runs").glob("*/*/*")}
+    first_run = _run_dirs(home)[0]
+    names = {f"{p.parent.name}/{p.name}" for p in first_run.glob("*/*")}
     for artifact in ("prepare-data/dataset", "validate-data/report", "build-features/features",
                      "build-training-sets/ranker_set", "train-ranker/model", "train-two-tower/model",
                      "gate/report", "build-index/index", "package-ranker/bento"):
         assert artifact in names, artifact
-    first_run = _run_dirs(home)[0]
     ranker_set = pd.read_parquet(first_run / "build-training-sets" / "ranker_set")
     assert len(ranker_set) > 20_000 and "user_engagement__click_rate_1d" in ranker_set.columns
     assert (first_run / "package-ranker" / "bento" / "Containerfile").exists()
