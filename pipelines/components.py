@@ -129,14 +129,13 @@ def train_two_tower(home: str, data_dir: str, feature_store: str, registry: str,
     from newsfeed.models import runs, saved
     from newsfeed.models.distributed import RayTrainConfig
     from newsfeed.models.tables import retrieval_table
-    from newsfeed.models.training import TrainConfig
     from newsfeed.workspace import Workspace
 
     ws = Workspace.open(home, data_dir, feature_store, registry)
     ray = RayTrainConfig.for_trainer(trainer, int(ray_workers), ray_address)
-    result = runs.train_two_tower(ws.home, ws.data_dir, ws.store, ws.registry,
-                                  train=TrainConfig(epochs=int(epochs), batch_size=512, learning_rate=learning_rate,
-                                                    seed=int(seed)),
+    train = runs.TWO_TOWER_TRAINING.model_copy(update={"epochs": int(epochs), "learning_rate": learning_rate,
+                                                       "seed": int(seed)})
+    result = runs.train_two_tower(ws.home, ws.data_dir, ws.store, ws.registry, train=train,
                                   register=False, trainer=ray, positives=pd.read_parquet(training_set.path))
     Console(width=100).print(retrieval_table(result.report))
     saved.save(result.model, model.path)
@@ -182,7 +181,8 @@ def train_ranker(home: str, data_dir: str, feature_store: str, registry: str, ep
 def evaluate_champion(home: str, data_dir: str, feature_store: str, registry: str, two_tower: Input[Model],
                       ranker: Input[Model], champion: Output[Metrics]):
     """Score the current champions on the held-out period the challengers were scored on
-    (a model with no champion yet is left out)."""
+    (a model with no champion yet is left out). The challengers come in only to order this
+    step after them and to show, in the lineage, whom the champions were compared with."""
     from newsfeed.models import runs
     from newsfeed.workspace import Workspace
 

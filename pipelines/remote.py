@@ -83,8 +83,9 @@ def submit(host: str, arguments: dict, run_name: str | None = None, experiment: 
 
 
 def schedule(host: str, cron: str, arguments: dict, name: str = "newsfeed-training-schedule",
-             experiment: str = EXPERIMENT, package: Path | None = None) -> str:
-    """Create a recurring run (one at a time, no catch-up of missed runs); return its id."""
+             experiment: str = EXPERIMENT, package: Path | None = None) -> tuple[str, str]:
+    """Create a recurring run (one at a time, no catch-up of missed runs); return its id and
+    the cron expression KFP was given."""
     expression = cron_six_fields(cron)
     client = connect(host)
     try:
@@ -96,4 +97,4 @@ def schedule(host: str, cron: str, arguments: dict, name: str = "newsfeed-traini
         raise
     except Exception as err:
         raise KubeflowError(f"Kubeflow Pipelines at {host} refused the schedule: {_reason(err)}") from None
-    return job.recurring_run_id
+    return job.recurring_run_id, expression

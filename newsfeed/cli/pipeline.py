@@ -40,7 +40,7 @@ PackageOption = Annotated[Path | None, typer.Option("--package", help="Compiled 
 
 def _arguments(**options) -> dict:
     """The pipeline parameters given (None: the pipeline's default)."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items() if v is not None}
+    return {k: v for k, v in options.items() if v is not None}
 
 
 @app.command()
@@ -149,9 +149,9 @@ def schedule(
     ray_address: RayAddressOption = None, gate_tolerance: ToleranceOption = None,
 ) -> None:
     """Create a recurring run of the compiled pipeline on Kubeflow Pipelines."""
-    from pipelines.remote import cron_six_fields, schedule as schedule_runs
+    from pipelines.remote import schedule as schedule_runs
 
     arguments = _arguments(data_dir=data_dir, epochs=epochs, trainer=trainer, ray_workers=ray_workers,
                            ray_address=ray_address, gate_tolerance=gate_tolerance)
-    job_id = _remote(schedule_runs, host, cron, arguments, name, experiment, package)
-    console.print(f"recurring run {job_id} ({name}): cron '{_remote(cron_six_fields, cron)}'", highlight=False)
+    job_id, expression = _remote(schedule_runs, host, cron, arguments, name, experiment, package)
+    console.print(f"recurring run {job_id} ({name}): cron '{expression}'", highlight=False)
