@@ -1,6 +1,6 @@
 """Feature store speed, embedded (sqlite) versus production (Redis + SQL registry), in one run.
 
-Reports materialization throughput (offline rows and online keys per second) and
+Reports the online store's full load (offline rows and online keys per second) and
 online read latency, median and p99, for one user plus 500 candidate posts read
 the way serving reads them:
   - "user + 500 posts": the user's views for 1 entity and the post views for 500;
@@ -30,7 +30,7 @@ from rich.table import Table
 
 from newsfeed.data.io import write_dataset
 from newsfeed.data.simulator import SimConfig, generate
-from newsfeed.features import build, catalog, store as fstore
+from newsfeed.features import build, catalog, online_load, store as fstore
 from newsfeed.features.online import ranker_rows
 
 USER_VIEWS = ("user_profile", "user_engagement")
@@ -60,7 +60,7 @@ def measure(kind: str, home: Path, manifest: dict, reps: int, rng: np.random.Gen
     feast_store = fstore.open_store(home, kind, project=f"nfbench_{uuid.uuid4().hex[:8]}")
     try:
         fstore.apply(feast_store)
-        seconds = build.materialize(feast_store, manifest)
+        seconds = online_load.load(feast_store, home, manifest, full=True).seconds
         rows, keys = sum(manifest["rows"].values()), sum(manifest["keys"].values())
         user_features, post_features = features_of(USER_VIEWS), features_of(POST_VIEWS)
         authors = posts.set_index("post_id")["author_id"].fillna(-1).astype(np.int64)

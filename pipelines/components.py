@@ -83,18 +83,19 @@ def build_features(home: str, data_dir: str, feature_store: str, validation: Inp
     import json
     from pathlib import Path
 
-    from newsfeed.features.build import build_offline, materialize
+    from newsfeed.features.build import build_offline
+    from newsfeed.features.online_load import load
     from newsfeed.features.store import apply
     from newsfeed.workspace import Workspace
 
     ws = Workspace.open(home, data_dir, feature_store)
     apply(ws.store)
     manifest = build_offline(ws.data_dir, ws.home, progress=lambda step: print(f"features: {step}", flush=True))
-    seconds = materialize(ws.store, manifest)
-    print(f"materialized {sum(manifest['keys'].values()):,} online keys in {seconds:.1f} s")
+    loaded = load(ws.store, ws.home, manifest)
+    print(loaded.describe(ws.store_kind or "embedded"))
     Path(features.path).write_text(json.dumps(manifest, indent=1))
     features.metadata.update({"project": ws.store.project, "data_fingerprint": manifest["data_fingerprint"],
-                              "start": manifest["start"], "end": manifest["end"], "materialize_seconds": seconds,
+                              "start": manifest["start"], "end": manifest["end"], "online_load_seconds": loaded.seconds,
                               **{f"rows_{t}": n for t, n in manifest["rows"].items()}})
 
 

@@ -82,7 +82,10 @@ def test_features_apply_materialize_training_set_push_get(home, tmp_path):
     assert "7 feature views" in applied.output and "2 feature services" in applied.output
     materialized = runner.invoke(app, ["features", "materialize"])
     assert materialized.exit_code == 0, materialized.output
-    assert "online keys" in materialized.output and "user_author_affinity" in materialized.output
+    assert "online store (embedded) emptied and loaded" in materialized.output
+    assert "user_author_affinity" in materialized.output
+    again = runner.invoke(app, ["features", "materialize"])
+    assert again.exit_code == 0 and "updated: 0 of" in again.output, again.output
 
     out = tmp_path / "train.parquet"
     built = runner.invoke(app, ["features", "training-set", "--out", str(out), "--sample", "150"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from newsfeed.data.event_log import read_events
 from newsfeed.data.io import write_dataset
-from newsfeed.features import build, catalog, hashing, jobs, store as fstore, text, training_set
+from newsfeed.features import build, catalog, hashing, jobs, online_load, store as fstore, text, training_set
 from newsfeed.features.ingest import ingest_events
 from newsfeed.features.online import ranker_rows
 from newsfeed.schema import REACTIONS
@@ -49,7 +50,7 @@ def materialized(request, feature_home):
     """The store applied and materialized, in each configuration (production: Redis + PostgreSQL)."""
     home, tables, manifest = feature_home
     feast_store = _open_applied(home, request.param)
-    build.materialize(feast_store, manifest)
+    online_load.load(feast_store, home, manifest)
     yield request.param, feast_store
     _teardown(feast_store)
 
@@ -99,7 +100,10 @@ def test_user_history_is_the_last_engaged_posts_before_each_snapshot(feature_hom
         expected = before.drop_duplicates("post_id")["post_id"].tolist()[::-1][:catalog.HISTORY_LENGTH]
         assert list(row["recent_post_ids"]) == expected
         assert list(row["recent_author_ids"]) == author_of.reindex(expected).tolist()
-    assert history.groupby("user_id")[catalog.TIMESTAMP].min().eq(history[catalog.TIMESTAMP].min()).all()
+    # A user's history starts at the end of the day of their first engagement, not before.
+    first_row = history.groupby("user_id")[catalog.TIMESTAMP].min()
+    first_engaged = engaged.groupby("user_id")["ts"].min().dt.floor("D") + DAY
+    assert first_row.eq(first_engaged.reindex(first_row.index)).all()
 
 
 def test_every_snapshot_is_stamped_after_what_it_counts(feature_home):
@@ -163,7 +167,8 @@ def test_no_snapshot_after_as_of(feature_home):
 
 def test_store_configurations_are_chosen_by_name_or_environment(tmp_path, monkeypatch):
     embedded = fstore.repo_config(tmp_path, "embedded")
-    assert embedded.online_store.type == "sqlite" and str(tmp_path) in embedded.online_store.path
+    assert embedded.online_store.type.endswith("SqliteOnlineStore") and str(tmp_path) in embedded.online_store.path
+    assert embedded.offline_store.type == "duckdb"
     monkeypatch.setenv(fstore.STORE_ENV, "production")
     production = fstore.repo_config(tmp_path)
     assert production.online_store.type == "redis"
@@ -241,6 +246,49 @@ def test_pushed_events_change_the_counters_the_next_read_returns(feature_home, m
     assert len(logged) == 3 and set(logged["event_type"]) == {"like", "share"}
 
 
+# --- loading the online store ----------------------------------------------------------------------
+
+def _like_count(feast_store, post: int):
+    return feast_store.get_online_features(features=["post_engagement_live:like_count"],
+                                           entity_rows=[{"post_id": post}]).to_dict()["like_count"][0]
+
+
+def test_online_load_writes_only_what_changed_and_a_new_dataset_leaves_nothing_behind(tmp_path):
+    from newsfeed.data.simulator import SimConfig, generate
+
+    data, home = tmp_path / "data", tmp_path / "home"
+    tables, _ = generate(SimConfig(seed=3, users=80, posts=200, days=4))
+    write_dataset(data, tables, source="simulator")
+    feast_store = fstore.open_store(home, "embedded")
+    fstore.apply(feast_store)
+    first = online_load.load(feast_store, home, build.build_offline(data, home))
+    assert first.mode == "full" and first.written == first.keys and first.keys["post_content"] == 200
+
+    unchanged = online_load.load(feast_store, home, build.build_offline(data, home))
+    assert unchanged.mode == "incremental" and sum(unchanged.written.values()) == 0
+
+    post = int(tables["impressions"]["post_id"].iloc[-1])
+    before = _like_count(feast_store, post) or 0
+    last = tables["impressions"]["ts"].max()
+    ingest_events([{"user_id": u, "post_id": post, "event_type": "like", "ts": str(last)} for u in (1, 2, 3)], data)
+    after_events = online_load.load(feast_store, home, build.build_offline(data, home))
+    assert after_events.mode == "incremental"
+    assert after_events.written["post_engagement_live"] == 1 and after_events.written["post_content"] == 0
+    assert 0 < sum(after_events.written.values()) < sum(after_events.keys.values()) / 10
+    assert _like_count(feast_store, post) == before + 3
+
+    # Another dataset in the same place, with fewer posts: the old posts' rows must not survive.
+    smaller, _ = generate(SimConfig(seed=4, users=80, posts=120, days=4))
+    write_dataset(data, smaller, source="simulator")
+    shutil.rmtree(data / "event_log")
+    replaced = online_load.load(feast_store, home, build.build_offline(data, home))
+    assert replaced.mode == "full" and replaced.keys["post_content"] == 120
+    gone = int(tables["posts"]["post_id"].max())
+    assert gone not in set(smaller["posts"]["post_id"])
+    read = feast_store.get_online_features(features=["post_content:topic"], entity_rows=[{"post_id": gone}])
+    assert read.to_dict()["topic"] == [None]
+
+
 # --- ingestion -------------------------------------------------------------------------------------
 
 def test_malformed_events_are_rejected_with_reasons_and_the_rest_are_durable(tmp_path):
@@ -312,7 +360,8 @@ def test_training_set_is_point_in_time_correct_and_never_sees_later_changes(feat
         feast_store = fstore.open_store(h, "embedded")
         fstore.apply(feast_store)
         frame = training_set.build(feast_store, training_set.entity_frame(probe, tables["posts"]))
-        return frame["post_engagement_live__like_count"].to_numpy(), frame
+        # No counter row yet (a post's first active day) is nothing seen: zero likes.
+        return frame["post_engagement_live__like_count"].fillna(0).to_numpy(), frame
 
     before, _ = likes_seen(base)
     after, frame = likes_seen(home2)
@@ -331,9 +380,14 @@ def test_training_set_has_one_row_per_impression_with_every_ranker_feature(featu
     service = feast_store.get_feature_service("ranker")
     expected = {f"{p.name_to_use()}__{f.name}" for p in service.feature_view_projections for f in p.features}
     assert expected <= set(frame.columns)
-    # Every impression comes after the origin snapshot: engagement and content are never missing.
-    assert frame["user_engagement__impression_count_30d"].notna().all()
+    # A post exists before it is shown: its content is never missing. A user's engagement is
+    # missing exactly when the impression comes before the user's first snapshot: nothing known yet.
     assert frame["post_content__topic"].notna().all()
+    snapshots = pd.read_parquet(fstore.offline_dir(home) / "user_engagement.parquet")
+    first = snapshots.groupby("user_id")[catalog.TIMESTAMP].min().reindex(frame["user_id"]).to_numpy()
+    before_first = ~(frame[catalog.TIMESTAMP].to_numpy() >= first)  # NaT (no snapshot ever) counts as before
+    assert (frame["user_engagement__impression_count_30d"].isna().to_numpy() == before_first).all()
+    assert before_first.any() and not before_first.all()
     two_tower = training_set.build(feast_store, training_set.entity_frame(impressions, tables["posts"]), "two_tower")
     assert not any(c.startswith("user_author_affinity__") for c in two_tower.columns)
 

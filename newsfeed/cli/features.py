@@ -36,6 +36,8 @@ def apply(home: HomeOption = None, store: StoreOption = None) -> None:
 def materialize(
     as_of: Annotated[datetime | None, typer.Option(help="No snapshot after this time (UTC) [default: now].")] = None,
     offline_only: Annotated[bool, typer.Option("--offline-only", help="Write the offline tables only.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Empty the online store and load every key, not only "
+                                                      "the keys that changed since the last load.")] = False,
     home: HomeOption = None,
     data_dir: DataDirOption = None,
     store: StoreOption = None,
@@ -44,7 +46,8 @@ def materialize(
     import pandas as pd
 
     from newsfeed.config import Paths
-    from newsfeed.features.build import build_offline, materialize as load_online
+    from newsfeed.features.build import build_offline
+    from newsfeed.features.online_load import load as load_online
 
     paths = Paths.resolve(home, data_dir)
     feast_store = None
@@ -65,10 +68,8 @@ def materialize(
     console.print(table)
     if feast_store is None:
         return
-    seconds = load_online(feast_store, manifest)
-    rows, keys = sum(manifest["rows"].values()), sum(manifest["keys"].values())
-    console.print(f"materialized {rows:,} offline rows into {keys:,} online keys ({kind} store) in {seconds:.1f} s: "
-                  f"{rows / seconds:,.0f} rows/s, {keys / seconds:,.0f} keys/s")
+    loaded = load_online(feast_store, paths.home, manifest, full=full)
+    console.print(loaded.describe(kind), highlight=False)
 
 
 @app.command("training-set")

@@ -2,7 +2,7 @@
 
 ``build_offline`` writes one parquet file per feature table under
 ``<home>/features/offline`` (the Feast sources) plus a manifest saying what data and
-time range they cover; ``materialize`` loads that range into the online store.
+time range they cover; ``online_load.load`` brings the online store up to them.
 """
 
 from __future__ import annotations
@@ -62,12 +62,3 @@ def offline_manifest(home: Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{offline_dir(home)}: no feature tables yet (run `newsfeed features materialize`)")
     return json.loads(path.read_text())
-
-
-def materialize(store, manifest: dict) -> float:
-    """Load every feature row in the manifest's time range into the online store; return seconds."""
-    start = pd.Timestamp(manifest["start"]).floor("s").to_pydatetime()
-    end = (pd.Timestamp(manifest["end"]).floor("s") + pd.Timedelta(seconds=1)).to_pydatetime()
-    t0 = time.perf_counter()
-    store.materialize(start_date=start, end_date=end)
-    return time.perf_counter() - t0

@@ -90,7 +90,8 @@ USER_AUTHOR_AFFINITY = FeatureTable(
     "user_author_affinity", ("user_id", "author_id"),
     {"impression_count": "int64", **{f"{r}_rate": "float32" for r in AFFINITY_REACTIONS},
      "friends_since_unix": "int64", "close_friend": "int64", "family": "int64"},
-    "The user's reactions to this author's posts so far, and their friendship (-1 / 0 when not friends).",
+    "The user's reactions to this author's posts so far, and their friendship (-1 / 0 when not friends); a pair "
+    "has rows only from the time it became related (a reaction or a friendship): seen-only pairs are missing.",
 )
 
 TABLES: dict[str, FeatureTable] = {

@@ -138,10 +138,10 @@ def user_engagement(impressions: pd.DataFrame, events: pd.DataFrame, post_topics
 
     first_day = np.full(n_u, n_days, np.int64)
     np.minimum.at(first_day, u_all[keep], d_all[keep])
-    # Snapshot j is stamped at the end of day j and covers days <= j; j = -1 is the
-    # all-zero row at the origin (see _with_origin_rows).
-    snap = np.arange(-1, n_days)
-    mask = (snap[None, :] == -1) | (snap[None, :] >= first_day[:, None])
+    # Snapshot j is stamped at the end of day j and covers days <= j; a user has none before
+    # their first active day (the join then gives missing values: nothing known yet).
+    snap = np.arange(n_days)
+    mask = snap[None, :] >= first_day[:, None]
     uu, col = np.nonzero(mask)
     jj = snap[col]
     out: dict[str, np.ndarray] = {
@@ -193,8 +193,7 @@ def _decayed_topic_rate(positives: np.ndarray, impressions: pd.DataFrame, user_i
 
 def user_history(events: pd.DataFrame, authors: pd.Series, origin_ns: int, n_days: int) -> pd.DataFrame:
     """At the end of each day a user engaged: their last HISTORY_LENGTH distinct engaged posts,
-    newest first, and those posts' authors (``authors``: post_id -> author_id); plus an empty
-    history at the origin (see _cumulative_daily)."""
+    newest first, and those posts' authors (``authors``: post_id -> author_id)."""
     positive = events[events["event_type"].isin(catalog.POSITIVE_REACTIONS)]
     frame = pd.DataFrame({"user_id": positive["user_id"].to_numpy(np.int64),
                           "post_id": positive["post_id"].to_numpy(np.int64), "ns": _ns(positive["ts"])})
@@ -208,30 +207,18 @@ def user_history(events: pd.DataFrame, authors: pd.Series, origin_ns: int, n_day
     ends = np.flatnonzero(np.r_[(users[1:] != users[:-1]) | (days[1:] != days[:-1]), True]) if len(users) else starts
     first = starts[np.searchsorted(starts, ends, side="right") - 1]
     lo = np.maximum(first, ends + 1 - catalog.HISTORY_LENGTH)
-    rows_user = np.r_[np.unique(users), users[ends]]
-    stamps = np.r_[np.full(len(np.unique(users)), origin_ns), origin_ns + (days[ends] + 1) * DAY_NS]
+    stamps = origin_ns + (days[ends] + 1) * DAY_NS
     post_authors = authors.reindex(posts).fillna(-1).to_numpy(np.int64)
-    empty = [[] for _ in np.unique(users)]
-    out = pd.DataFrame({"user_id": rows_user.astype(np.int64), catalog.TIMESTAMP: _stamp(stamps),
-                        "recent_post_ids": empty + [posts[a:b + 1][::-1].tolist() for a, b in zip(lo, ends)],
-                        "recent_author_ids": empty + [post_authors[a:b + 1][::-1].tolist() for a, b in zip(lo, ends)]})
+    out = pd.DataFrame({"user_id": users[ends].astype(np.int64), catalog.TIMESTAMP: _stamp(stamps),
+                        "recent_post_ids": [posts[a:b + 1][::-1].tolist() for a, b in zip(lo, ends)],
+                        "recent_author_ids": [post_authors[a:b + 1][::-1].tolist() for a, b in zip(lo, ends)]})
     return out.sort_values(["user_id", catalog.TIMESTAMP], kind="stable").reset_index(drop=True)
 
 
 def _cumulative_daily(frame: pd.DataFrame, keys: list[str], kinds: tuple[str, ...]) -> pd.DataFrame:
-    """Running totals per key at the end of each day the key was active (sparse), plus an
-    all-zero row per key at day -1 (stamped at the origin).
-
-    Why the zero rows: Feast's file offline store drops an entity row from the whole
-    training set when every feature row of one view for that key is later than the
-    entity timestamp. A zero row at the origin (true: nothing had happened yet) keeps
-    every impression, which always comes after the origin.
-    """
+    """Running totals per key at the end of each day the key was active (sparse)."""
     daily = frame.groupby([*keys, "day", "kind"], sort=False).size().unstack("kind", fill_value=0)
-    daily = daily.reindex(columns=list(kinds), fill_value=0)
-    origin = pd.DataFrame(0, index=daily.index.droplevel("day").unique(), columns=list(kinds))
-    origin = origin.assign(day=-1).set_index("day", append=True)
-    daily = pd.concat([daily, origin]).sort_index()
+    daily = daily.reindex(columns=list(kinds), fill_value=0).sort_index()
     running = daily.groupby(level=keys, sort=False).cumsum()
     return running.reset_index()
 
@@ -271,7 +258,7 @@ def post_engagement(impressions: pd.DataFrame, events: pd.DataFrame, origin_ns: 
 
 def user_author_affinity(impressions: pd.DataFrame, events: pd.DataFrame, friendships: pd.DataFrame,
                          authors: pd.Series, origin_ns: int, n_days: int) -> pd.DataFrame:
-    """Rows at the end of each day a pair interacted and when a friendship formed."""
+    """Rows at the end of each day a related pair interacted and when a friendship formed."""
     kinds = ("impression", *catalog.AFFINITY_REACTIONS)
     reactions = events[events["event_type"].isin(catalog.AFFINITY_REACTIONS)]
     tagged = pd.concat([
@@ -318,6 +305,11 @@ def user_author_affinity(impressions: pd.DataFrame, events: pd.DataFrame, friend
         "close_friend": np.where(is_friend, rows["close_friend"].fillna(0), 0).astype(np.int64),
         "family": np.where(is_friend, rows["family"].fillna(0), 0).astype(np.int64),
     })
+    # A pair gets rows only once it is a relationship: the user reacted to the author, or they
+    # became friends. Seen-only pairs (four in five at demo scale, most seen once) read as
+    # missing, offline and online alike, so the online store holds the pairs that tell something.
+    related = is_friend.to_numpy() | (rows[list(catalog.AFFINITY_REACTIONS)].to_numpy().sum(axis=1) > 0)
+    out = out[related]
     return out.sort_values(["user_id", "author_id", catalog.TIMESTAMP], kind="stable").reset_index(drop=True)
 
 

@@ -74,14 +74,17 @@ def repo_config(home: Path, kind: str | None = None, project: str | None = None)
 
 
 def quiet_feast() -> None:
-    """Silence two warnings Feast repeats on every use: stream and on-demand views are
-    "experimental", and timestamps lose their nanoseconds (Feast keeps microseconds).
+    """Silence warnings Feast repeats on every use: stream and on-demand views are
+    "experimental", timestamps lose their nanoseconds (Feast keeps microseconds), and a
+    DuckDB deprecation inside ibis.
     Feast resets the warning filters when its modules load, so this runs after them."""
     import feast.batch_feature_view  # noqa: F401
     import feast.stream_feature_view  # noqa: F401
 
     warnings.filterwarnings("ignore", message=".*experimental.*", category=RuntimeWarning)
     warnings.filterwarnings("ignore", message="Discarding nonzero nanoseconds", category=UserWarning)
+    # ibis 12 calls a DuckDB method DuckDB 2 renamed, on every join.
+    warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning)
 
 
 def open_store(home: Path, kind: str | None = None, project: str | None = None):
@@ -127,11 +130,27 @@ def load_definitions(repo_dir: Path | None = None):
     return contents
 
 
+def anchor_sources(contents, root: Path) -> None:
+    """Make the file sources' relative paths absolute under ``root`` (the store's repo path).
+
+    Feast's file store resolves a relative path against the repo, but DuckDB and Ray read
+    it against the process's working directory: registered absolute, every engine and
+    every process reads the same file."""
+    from feast.infra.offline_stores.file_source import FileSource
+
+    views = [*contents.feature_views, *contents.stream_feature_views]
+    sources = [*contents.data_sources, *(v.batch_source for v in views)]
+    for source in sources:
+        if isinstance(source, FileSource) and not Path(source.path).is_absolute() and "://" not in source.path:
+            source.file_options.uri = str(Path(root) / source.path)
+
+
 def apply(store, repo_dir: Path | None = None):
     """Register the repo's definitions (and remove ones no longer defined); return the contents."""
     from feast.repo_operations import extract_objects_for_apply_delete
 
     contents = load_definitions(repo_dir)
+    anchor_sources(contents, Path(store.repo_path))
     to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, store.registry, contents)
     store.apply(to_apply, objects_to_delete=to_delete, partial=False)
     return contents

@@ -37,10 +37,13 @@ def build(store, entities: pd.DataFrame, service: str | list[str] = "ranker") ->
     features = store.get_feature_service(service) if isinstance(service, str) else service
     joined = store.get_historical_features(entity_df=entities, features=features, full_feature_names=True).to_df()
     if len(joined) != len(entities):
-        # Feast's file store can drop rows (see jobs._cumulative_daily); never hand a
-        # model a silently shorter training set.
+        # Some offline stores drop an entity row that has no earlier feature row (Feast's
+        # file store does); never hand a model a silently shorter training set.
         missing = len(entities) - len(joined)
         raise RuntimeError(f"the feature join returned {len(joined):,} rows for {len(entities):,} impressions "
                            f"({missing:,} lost); are the feature tables older than the impressions?")
+    # DuckDB hands timestamps back in microseconds; the data contract (and every `.asi8`
+    # that turns them into nanoseconds) expects nanoseconds.
+    joined[catalog.TIMESTAMP] = joined[catalog.TIMESTAMP].astype("datetime64[ns, UTC]")
     order = "impression_id" if "impression_id" in joined.columns else list(entities.columns[:1])
     return joined.sort_values(order, kind="stable").reset_index(drop=True)

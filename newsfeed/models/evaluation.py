@@ -29,7 +29,7 @@ RECALL_KS = (50, 100, 500)
 
 def oracle_engagement(world: World, frame: pd.DataFrame, weights: Mapping[str, float]) -> np.ndarray:
     """True expected engagement of each (user, post) at its time, shown first (position 0)."""
-    ts_ns = pd.to_datetime(frame[TIMESTAMP], utc=True).array.asi8
+    ts_ns = pd.to_datetime(frame[TIMESTAMP], utc=True).astype("datetime64[ns, UTC]").array.asi8
     return world.engagement(frame["user_id"].to_numpy(), frame["post_id"].to_numpy(), ts_ns,
                             np.zeros(len(frame), np.int64), weights)
 
