@@ -63,7 +63,7 @@ def feature_frames(tables: dict, embed_cache: Path | None):
     posts = jobs.post_content(tables["posts"], jobs.topic_vocabulary(tables["posts"]), embed_cache)
     posts = posts.drop(columns="event_timestamp").set_index("post_id")
     posts.columns = [f"post_content__{c}" for c in posts.columns]
-    posts["author_id"] = posts["post_content__author_id"]
+    posts["author_id"] = posts["post_content__written_by"]
     return users, posts
 
 

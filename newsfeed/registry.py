@@ -17,6 +17,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from newsfeed.errors import NewsfeedError
+
 REGISTRY_KINDS = ("embedded", "production")
 REGISTRY_ENV = "NEWSFEED_REGISTRY"
 PRODUCTION_URI = "postgresql://postgres@127.0.0.1:5432/test"
@@ -27,7 +29,7 @@ ALIASES = ("challenger", "champion")
 INDEX_TAG = "index_run_id"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(NewsfeedError, RuntimeError):
     """A registry that cannot be reached, or a model/alias that is not there; the message says which."""
 
 
@@ -62,7 +64,11 @@ class Registry:
             root.mkdir(parents=True, exist_ok=True)
             uri = f"sqlite:///{root / 'mlflow.db'}"
         else:
+            from newsfeed.services import check_postgres
+
             uri = os.environ.get("NEWSFEED_MLFLOW_URI", PRODUCTION_URI)
+            if uri.startswith("postgresql"):  # MLflow itself retries for about two minutes
+                check_postgres(uri, "the MLflow backend")
         artifacts = os.environ.get("NEWSFEED_MLFLOW_ARTIFACTS") or (root / "artifacts").as_uri()
         registry = cls(kind, uri, artifacts)
         registry.activate()
@@ -114,12 +120,11 @@ class Registry:
         self.client.set_registered_model_alias(name, alias, str(version))
 
     def versions(self, name: str) -> list:
-        from mlflow.exceptions import MlflowException
-
+        """Every version of a registered model, oldest first (none when it does not exist yet)."""
         try:
             found = self.client.search_model_versions(f"name = '{name}'")
-        except MlflowException:
-            return []
+        except Exception as err:  # noqa: BLE001 - any backend failure is the registry's, not "no models"
+            raise self._unreadable(name, err) from None
         return sorted(found, key=lambda v: int(v.version))
 
     def aliases(self, name: str) -> dict[str, str]:
@@ -128,5 +133,13 @@ class Registry:
 
         try:
             return {alias: str(v) for alias, v in self.client.get_registered_model(name).aliases.items()}
-        except MlflowException:
-            return {}
+        except MlflowException as err:
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return {}
+            raise self._unreadable(name, err) from None
+        except Exception as err:  # noqa: BLE001
+            raise self._unreadable(name, err) from None
+
+    def _unreadable(self, name: str, err: Exception) -> RegistryError:
+        reason = str(getattr(err, "message", err)).strip().splitlines()[0]
+        return RegistryError(f"cannot read {name} from the {self.kind} registry at {self.tracking_uri}: {reason}")

@@ -12,12 +12,13 @@ from typing import Mapping
 import numpy as np
 import yaml
 
+from newsfeed.errors import NewsfeedError
 from newsfeed.schema import REACTIONS
 
 DEFAULT_WEIGHTS_FILE = Path(__file__).with_name("engagement_weights.yaml")
 
 
-class WeightsError(ValueError):
+class WeightsError(NewsfeedError, ValueError):
     """A weight table that names unknown reactions or holds non-numbers."""
 
 

@@ -37,6 +37,11 @@ class Workspace:
 
         return open_store(self.home, store_kind(self.store_kind))
 
+    def check_services(self) -> None:
+        """Open the chosen stores now: an unreachable one raises ServiceUnreachable naming it."""
+        self.store  # noqa: B018 - opening checks Redis and the SQL registry
+        self.registry  # noqa: B018 - opening checks the MLflow backend
+
     @cached_property
     def registry(self):
         from newsfeed.registry import Registry

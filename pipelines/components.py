@@ -31,19 +31,18 @@ def prepare_data(home: str, data_dir: str, scale: float, seed: int, dataset: Out
     import json
     from pathlib import Path
 
-    from newsfeed.data.io import read_manifest, table_path
+    from newsfeed.data.io import has_dataset, read_manifest, replace_dataset
     from newsfeed.data.simulator import SimConfig, simulate_to
-    from newsfeed.schema import TABLES
     from newsfeed.workspace import Workspace
 
     ws = Workspace.open(home, data_dir)
-    manifest = read_manifest(ws.data_dir)
-    if manifest or any(table_path(ws.data_dir, t).exists() for t in TABLES):
+    if has_dataset(ws.data_dir):
+        manifest = read_manifest(ws.data_dir)
         print(f"using the dataset at {ws.data_dir} ({manifest.get('source', 'no manifest')})")
     else:
         config = SimConfig.at_scale(scale, int(seed))  # kfp.local hands ints over as floats
         print(f"no dataset at {ws.data_dir}: simulating {config.users:,} users and {config.posts:,} posts")
-        manifest = simulate_to(ws.data_dir, config)
+        manifest = replace_dataset(ws.data_dir, lambda folder: simulate_to(folder, config))
     Path(dataset.path).write_text(json.dumps(manifest, indent=1, default=str))
     dataset.metadata.update({"data_dir": str(ws.data_dir), "source": manifest.get("source", "unknown"),
                              **{f"rows_{t}": n for t, n in manifest.get("rows", {}).items()}})

@@ -12,11 +12,13 @@ import warnings
 from collections import deque
 from pathlib import Path
 
+from newsfeed.errors import NewsfeedError
+
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # kfp colours task names in its messages
 ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception|Exit)): (.*)$")
 
 
-class PipelineFailed(RuntimeError):
+class PipelineFailed(NewsfeedError, RuntimeError):
     """A step failed; the message names it and carries the step's own error."""
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from newsfeed.errors import NewsfeedError
+
 COMPILED = Path(__file__).resolve().parent / "compiled" / "newsfeed-training.yaml"
 EXPERIMENT = "newsfeed"
 
 
-class KubeflowError(RuntimeError):
+class KubeflowError(NewsfeedError, RuntimeError):
     """Kubeflow Pipelines could not be reached or refused the request; the message says which."""
 
 

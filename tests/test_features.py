@@ -11,6 +11,7 @@ import pytest
 
 from newsfeed.data.event_log import read_events
 from newsfeed.data.io import write_dataset
+from newsfeed.errors import ServiceUnreachable
 from newsfeed.features import build, catalog, hashing, jobs, online_load, store as fstore, text, training_set
 from newsfeed.features.ingest import ingest_events
 from newsfeed.features.online import ranker_rows
@@ -311,6 +312,46 @@ def test_malformed_events_are_rejected_with_reasons_and_the_rest_are_durable(tmp
     assert logged["ts"].iloc[1] > pd.Timestamp("2026-11-01", tz="UTC")  # no ts given: received now
 
 
+def test_events_that_cannot_belong_to_the_data_are_rejected_with_a_reason_each(feature_home, tmp_path):
+    home, tables, _ = feature_home
+    data = tmp_path / "data"
+    shutil.copytree(home / "data", data)
+    post = tables["posts"].sort_values("created_ts").iloc[-1]  # created late: room before it
+    pid, user = int(post["post_id"]), int(tables["users"]["user_id"].iloc[0])
+    batch = [
+        {"user_id": 10**7, "post_id": pid, "event_type": "like"},
+        {"user_id": user, "post_id": 10**7, "event_type": "like"},
+        {"user_id": user, "post_id": pid, "event_type": "like", "ts": "1970-01-02T00:00:00Z"},
+        {"user_id": user, "post_id": pid, "event_type": "like", "ts": str(post["created_ts"] - pd.Timedelta(hours=1))},
+        {"user_id": user, "post_id": pid, "event_type": "like", "ts": str(post["created_ts"] + pd.Timedelta(hours=1))},
+    ]
+    result = ingest_events(batch, data)
+    reasons = {r.index: r.reason for r in result.rejected}
+    assert reasons == {0: "user_id: unknown user 10000000", 1: "post_id: unknown post 10000000",
+                       2: reasons[2], 3: f"ts: before post {pid} was created"}
+    assert reasons[2].startswith("ts: before the data begins")
+    assert result.accepted == 1 and len(read_events(data)) == len(tables["events"]) + 1
+
+
+def test_a_retried_batch_is_logged_and_counted_once(feature_home, materialized, tmp_path):
+    _, tables, _ = feature_home
+    _, feast_store = materialized
+    post = int(tables["posts"]["post_id"].iloc[7])
+    batch = [{"event_id": "client-1", "user_id": 1, "post_id": post, "event_type": "like"},
+             {"event_id": "client-2", "user_id": 2, "post_id": post, "event_type": "share"},
+             {"user_id": 3, "post_id": post, "event_type": "like", "ts": "2026-10-05T10:00:00Z"}]  # id: its hash
+    before = _like_count(feast_store, post) or 0
+    first = ingest_events(batch, tmp_path / "data", feast_store)
+    retried = ingest_events(batch + [batch[0]], tmp_path / "data", feast_store)
+    assert (first.accepted, first.duplicates) == (3, 0)
+    assert (retried.accepted, retried.duplicates, retried.log_file) == (0, 4, None)
+    assert _like_count(feast_store, post) == before + 2
+    assert len(read_events(tmp_path / "data")) == 3
+    # Without an id or its own ts an event is stamped on arrival: each one sent is a new event.
+    for _ in range(2):
+        assert ingest_events([{"user_id": 4, "post_id": post, "event_type": "like"}], tmp_path / "data").accepted == 1
+
+
 def test_a_batch_with_unknown_fields_is_rejected_whole(tmp_path):
     result = ingest_events([{"user_id": 1, "post_id": 2, "event_type": "like", "mood": "happy"}], tmp_path)
     assert result.accepted == 0 and "unknown fields ['mood']" in result.rejected[0].reason
@@ -320,7 +361,10 @@ def test_a_batch_with_unknown_fields_is_rejected_whole(tmp_path):
 def test_events_stay_durable_when_the_online_store_is_down(feature_home, tmp_path, monkeypatch):
     home, _, _ = feature_home
     monkeypatch.setenv("NEWSFEED_REDIS", "127.0.0.1:1")  # nothing listens there
-    down = fstore.open_store(home, "production", project=f"nftest_{uuid.uuid4().hex[:8]}")
+    with pytest.raises(ServiceUnreachable, match=r"cannot reach the Feast online store \(Redis\) at 127.0.0.1:1"):
+        fstore.open_store(home, "production")  # named within seconds
+    # Redis going down after a server opened the store: ingestion degrades, it does not fail.
+    down = fstore.open_store(home, "production", project=f"nftest_{uuid.uuid4().hex[:8]}", check=False)
     fstore.apply(down)  # the registry (PostgreSQL) is up; only Redis is unreachable
     try:
         result = ingest_events([{"user_id": 1, "post_id": 2, "event_type": "like"}], tmp_path, down)

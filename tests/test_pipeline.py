@@ -31,7 +31,9 @@ def runs(tmp_path_factory):
     settings, and a run on deliberately worse settings."""
     home = tmp_path_factory.mktemp("pipeline") / "home"
     first = pipeline(home)
-    on_ray = pipeline(home, "--trainer", "ray", "--ray-workers", "2")
+    # At this scale and 2 epochs two trainings differ by more than the default tolerance (0.005;
+    # the gate's noise is issue 13's): this run checks the Ray path, so it allows what noise does.
+    on_ray = pipeline(home, "--trainer", "ray", "--ray-workers", "2", "--gate-tolerance", "0.03")
     worse = pipeline(home, "--epochs", "1", "--ranker-learning-rate", "1e-6", "--two-tower-learning-rate", "1e-6")
     return home, first, on_ray, worse
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import typer
 
 from newsfeed.cli import data, features, index, models, package, pipeline, train
+from newsfeed.cli.common import CommandGroup
 
 app = typer.Typer(
     name="newsfeed",
+    cls=CommandGroup,
     help="Newsfeed MLOps platform: data, features, training, serving, experiments and drift.",
     no_args_is_help=True,
     add_completion=False,

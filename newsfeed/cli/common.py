@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
+
+from newsfeed.errors import NewsfeedError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -21,8 +24,34 @@ DataDirOption = Annotated[
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print a clear error and return the exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False)  # paths stay whole
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False, markup=True)
     return typer.Exit(code)
+
+
+def option_error(err) -> str:
+    """A pydantic ValidationError of command-line settings as one line naming the option."""
+    first = err.errors()[0]
+    field = first["loc"][0] if first["loc"] else ""
+    value = first.get("input")
+    return f"--{str(field).replace('_', '-')}: {first['msg']}" + (f" (got {value!r})" if field else "")
+
+
+class CommandGroup(TyperGroup):
+    """The one place the project's own errors become a message and exit code 1, for every
+    command below it; any other exception is a bug and keeps its traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except NewsfeedError as err:
+            raise fail(escape(str(err))) from None
+
+
+def escape(text: str) -> str:
+    """``text`` shown as is by rich (brackets in messages are not markup)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 StoreOption = Annotated[
     str | None,
@@ -36,7 +65,7 @@ RegistryOption = Annotated[
 ]
 
 
-def open_feature_store(home: Path | None, store: str | None):
+def open_feature_store(home: Path | None, store: str | None, check: bool = True):
     """(Feast store, kind) of the chosen configuration, or a clear exit."""
     from newsfeed.config import Paths
     from newsfeed.features.store import FeatureStoreError, open_store, store_kind
@@ -44,7 +73,7 @@ def open_feature_store(home: Path | None, store: str | None):
     paths = Paths.resolve(home)
     try:
         kind = store_kind(store)
-        return open_store(paths.home, kind), kind
+        return open_store(paths.home, kind, check=check), kind
     except FeatureStoreError as err:
         raise fail(str(err)) from None
 

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from newsfeed.cli.common import DataDirOption, HomeOption, console, fail
+from newsfeed.cli.common import DataDirOption, HomeOption, console, fail, option_error
 
 app = typer.Typer(help="Generate, import, validate and summarise datasets.", no_args_is_help=True)
 
@@ -30,8 +30,10 @@ def generate(
     data_dir: DataDirOption = None,
 ) -> None:
     """Simulate a social network with ground truth and write its canonical tables."""
+    from pydantic import ValidationError
+
     from newsfeed.config import Paths
-    from newsfeed.data.io import read_manifest
+    from newsfeed.data.io import has_dataset, read_manifest, replace_dataset
     from newsfeed.data.simulator import SimConfig, simulate_to
     from newsfeed.data.world import WORLD_FILE
 
@@ -41,18 +43,18 @@ def generate(
             seed=seed, users=users, posts=posts, days=days, start=start, sessions_per_day=sessions_per_day,
             feed_size=feed_size, drift_day=drift_day, drift_strength=drift_strength,
         )
-    except ValueError as err:
-        raise fail(str(err)) from None
-    wanted = config.model_dump(mode="json")
-    existing = read_manifest(out)
-    if existing.get("config") == wanted and (out / WORLD_FILE).exists():
-        console.print(f"{out}: already holds this dataset (seed {seed}); nothing to do")
-        return
-    if existing and not force:
-        raise fail(f"{out} already holds a different dataset ({existing.get('source')}); "
+    except ValidationError as err:
+        raise fail(option_error(err)) from None
+    if not force and has_dataset(out):
+        existing = read_manifest(out)
+        if existing.get("config") == config.model_dump(mode="json") and (out / WORLD_FILE).exists():
+            console.print(f"{out}: already holds this dataset (seed {seed}); nothing to do")
+            return
+        raise fail(f"{out} already holds a different dataset ({existing.get('source', 'no manifest')}); "
                    "pass --force to replace it, or choose --data-dir")
     with console.status("simulating") as status:
-        manifest = simulate_to(out, config, progress=lambda step: status.update(f"simulating {step}"))
+        manifest = replace_dataset(out, lambda folder: simulate_to(
+            folder, config, progress=lambda step: status.update(f"simulating {step}")))
     rows = ", ".join(f"{n:,} {t}" for t, n in manifest["rows"].items())
     console.print(f"wrote {out}: {rows}")
 
@@ -68,18 +70,16 @@ def import_(
 ) -> None:
     """Import a public dataset into canonical tables (mappings: see the README)."""
     from newsfeed.config import Paths
-    from newsfeed.data.adapters import AdapterError, import_dataset
-    from newsfeed.data.io import read_manifest, write_dataset
+    from newsfeed.data.adapters import import_dataset
+    from newsfeed.data.io import has_dataset, replace_dataset, write_dataset
 
     target = out or Paths.resolve(home, data_dir).data_dir
-    if read_manifest(target) and not force:
+    if has_dataset(target) and not force:
         raise fail(f"{target} already holds a dataset; pass --force to replace it, or choose --out")
-    try:
-        with console.status(f"reading {format} from {path}"):
-            tables = import_dataset(format, path)
-    except AdapterError as err:
-        raise fail(str(err)) from None
-    manifest = write_dataset(target, tables, source=format, imported_from=str(path.resolve()))
+    with console.status(f"reading {format} from {path}"):
+        tables = import_dataset(format, path)
+    manifest = replace_dataset(target, lambda folder: write_dataset(folder, tables, source=format,
+                                                                  imported_from=str(path.resolve())))
     rows = ", ".join(f"{n:,} {t}" for t, n in manifest["rows"].items())
     console.print(f"wrote {target}: {rows}")
 

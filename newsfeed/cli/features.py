@@ -85,6 +85,7 @@ def training_set(
     """Impressions joined point-in-time to their features (as of each impression) through Feast."""
     import time
 
+    from newsfeed import atomic
     from newsfeed.config import Paths
     from newsfeed.data.io import read_table
     from newsfeed.features import training_set as ts
@@ -106,8 +107,7 @@ def training_set(
     t0 = time.perf_counter()
     with console.status(f"joining {len(impressions):,} impressions to {service} features"):
         frame = ts.build(feast_store, ts.entity_frame(impressions, posts), service)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(out, index=False)
+    atomic.write_parquet(frame, out)
     console.print(f"wrote {out}: {len(frame):,} rows x {frame.shape[1]} columns in {time.perf_counter() - t0:.1f} s")
 
 
@@ -140,16 +140,17 @@ def push(
     except (OSError, ValueError) as err:
         raise fail(f"{events_file}: cannot read: {err}") from None
     paths = Paths.resolve(home, data_dir)
-    feast_store, kind = _open(home, store)
+    feast_store, kind = _open(home, store, check=False)  # events stay durable without the online store
     result = ingest_events(events, paths.data_dir, feast_store)
     if as_json:
         console.print_json(json.dumps({
-            "accepted": result.accepted, "counters_updated": result.counters_updated,
+            "accepted": result.accepted, "duplicates": result.duplicates, "counters_updated": result.counters_updated,
             "online_error": result.online_error, "log_file": str(result.log_file) if result.log_file else None,
             "rejected": [{"index": r.index, "reason": r.reason, "event": r.event} for r in result.rejected],
         }, default=str))
     else:
-        console.print(f"accepted {result.accepted:,} events (durable in {result.log_file}); "
+        again = f"; {result.duplicates:,} already logged, not counted again" if result.duplicates else ""
+        console.print(f"accepted {result.accepted:,} events (durable in {result.log_file}){again}; "
                       f"updated counters of {result.counters_updated:,} posts in the {kind} online store")
         for r in result.rejected:
             console.print(f"  rejected #{r.index}: {r.reason}", highlight=False)
@@ -181,6 +182,10 @@ def get(
     shown = {"post_id": "post", "post_content__topic": "topic", "post_engagement_live__like_count": "likes",
              "post_engagement__click_rate": "post CTR", "user_author_affinity__click_rate": "user->author CTR",
              "request_features__post_age_bucket": "age bucket", "user_engagement__click_rate_7d": "user CTR 7d"}
+    stored = [c for c in frame.columns if "__" in c and not c.startswith("request_features__")]
+    if frame[stored].isna().all().all():
+        console.print(f"[yellow]warning:[/] the {kind} online store has no values for user {user_id} or these "
+                      "posts: has `newsfeed features materialize` run since `apply`?", soft_wrap=True)
     table = Table(title=f"online features, user {user_id} ({kind}, {ms:.1f} ms)")
     for header in shown.values():
         table.add_column(header, justify="right")

@@ -39,8 +39,10 @@ PackageOption = Annotated[Path | None, typer.Option("--package", help="Compiled 
 
 
 def _arguments(**options) -> dict:
-    """The pipeline parameters given (None: the pipeline's default)."""
-    return {k: v for k, v in options.items() if v is not None}
+    """The pipeline parameters given (None: the pipeline's default), checked before any work."""
+    from pipelines.arguments import check
+
+    return check({k: v for k, v in options.items() if v is not None})
 
 
 @app.command()
@@ -68,6 +70,7 @@ def run(
                            max_bad_rate=max_bad_rate, trainer=trainer, ray_workers=ray_workers,
                            ray_address=ray_address, gate_tolerance=gate_tolerance,
                            guardrail_tolerance=guardrail_tolerance, calibration_tolerance=calibration_tolerance)
+    ws.check_services()  # an unreachable store is named now, not after minutes of work
     root = ws.home / "pipeline-runs"
     t0 = time.perf_counter()
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from newsfeed.data.events import events_from_impressions
 from newsfeed.data.io import write_dataset
@@ -34,12 +34,14 @@ LOGGING_MODEL = "simulator-logging-policy"
 class SimConfig(BaseModel):
     """Scale and behaviour of a simulated network. Defaults are the demo scale."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     seed: int = 7
     users: int = Field(2_000, ge=10)
     posts: int = Field(8_000, ge=10)
     days: int = Field(14, ge=1)
     start: datetime = datetime(2026, 10, 1, tzinfo=timezone.utc)
-    sessions_per_day: float = Field(0.8, gt=0, description="mean feed sessions per user per day")
+    sessions_per_day: float = Field(0.8, gt=0, le=100, description="mean feed sessions per user per day")
     feed_size: int = Field(10, ge=1, description="posts shown per session")
     mean_friends: float = Field(16.0, ge=0)
     passive_fraction: float = Field(0.25, ge=0, le=1, description="users who rarely react")

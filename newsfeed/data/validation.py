@@ -10,7 +10,6 @@ input row is either clean or quarantined, and the counts say so.
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,15 +17,13 @@ from pathlib import Path
 import pandas as pd
 import pandera.errors as pe
 
+from newsfeed import atomic
 from newsfeed.data.io import read_dataset
+from newsfeed.errors import DataError  # noqa: F401 - raised here, imported from here by callers
 from newsfeed.schema import SCHEMAS, TABLES
 
 QUARANTINE_DIR = "quarantine"
 REASON = "quarantine_reason"
-
-
-class DataError(ValueError):
-    """Data that fails validation: the message lists each table's problem."""
 
 
 @dataclass
@@ -185,12 +182,13 @@ def validate_dataset(data_dir: Path, quarantine_dir: Path | None = None) -> Vali
     data_dir = Path(data_dir)
     result = validate_tables(read_dataset(data_dir))
     out = Path(quarantine_dir) if quarantine_dir else data_dir / QUARANTINE_DIR
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for table, q in result.quarantine.items():
-        if len(q):
-            # Bad rows may hold values of any type: keep them losslessly as text.
-            q.astype(str).to_parquet(out / f"{table}.parquet", index=False)
-    (out / "report.json").write_text(json.dumps(result.to_json(), indent=2))
+
+    def write(folder: Path) -> None:
+        for table, q in result.quarantine.items():
+            if len(q):
+                # Bad rows may hold values of any type: keep them losslessly as text.
+                q.astype(str).to_parquet(folder / f"{table}.parquet", index=False)
+        (folder / "report.json").write_text(json.dumps(result.to_json(), indent=2))
+
+    atomic.replace_folder(out, write)  # the new quarantine replaces the old one whole
     return result

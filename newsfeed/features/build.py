@@ -15,8 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
+from newsfeed import atomic
 from newsfeed.data.event_log import read_events
 from newsfeed.data.io import fingerprint, read_dataset
+from newsfeed.errors import DataError
 from newsfeed.features import catalog, jobs
 from newsfeed.features.store import features_dir, offline_dir
 
@@ -34,12 +36,8 @@ def build_offline(data_dir: Path, home: Path, as_of: pd.Timestamp | None = None,
     events = read_events(data_dir)
     result = jobs.compute(tables, events, as_of, embed_cache=features_dir(home) / "cache" / "text_embeddings.parquet",
                           progress=progress)
-    out = offline_dir(home)
-    out.mkdir(parents=True, exist_ok=True)
     progress("writing parquet")
     t0 = time.perf_counter()
-    for name, frame in result.tables.items():
-        pq.write_table(jobs.to_arrow(name, frame), out / f"{name}.parquet")
     manifest = {
         "data_dir": str(Path(data_dir).resolve()),
         "data_fingerprint": fingerprint(data_dir),
@@ -51,9 +49,17 @@ def build_offline(data_dir: Path, home: Path, as_of: pd.Timestamp | None = None,
         # The online store keeps the latest row per key: this is what materialize writes.
         "keys": {name: int(len(frame.drop_duplicates(list(catalog.TABLES[name].keys))))
                  for name, frame in result.tables.items()},
-        "seconds": {**result.seconds, "write": time.perf_counter() - t0},
+        "seconds": dict(result.seconds),
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+    def write(folder: Path) -> None:
+        for name, frame in result.tables.items():
+            pq.write_table(jobs.to_arrow(name, frame), folder / f"{name}.parquet")
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+    # The tables and their manifest change together: a new set is swapped in once complete.
+    atomic.replace_folder(offline_dir(home), write)
+    manifest["seconds"]["write"] = time.perf_counter() - t0
     return manifest
 
 
@@ -61,4 +67,7 @@ def offline_manifest(home: Path) -> dict:
     path = offline_dir(home) / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{offline_dir(home)}: no feature tables yet (run `newsfeed features materialize`)")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise DataError(f"{path}: unreadable ({err}); run `newsfeed features materialize` again") from None

@@ -70,10 +70,12 @@ USER_HISTORY = FeatureTable(
 POST_CONTENT = FeatureTable(
     "post_content", ("post_id",),
     {
-        "author_id": "int64", "topic": "string", "topic_id": "int64", "hashtag_buckets": "int64_list",
+        "written_by": "int64", "topic": "string", "topic_id": "int64", "hashtag_buckets": "int64_list",
         "media_type": "string", "created_unix": "int64", "mentions": "int64_list", "text_embedding": "float32_list",
     },
-    "What a post is, as of publication: topic, hashed hashtags, media, mentions, reduced MiniLM text embedding.",
+    "What a post is, as of publication: its author (written_by, -1: none; not named author_id, the affinity "
+    "view's join key, which a feature must not shadow), topic, hashed hashtags, media, mentions, reduced MiniLM "
+    "text embedding.",
 )
 POST_ENGAGEMENT = FeatureTable(
     "post_engagement", ("post_id",),

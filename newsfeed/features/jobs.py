@@ -85,7 +85,7 @@ def post_content(posts: pd.DataFrame, vocabulary: list[str], embed_cache: Path |
     return pd.DataFrame({
         "post_id": posts["post_id"].to_numpy(np.int64),
         catalog.TIMESTAMP: posts["created_ts"].to_numpy(),
-        "author_id": posts["author_id"].astype("Int64").fillna(-1).to_numpy(np.int64),
+        "written_by": posts["author_id"].astype("Int64").fillna(-1).to_numpy(np.int64),
         "topic": posts["topic"].astype(str).to_numpy(),
         "topic_id": topic_ids(posts["topic"], vocabulary),
         "hashtag_buckets": hashing.bucket_lists(posts["hashtags"]),

@@ -8,9 +8,9 @@ import pandas as pd
 
 def post_authors(store, post_ids: list[int]) -> np.ndarray:
     """Each post's author from the online store (-1: unknown post or no author)."""
-    frame = store.get_online_features(features=["post_content:author_id"],
+    frame = store.get_online_features(features=["post_content:written_by"],
                                       entity_rows=[{"post_id": int(p)} for p in post_ids]).to_df()
-    return pd.to_numeric(frame["author_id"], errors="coerce").fillna(-1).to_numpy(np.int64)
+    return pd.to_numeric(frame["written_by"], errors="coerce").fillna(-1).to_numpy(np.int64)
 
 
 def ranker_rows(store, user_id: int, post_ids: list[int], request_time: pd.Timestamp,

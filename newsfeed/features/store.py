@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from newsfeed.errors import NewsfeedError
+
 STORE_KINDS = ("embedded", "production")
 STORE_ENV = "NEWSFEED_FEATURE_STORE"
 CONFIG_FILES = {"embedded": "feature_store.yaml", "production": "feature_store.production.yaml"}
@@ -28,7 +30,7 @@ DEFAULTS = {
 }
 
 
-class FeatureStoreError(RuntimeError):
+class FeatureStoreError(NewsfeedError, RuntimeError):
     """A feature store that cannot be configured or reached; the message says why."""
 
 
@@ -53,8 +55,9 @@ def store_kind(kind: str | None = None) -> str:
     return kind
 
 
-def repo_config(home: Path, kind: str | None = None, project: str | None = None):
-    """The RepoConfig of the chosen configuration, placeholders filled."""
+def repo_config(home: Path, kind: str | None = None, project: str | None = None, overrides: dict | None = None):
+    """The RepoConfig of the chosen configuration, placeholders filled; ``overrides`` replaces
+    top-level sections (benchmarks and tests compare one store with another this way)."""
     from feast.repo_config import RepoConfig
 
     kind = store_kind(kind)
@@ -68,7 +71,7 @@ def repo_config(home: Path, kind: str | None = None, project: str | None = None)
     unfilled = re.findall(r"\$\{\w+\}", text)
     if unfilled:
         raise FeatureStoreError(f"{path}: no value for {', '.join(unfilled)} (set it in the environment)")
-    config = RepoConfig(**yaml.safe_load(text))
+    config = RepoConfig(**{**yaml.safe_load(text), **(overrides or {})})
     config.repo_path = features_dir(home)
     return config
 
@@ -87,13 +90,30 @@ def quiet_feast() -> None:
     warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning)
 
 
-def open_store(home: Path, kind: str | None = None, project: str | None = None):
+def open_store(home: Path, kind: str | None = None, project: str | None = None, check: bool = True,
+               overrides: dict | None = None):
+    """The Feast store; with ``check``, its Redis and PostgreSQL (when configured) must answer
+    within seconds. Paths that degrade without the online store (event ingestion) pass False."""
     from feast import FeatureStore
 
     quiet_feast()
+    config = repo_config(home, kind, project, overrides)
+    if check:
+        check_services(config)
     directory = features_dir(home)
     directory.mkdir(parents=True, exist_ok=True)
-    return FeatureStore(repo_path=str(directory), config=repo_config(home, kind, project))
+    return FeatureStore(repo_path=str(directory), config=config)
+
+
+def check_services(config) -> None:
+    """Raise ServiceUnreachable, naming the address, for a configured service that does not answer."""
+    from newsfeed.services import check_postgres, check_redis
+
+    registry = config.registry
+    if getattr(registry, "registry_type", None) == "sql" and registry.path.startswith("postgresql"):
+        check_postgres(registry.path, "the Feast registry")
+    if config.online_store.type == "redis":
+        check_redis(config.online_store.connection_string, "the Feast online store")
 
 
 def load_definitions(repo_dir: Path | None = None):

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from newsfeed import atomic
+
 MODEL_DIM = 384
 EMBEDDING_DIM = 32
 PROJECTION_SEED = 20261122
@@ -79,6 +81,5 @@ def post_embeddings(posts: pd.DataFrame, cache_file: Path | None = None, dim: in
             new = keys[missing].assign(vector=list(full[missing]))
             old = pd.concat([cached, pd.DataFrame({"vector": list(matrix)})], axis=1)
             merged = pd.concat([old, new], ignore_index=True).drop_duplicates("post_id", keep="last")
-            Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
-            merged.to_parquet(cache_file, index=False)
+            atomic.write_parquet(merged, Path(cache_file))
     return reduce(full, dim)

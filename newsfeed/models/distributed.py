@@ -20,6 +20,8 @@ from pydantic import BaseModel, Field
 
 T = TypeVar("T")
 RESULT_FILE = "result.pt"
+TRAINERS = ("local", "ray")
+"""Where a pipeline's training steps train: in the step's process, or on Ray Train."""
 
 
 class RayTrainConfig(BaseModel):
@@ -30,8 +32,8 @@ class RayTrainConfig(BaseModel):
     @classmethod
     def for_trainer(cls, trainer: str, workers: int = 2, address: str | None = None) -> "RayTrainConfig | None":
         """The Ray settings for ``trainer='ray'``; None (train in this process) for 'local'."""
-        if trainer not in ("local", "ray"):
-            raise ValueError(f"trainer must be 'local' or 'ray', not {trainer!r}")
+        if trainer not in TRAINERS:
+            raise ValueError(f"trainer must be one of {', '.join(TRAINERS)}, not {trainer!r}")
         return cls(workers=workers, address=address or None) if trainer == "ray" else None
 
 

@@ -20,7 +20,7 @@ from newsfeed.features import catalog, hashing
 
 CATEGORICAL_CODES = {"age_bucket", "topic_id", "post_age_bucket"}
 """Integer columns that are codes, not quantities."""
-SKIPPED = {"topic", "created_unix", "mentions", "friends_since_unix", "author_id"}
+SKIPPED = {"topic", "created_unix", "mentions", "friends_since_unix", "written_by"}
 """Covered by another input: topic_id, post_age_bucket, user_mentioned, friendship_days, the author id."""
 REQUEST_FEATURES = {"post_age_bucket": "int64", "post_age_hours": "float32", "user_mentioned": "int64",
                     "friendship_days": "float32", "topic_affinity": "float32", "topic_affinity_7d": "float32",

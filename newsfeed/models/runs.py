@@ -332,7 +332,7 @@ def post_frame(store, post_ids: np.ndarray) -> pd.DataFrame:
     refs = datasets.view_features(store, "two_tower", POST_VIEWS)
     frame = store.get_online_features(features=refs, entity_rows=[{"post_id": int(p)} for p in post_ids],
                                       full_feature_names=True).to_df()
-    frame["author_id"] = pd.to_numeric(frame["post_content__author_id"], errors="coerce").fillna(-1).astype(np.int64)
+    frame["author_id"] = pd.to_numeric(frame["post_content__written_by"], errors="coerce").fillna(-1).astype(np.int64)
     return frame
 
 

@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 
 from newsfeed.data.events import events_from_impressions
+from newsfeed.errors import NewsfeedError
 from newsfeed.schema import REACTIONS, conform
 
 
-class AdapterError(ValueError):
+class AdapterError(NewsfeedError, ValueError):
     """Input that cannot be imported; the message names the file and, where it can, the line."""
 
 
@@ -37,6 +38,8 @@ def read_delimited(
     a column that is not optional, raises AdapterError naming the file and line.
     """
     require_file(path)
+    if not Path(path).read_bytes().strip():
+        raise AdapterError(f"{path}: empty file, no rows to import")
     first_line = 2 if header else 1
     _check_field_counts(path, sep, None if header else len(columns), encoding)
     try:

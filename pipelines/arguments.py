@@ -1,0 +1,91 @@
+"""Checks on the pipeline's parameters, made before a run or a submission does any work.
+
+Only the values given are checked; the defaults live once, in the pipeline's signature
+(``pipelines.training_pipeline``). A bad value is one clear error naming the option,
+where it would otherwise surface minutes later in the step that reads it.
+"""
+
+from __future__ import annotations
+
+from typing import get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from newsfeed.errors import NewsfeedError
+
+UNIT = dict(ge=0, le=1)
+OPTIONS = {"feature_store": "--store"}
+"""Parameters whose command-line option has another name."""
+
+
+class PipelineArgumentError(NewsfeedError, ValueError):
+    """A pipeline parameter out of its range; the message names the option."""
+
+
+class PipelineArguments(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    home: str | None = None
+    data_dir: str | None = None
+    feature_store: str | None = None
+    registry: str | None = None
+    scale: float | None = Field(None, gt=0, le=100, description="1.0: 2,000 users")
+    seed: int | None = Field(None, ge=0)
+    max_bad_rate: float | None = Field(None, **UNIT)
+    epochs: int | None = Field(None, ge=1)
+    two_tower_learning_rate: float | None = Field(None, gt=0, le=1)
+    ranker_learning_rate: float | None = Field(None, gt=0, le=1)
+    ranker_architecture: str | None = None
+    trainer: str | None = None
+    ray_workers: int | None = Field(None, ge=1)
+    ray_address: str | None = None
+    gate_tolerance: float | None = Field(None, **UNIT)
+    guardrail_tolerance: float | None = Field(None, **UNIT)
+    calibration_tolerance: float | None = Field(None, **UNIT)
+
+    @field_validator("feature_store")
+    @classmethod
+    def _store(cls, value):
+        from newsfeed.features.store import STORE_KINDS
+
+        return _one_of(value, STORE_KINDS)
+
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, value):
+        from newsfeed.registry import REGISTRY_KINDS
+
+        return _one_of(value, REGISTRY_KINDS)
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer(cls, value):
+        from newsfeed.models.distributed import TRAINERS
+
+        return _one_of(value, TRAINERS)
+
+    @field_validator("ranker_architecture")
+    @classmethod
+    def _architecture(cls, value):
+        from newsfeed.models.ranker import RankerConfig
+
+        return _one_of(value, get_args(RankerConfig.model_fields["architecture"].annotation))
+
+
+def _one_of(value: str | None, choices: tuple[str, ...]) -> str | None:
+    if value is not None and value not in choices:
+        raise ValueError(f"choose one of {', '.join(choices)}")
+    return value
+
+
+def check(arguments: dict) -> dict:
+    """``arguments`` (parameter -> value, None left out), or PipelineArgumentError naming the bad one."""
+    try:
+        PipelineArguments(**arguments)
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = str(first["loc"][0])
+        option = OPTIONS.get(name, "--" + name.replace("_", "-"))
+        message = first["msg"].removeprefix("Value error, ")
+        raise PipelineArgumentError(f"{option}: {message} (got {first.get('input')!r})") from None
+    return arguments
