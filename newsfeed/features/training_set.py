@@ -9,6 +9,8 @@ from newsfeed.features import catalog
 from newsfeed.schema import ORACLE_COLUMNS, REACTIONS
 
 LABELS: tuple[str, ...] = (*REACTIONS, "dwell_seconds", "skip")
+ROW = "entity_row"
+"""A column the join carries to put its rows back in the entities' order."""
 CONTEXT: tuple[str, ...] = ("request_id", "position")
 """Impression context carried beside the features (not features: the ranker learns position bias from it)."""
 
@@ -35,6 +37,7 @@ def build(store, entities: pd.DataFrame, service: str | list[str] = "ranker") ->
     """Every feature of ``service`` (a feature service name, or a list of ``view:feature``
     references) as of each row's timestamp, one output row per input row."""
     features = store.get_feature_service(service) if isinstance(service, str) else service
+    entities = entities.assign(**{ROW: np.arange(len(entities))})
     joined = store.get_historical_features(entity_df=entities, features=features, full_feature_names=True).to_df()
     if len(joined) != len(entities):
         # Some offline stores drop an entity row that has no earlier feature row (Feast's
@@ -42,8 +45,10 @@ def build(store, entities: pd.DataFrame, service: str | list[str] = "ranker") ->
         missing = len(entities) - len(joined)
         raise RuntimeError(f"the feature join returned {len(joined):,} rows for {len(entities):,} impressions "
                            f"({missing:,} lost); are the feature tables older than the impressions?")
-    # DuckDB hands timestamps back in microseconds; the data contract (and every `.asi8`
-    # that turns them into nanoseconds) expects nanoseconds.
-    joined[catalog.TIMESTAMP] = joined[catalog.TIMESTAMP].astype("datetime64[ns, UTC]")
-    order = "impression_id" if "impression_id" in joined.columns else list(entities.columns[:1])
-    return joined.sort_values(order, kind="stable").reset_index(drop=True)
+    # Back in the entities' order, with their own timestamps: DuckDB hands them back in
+    # microseconds, where the contract (and every `.asi8` that turns them into nanoseconds)
+    # has nanoseconds.
+    joined = joined.sort_values(ROW, kind="stable").reset_index(drop=True)
+    joined[catalog.TIMESTAMP] = entities[catalog.TIMESTAMP].to_numpy()
+    return joined.drop(columns=ROW)
+
