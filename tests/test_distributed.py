@@ -51,5 +51,5 @@ def test_two_ray_workers_train_the_same_weights_as_one_process(tmp_path):
 def test_trainer_names_are_checked():
     assert RayTrainConfig.for_trainer("local") is None
     assert RayTrainConfig.for_trainer("ray", 3).workers == 3
-    with pytest.raises(ValueError, match="trainer must be 'local' or 'ray'"):
+    with pytest.raises(ValueError, match="trainer must be one of local, ray, not .spark."):
         RayTrainConfig.for_trainer("spark")
