@@ -29,6 +29,7 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/generate_speed.py
+	$(BIN)/python benchmarks/offline_side.py
 	$(BIN)/python benchmarks/feature_store.py
 	$(BIN)/python benchmarks/training_speed.py
 	$(BIN)/python benchmarks/movielens_retrieval.py

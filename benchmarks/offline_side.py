@@ -3,11 +3,11 @@
 1. Point-in-time training set (the ranker service, every impression): Feast's file
    offline store (dask, the baseline) against DuckDB, the embedded default; the two
    results are compared value for value.
-2. Loading the online store from scratch: Feast's own sqlite store through
-   ``materialize`` (the baseline: every key of every view, one statement per feature per
-   key) against the project's load (``online_load``: latest rows, related user-author
-   pairs only, batched sqlite writes) into sqlite and into Redis; then an incremental
-   load after one batch of events, in each.
+2. Loading the online store from scratch: Feast's own ``materialize`` into sqlite (the
+   baseline) against the project's load (``online_load``: the newest row per key, hashed to
+   know what changed) into sqlite and into Redis; then an incremental load after one batch
+   of events, in each. (The feature tables are today's: user-author affinity for related
+   pairs only, 62k online keys where there were 195k.)
 
     .venv/bin/python benchmarks/offline_side.py [--users 2000 --posts 8000 --days 14] [--sample N]
 """
@@ -31,7 +31,7 @@ from newsfeed.data.simulator import SimConfig, generate
 from newsfeed.features import build, online_load, store as fstore, training_set
 from newsfeed.features.ingest import ingest_events
 
-STOCK_SQLITE = {"type": "sqlite", "path": "online-stock.db"}
+STOCK_SQLITE = {"type": "sqlite", "path": "online-stock.db"}  # its own file: the loads below use online.db
 
 
 def timed(fn):

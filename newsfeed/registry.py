@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +84,8 @@ class Registry:
         # MLflow logs every registration and draws download bars; the commands say what matters.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         logging.getLogger("mlflow").setLevel(logging.ERROR)
+        # MLflow's sqlalchemy store uses a loader option sqlalchemy 2.1 deprecates, on every open.
+        warnings.filterwarnings("ignore", message="The ``noload`` loader strategy is deprecated")
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from newsfeed.errors import NewsfeedError
 
@@ -20,6 +20,35 @@ OPTIONS = {"feature_store": "--store"}
 
 class PipelineArgumentError(NewsfeedError, ValueError):
     """A pipeline parameter out of its range; the message names the option."""
+
+
+def _store_kinds():
+    from newsfeed.features.store import STORE_KINDS
+
+    return STORE_KINDS
+
+
+def _registry_kinds():
+    from newsfeed.registry import REGISTRY_KINDS
+
+    return REGISTRY_KINDS
+
+
+def _trainers():
+    from newsfeed.models.distributed import TRAINERS
+
+    return TRAINERS
+
+
+def _architectures():
+    from newsfeed.models.ranker import RankerConfig
+
+    return get_args(RankerConfig.model_fields["architecture"].annotation)
+
+
+NAMED_CHOICES = {"feature_store": _store_kinds, "registry": _registry_kinds, "trainer": _trainers,
+                 "ranker_architecture": _architectures}
+"""Parameters that name one of a set, and where each set is declared (imported when checked)."""
 
 
 class PipelineArguments(BaseModel):
@@ -43,39 +72,13 @@ class PipelineArguments(BaseModel):
     guardrail_tolerance: float | None = Field(None, **UNIT)
     calibration_tolerance: float | None = Field(None, **UNIT)
 
-    @field_validator("feature_store")
+    @field_validator(*NAMED_CHOICES)
     @classmethod
-    def _store(cls, value):
-        from newsfeed.features.store import STORE_KINDS
-
-        return _one_of(value, STORE_KINDS)
-
-    @field_validator("registry")
-    @classmethod
-    def _registry(cls, value):
-        from newsfeed.registry import REGISTRY_KINDS
-
-        return _one_of(value, REGISTRY_KINDS)
-
-    @field_validator("trainer")
-    @classmethod
-    def _trainer(cls, value):
-        from newsfeed.models.distributed import TRAINERS
-
-        return _one_of(value, TRAINERS)
-
-    @field_validator("ranker_architecture")
-    @classmethod
-    def _architecture(cls, value):
-        from newsfeed.models.ranker import RankerConfig
-
-        return _one_of(value, get_args(RankerConfig.model_fields["architecture"].annotation))
-
-
-def _one_of(value: str | None, choices: tuple[str, ...]) -> str | None:
-    if value is not None and value not in choices:
-        raise ValueError(f"choose one of {', '.join(choices)}")
-    return value
+    def _one_of(cls, value, info: ValidationInfo):
+        choices = NAMED_CHOICES[info.field_name]()
+        if value is not None and value not in choices:
+            raise ValueError(f"choose one of {', '.join(choices)}")
+        return value
 
 
 def check(arguments: dict) -> dict:

@@ -168,7 +168,7 @@ def test_no_snapshot_after_as_of(feature_home):
 
 def test_store_configurations_are_chosen_by_name_or_environment(tmp_path, monkeypatch):
     embedded = fstore.repo_config(tmp_path, "embedded")
-    assert embedded.online_store.type.endswith("SqliteOnlineStore") and str(tmp_path) in embedded.online_store.path
+    assert embedded.online_store.type == "sqlite" and str(tmp_path) in embedded.online_store.path
     assert embedded.offline_store.type == "duckdb"
     monkeypatch.setenv(fstore.STORE_ENV, "production")
     production = fstore.repo_config(tmp_path)

@@ -149,9 +149,11 @@ def push(
             "rejected": [{"index": r.index, "reason": r.reason, "event": r.event} for r in result.rejected],
         }, default=str))
     else:
-        again = f"; {result.duplicates:,} already logged, not counted again" if result.duplicates else ""
-        console.print(f"accepted {result.accepted:,} events (durable in {result.log_file}){again}; "
-                      f"updated counters of {result.counters_updated:,} posts in the {kind} online store")
+        parts = [f"accepted {result.accepted:,} events" + (f" (durable in {result.log_file})" if result.log_file else "")]
+        if result.duplicates:
+            parts.append(f"{result.duplicates:,} already logged, not counted again")
+        parts.append(f"updated counters of {result.counters_updated:,} posts in the {kind} online store")
+        console.print("; ".join(parts))
         for r in result.rejected:
             console.print(f"  rejected #{r.index}: {r.reason}", highlight=False)
         if result.online_error:

@@ -41,14 +41,16 @@ def _context(home, data_dir, store, registry):
     return paths, feast_store, open_registry(home, registry)
 
 
-def _train_config(epochs: int, batch_size: int, seed: int, learning_rate: float, refit: bool, recency: float):
+def _train_config(base, epochs: int, batch_size: int, seed: int, learning_rate: float, refit: bool,
+                  recency: float):
+    """``base`` (a model's training defaults, newsfeed.models.runs) with the command's options."""
     from pydantic import ValidationError
 
     from newsfeed.models.training import TrainConfig
 
     try:
-        return TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, learning_rate=learning_rate, refit=refit,
-                           recency_half_life_days=recency or None)
+        return TrainConfig(**{**base.model_dump(), "epochs": epochs, "batch_size": batch_size, "seed": seed,
+                              "learning_rate": learning_rate, "refit": refit, "recency_half_life_days": recency or None})
     except ValidationError as err:
         first = err.errors()[0]
         option = {"recency_half_life_days": "recency_half_life"}.get(first["loc"][0], first["loc"][0])
@@ -80,9 +82,9 @@ def two_tower(
     ray_workers: RayWorkersOption = 0, ray_address: RayAddressOption = None, home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None, registry: RegistryOption = None,
 ) -> None:
     """Train the two-tower retrieval model on engaged impressions; evaluate Recall@K against baselines."""
-    from newsfeed.models.runs import train_two_tower
+    from newsfeed.models.runs import TWO_TOWER_TRAINING, train_two_tower
 
-    train = _train_config(epochs, batch_size, seed, learning_rate, refit, recency_half_life)
+    train = _train_config(TWO_TOWER_TRAINING, epochs, batch_size, seed, learning_rate, refit, recency_half_life)
     paths, feast_store, reg = _context(home, data_dir, store, registry)
     result = _run(train_two_tower, paths.home, paths.data_dir, feast_store, reg, train=train,
                   register=not no_register, trainer=_trainer(ray_workers, ray_address))
@@ -103,13 +105,13 @@ def ranker(
     from pydantic import ValidationError
 
     from newsfeed.models.ranker import RankerConfig
-    from newsfeed.models.runs import train_ranker
+    from newsfeed.models.runs import RANKER_TRAINING, train_ranker
 
     try:
         config = RankerConfig(architecture=architecture)
     except ValidationError as err:
         raise fail(f"--architecture: {err.errors()[0]['msg']}") from None
-    train = _train_config(epochs, batch_size, seed, learning_rate, refit, recency_half_life)
+    train = _train_config(RANKER_TRAINING, epochs, batch_size, seed, learning_rate, refit, recency_half_life)
     paths, feast_store, reg = _context(home, data_dir, store, registry)
     result = _run(train_ranker, paths.home, paths.data_dir, feast_store, reg, config, train, weights_file=weights,
                   register=not no_register, trainer=_trainer(ray_workers, ray_address))
