@@ -172,7 +172,7 @@ def test_store_configurations_are_chosen_by_name_or_environment(tmp_path, monkey
     assert embedded.offline_store.type == "duckdb"
     monkeypatch.setenv(fstore.STORE_ENV, "production")
     production = fstore.repo_config(tmp_path)
-    assert production.online_store.type == "redis"
+    assert production.online_store.type == "redis" and production.offline_store.type == "duckdb"
     assert production.registry.registry_type == "sql" and production.registry.path.startswith("postgresql")
     with pytest.raises(fstore.FeatureStoreError, match="unknown feature store 'cloud'"):
         fstore.repo_config(tmp_path, "cloud")
