@@ -13,7 +13,6 @@ record or none, and the next load redoes the work.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from newsfeed import atomic
 from newsfeed.features import catalog
 from newsfeed.features.store import features_dir, offline_dir
 
@@ -85,14 +85,12 @@ def _read_state(directory: Path, manifest: dict) -> dict[str, pd.DataFrame] | No
 
 
 def _write_state(directory: Path, manifest: dict, hashes: dict[str, pd.DataFrame]) -> None:
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, frame in hashes.items():
-        frame.to_parquet(tmp / f"{name}.parquet", index=False)
-    (tmp / "identity.json").write_text(json.dumps(_identity(manifest)))
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(tmp, directory)
+    def write(folder: Path) -> None:
+        for name, frame in hashes.items():
+            frame.to_parquet(folder / f"{name}.parquet", index=False)
+        (folder / "identity.json").write_text(json.dumps(_identity(manifest)))
+
+    atomic.replace_folder(directory, write)
 
 
 def _empty(store, views: list) -> None:
@@ -115,14 +113,15 @@ def load(store, home: Path, manifest: dict, full: bool = False) -> OnlineLoad:
     for name, rows in latest.items():
         keys = list(catalog.TABLES[name].keys)
         hashes[name] = rows[keys].assign(row_hash=row_hashes(rows))
-    if previous is not None and any(_lost_keys(previous.get(n), hashes[n]) for n in hashes):
+    compared = {n: _compare(previous.get(n) if previous else None, hashes[n]) for n in hashes}
+    if previous is not None and any(lost for _, lost in compared.values()):
         previous = None  # keys disappeared: only an empty start leaves none behind
     result = OnlineLoad("full" if previous is None else "incremental")
     if previous is None:
         shutil.rmtree(directory, ignore_errors=True)  # no record while the store is in between
         _empty(store, views)
     for name, rows in latest.items():
-        changed = _changed(previous.get(name) if previous else None, hashes[name])
+        changed = np.ones(len(rows), bool) if previous is None else compared[name][0]
         if changed.any():
             store.write_to_online_store(name, rows[changed].reset_index(drop=True))
         result.written[name] = int(changed.sum())
@@ -132,17 +131,13 @@ def load(store, home: Path, manifest: dict, full: bool = False) -> OnlineLoad:
     return result
 
 
-def _lost_keys(before: pd.DataFrame | None, now: pd.DataFrame) -> bool:
-    if before is None or before.empty:
-        return False
-    keys = [c for c in now.columns if c != "row_hash"]
-    return len(before.merge(now[keys], on=keys, how="left", indicator=True).query("_merge == 'left_only'")) > 0
-
-
-def _changed(before: pd.DataFrame | None, now: pd.DataFrame) -> np.ndarray:
-    """Per row of ``now``: new key, or a hash other than the one loaded before."""
+def _compare(before: pd.DataFrame | None, now: pd.DataFrame) -> tuple[np.ndarray, bool]:
+    """(per row of ``now``: a new key or another hash than loaded before; whether keys loaded
+    before are gone)."""
     if before is None:
-        return np.ones(len(now), bool)
+        return np.ones(len(now), bool), False
     keys = [c for c in now.columns if c != "row_hash"]
-    merged = now.merge(before, on=keys, how="left", suffixes=("", "_before"))
-    return (merged["row_hash_before"].isna() | (merged["row_hash_before"] != merged["row_hash"])).to_numpy()
+    # Joined on the hash too: a merge that introduced missing hashes would turn them into floats.
+    same = now.merge(before, on=[*keys, "row_hash"], how="left", indicator=True)["_merge"].eq("both")
+    gone = before[keys].merge(now[keys], on=keys, how="left", indicator=True)["_merge"].eq("left_only")
+    return ~same.to_numpy(), bool(gone.any())
