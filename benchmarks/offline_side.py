@@ -1,8 +1,9 @@
 """The offline side's two slow paths, old and new measured in one run.
 
 1. Point-in-time training set (the ranker service, every impression): Feast's file
-   offline store (dask, the baseline) against DuckDB, the embedded default; the two
-   results are compared value for value.
+   offline store (dask, the baseline) against DuckDB, the embedded default, and the
+   production store's DuckDB joins fanned out over a local Ray (one task per 50,000 rows);
+   the results are compared with DuckDB's value for value.
 2. Loading the online store from scratch: Feast's own ``materialize`` into sqlite (the
    baseline) against the project's load (``online_load``: the newest row per key, hashed to
    know what changed) into sqlite and into Redis; then an incremental load after one batch
@@ -10,6 +11,7 @@
    pairs only, 62k online keys where there were 195k.)
 
     .venv/bin/python benchmarks/offline_side.py [--users 2000 --posts 8000 --days 14] [--sample N]
+                                                [--engines file,duckdb,ray]
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ from newsfeed.features import build, online_load, store as fstore, training_set
 from newsfeed.features.ingest import ingest_events
 
 STOCK_SQLITE = {"type": "sqlite", "path": "online-stock.db"}  # its own file: the loads below use online.db
+ENGINES = {"file": {"type": "file"}, "duckdb": {"type": "duckdb"},
+           "ray": {"type": "newsfeed.features.ray_offline_store.RayDuckDBOfflineStore", "rows_per_partition": 50_000}}
+LABELS = {"file": "Feast file store (dask), baseline", "duckdb": "DuckDB (embedded default)",
+          "ray": "DuckDB partitions on a local Ray (production)"}
 
 
 def timed(fn):
@@ -55,13 +61,13 @@ def same_values(a: pd.DataFrame, b: pd.DataFrame) -> int:
     return differing
 
 
-def training_sets(home: Path, tables: dict, sample: int | None) -> dict:
+def training_sets(home: Path, tables: dict, sample: int | None, engines: list[str]) -> dict:
     impressions = tables["impressions"]
     if sample:
         impressions = impressions.sample(sample, random_state=0)
     entities = training_set.entity_frame(impressions, tables["posts"])
     stores = {name: fstore.open_store(home, "embedded", project=f"nfbench_{name}",
-                                      overrides={"offline_store": {"type": name}}) for name in ("file", "duckdb")}
+                                      overrides={"offline_store": ENGINES[name]}) for name in engines}
     out, frames = {"entity_rows": len(entities)}, {}
     for name, feast_store in stores.items():
         fstore.apply(feast_store)
@@ -73,11 +79,12 @@ def training_sets(home: Path, tables: dict, sample: int | None) -> dict:
         frame["event_timestamp"] = frame["event_timestamp"].astype("datetime64[ns, UTC]")
         frames[name] = frame.sort_values("impression_id").reset_index(drop=True)
         out[name] = {"seconds": seconds, "rows": len(frame)}
-    # Value for value on the impressions both kept (the file store drops those with no earlier row).
-    kept = frames["file"]["impression_id"]
-    duck = frames["duckdb"][frames["duckdb"]["impression_id"].isin(kept)].reset_index(drop=True)
-    out["differing_cells"] = same_values(frames["file"], duck[frames["file"].columns])
-    out["compared_rows"] = len(kept)
+    # Value for value with DuckDB on the impressions both kept (the file store drops those
+    # with no earlier row).
+    for name, frame in frames.items():
+        if name != "duckdb" and "duckdb" in frames:
+            duck = frames["duckdb"][frames["duckdb"]["impression_id"].isin(frame["impression_id"])]
+            out[name]["differing_cells"] = same_values(frame, duck.reset_index(drop=True)[frame.columns])
     return out
 
 
@@ -120,8 +127,12 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=8_000)
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--sample", type=int, default=None, help="join this many impressions (default: all)")
+    parser.add_argument("--engines", default=",".join(ENGINES), help="training-set engines to compare")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/offline_side.json"))
     args = parser.parse_args()
+    engines = args.engines.split(",")
+    if unknown := set(engines) - set(ENGINES):
+        parser.error(f"--engines: unknown {', '.join(sorted(unknown))} (choose from {', '.join(ENGINES)})")
     console = Console()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -129,18 +140,18 @@ def main() -> None:
         tables, _ = generate(SimConfig(users=args.users, posts=args.posts, days=args.days))
         write_dataset(home / "data", tables, source="simulator")
         manifest, build_s = timed(lambda: build.build_offline(home / "data", home))
-        joins = training_sets(home, tables, args.sample)
+        joins = training_sets(home, tables, args.sample, engines)
         loads = online_loads(home, manifest, tables)
 
     table = Table(title=f"offline side at {args.users:,} users, {args.posts:,} posts, {args.days} days "
                         f"(feature tables built in {build_s:.1f} s)")
     for col in ("step", "engine", "rows / keys", "seconds", "x baseline"):
         table.add_column(col, justify="left" if col in ("step", "engine") else "right")
-    base = joins["file"]["seconds"]
-    for name, label in (("file", "Feast file store (dask), baseline"), ("duckdb", "DuckDB (embedded default)")):
+    base = joins[engines[0]]["seconds"]
+    for name in engines:
         r = joins[name]
-        table.add_row("training set, ranker", label, f"{r['rows']:,} of {joins['entity_rows']:,}",
-                      f"{r['seconds']:.1f}", f"{base / r['seconds']:.1f}x faster" if name != "file" else "1.0")
+        table.add_row("training set, ranker", LABELS[name], f"{r['rows']:,} of {joins['entity_rows']:,}",
+                      f"{r['seconds']:.1f}", f"{base / r['seconds']:.1f}x faster" if name != engines[0] else "1.0")
     base = loads["feast_sqlite_materialize"]["seconds"]
     for name, label in (("feast_sqlite_materialize", "Feast sqlite materialize, baseline"),
                         ("embedded_full", "sqlite, full load"), ("production_full", "Redis, full load"),
@@ -150,8 +161,10 @@ def main() -> None:
         table.add_row("online store", label, f"{r['keys']:,}", f"{r['seconds']:.1f}",
                       "1.0" if name == "feast_sqlite_materialize" else f"{base / r['seconds']:.1f}x faster")
     console.print(table)
-    console.print(f"file store and DuckDB training sets, on the {joins['compared_rows']:,} rows both kept: "
-                  f"{joins['differing_cells']:,} differing cells")
+    for name in engines:
+        if "differing_cells" in joins[name]:
+            console.print(f"{LABELS[name]} against DuckDB, on the {joins[name]['rows']:,} rows it kept: "
+                          f"{joins[name]['differing_cells']:,} differing cells")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"config": vars(args) | {"out": str(args.out)}, "build_s": build_s,
                                     "training_sets": joins, "online": loads}, indent=2, default=str))

@@ -21,7 +21,7 @@ CLUSTER_HOME = "/var/lib/newsfeed"
 HOME_VOLUME = "newsfeed-home"
 CONFIG_MAP = "newsfeed-config"
 CONFIG_ENV = ("NEWSFEED_FEATURE_STORE", "NEWSFEED_REGISTRY", "NEWSFEED_FEAST_PROJECT", "NEWSFEED_FEAST_REGISTRY_URL",
-              "NEWSFEED_REDIS", "NEWSFEED_MLFLOW_URI", "NEWSFEED_MLFLOW_ARTIFACTS")
+              "NEWSFEED_REDIS", "NEWSFEED_RAY_ADDRESS", "NEWSFEED_MLFLOW_URI", "NEWSFEED_MLFLOW_ARTIFACTS")
 
 
 def _on_cluster(task: dsl.PipelineTask, cpu: str = "1", memory: str = "4G") -> dsl.PipelineTask:

@@ -1,8 +1,8 @@
 """Open the Feast store in one of two configurations, chosen without editing files.
 
-``embedded`` (default): parquet offline store, sqlite online store, file registry,
-all under ``<home>/features``. ``production``: Redis online store and a SQL registry
-on PostgreSQL. The choice is ``--store`` on the command line or
+``embedded`` (default): parquet joined by DuckDB, sqlite online store, file registry,
+all under ``<home>/features``. ``production``: Redis online store, a SQL registry on
+PostgreSQL, and training-set joins fanned out over Ray (``ray_offline_store``). The choice is ``--store`` on the command line or
 ``NEWSFEED_FEATURE_STORE``; the settings themselves are the Feast YAML files in
 ``feature_repo/`` with ``${VAR}`` placeholders filled from the environment.
 """
@@ -27,6 +27,7 @@ DEFAULTS = {
     "NEWSFEED_FEAST_PROJECT": "newsfeed",
     "NEWSFEED_FEAST_REGISTRY_URL": "postgresql+psycopg2://postgres@127.0.0.1:5432/test",
     "NEWSFEED_REDIS": "127.0.0.1:6379",
+    "NEWSFEED_RAY_ADDRESS": "",  # the production store's joins start a local Ray
 }
 
 

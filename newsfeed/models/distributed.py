@@ -10,13 +10,14 @@ With no address a local Ray instance is started for the run (laptop, CI); with o
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, Field
+
+from newsfeed.ray_session import ray_session
 
 T = TypeVar("T")
 RESULT_FILE = "result.pt"
@@ -59,13 +60,7 @@ def run_on_ray(job: Callable[[], T], config: RayTrainConfig, storage: Path | str
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local instance needs no token
-        cpus = None if config.address else max(os.cpu_count() or 1, math.ceil(config.workers * config.cpus_per_worker))
-        ray.init(address=config.address or None, num_cpus=cpus, include_dashboard=False, log_to_driver=True,
-                 configure_logging=False)
-    try:
+    with ray_session(config.address, math.ceil(config.workers * config.cpus_per_worker)):
         trainer = TorchTrainer(
             _worker_loop, train_loop_config={"job": ray.put(job)},
             scaling_config=ScalingConfig(num_workers=config.workers,
@@ -77,6 +72,3 @@ def run_on_ray(job: Callable[[], T], config: RayTrainConfig, storage: Path | str
             raise RuntimeError(f"Ray training {name!r} ended without a result: {result.error}")
         with result.checkpoint.as_directory() as folder:
             return torch.load(Path(folder) / RESULT_FILE, weights_only=False)
-    finally:
-        if started_here:
-            ray.shutdown()
