@@ -165,7 +165,8 @@ def train_ranker(home: str, data_dir: str, feature_store: str, registry: str, ep
     ray = RayTrainConfig.for_trainer(trainer, int(ray_workers), ray_address)
     train = runs.RANKER_TRAINING.model_copy(update={"epochs": int(epochs), "learning_rate": learning_rate,
                                                     "seed": int(seed)})
-    result = runs.train_ranker(ws.home, ws.data_dir, ws.store, ws.registry, RankerConfig(architecture=architecture),
+    # No feature store: the training set comes in whole (opening Feast would cost seconds).
+    result = runs.train_ranker(ws.home, ws.data_dir, None, ws.registry, RankerConfig(architecture=architecture),
                                train, register=False, trainer=ray, impressions=pd.read_parquet(training_set.path))
     console = Console(width=100)
     console.print(head_table(result.report["heads"]))

@@ -233,7 +233,7 @@ def train_ranker(home: Path, data_dir: Path, store, registry: Registry, config: 
                  weights_file: Path | None = None, register: bool = True, show_progress: bool = True,
                  trainer: RayTrainConfig | None = None, impressions: pd.DataFrame | None = None) -> RunResult:
     """``impressions``: every impression with its point-in-time features, when built
-    beforehand (see train_two_tower's ``positives``)."""
+    beforehand (see train_two_tower's ``positives``); ``store`` is read only without them."""
     import mlflow
 
     weights = load_weights(weights_file)
