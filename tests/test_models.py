@@ -86,6 +86,11 @@ def test_ranker_quality_at_demo_scale(trained):
     assert m["ranker.ndcg_at_10"] > m["most_popular.ndcg_at_10"] + 0.04
     assert m["ranker.ndcg_at_10"] > m["random.ndcg_at_10"] + 0.08
     assert m["ranker.ndcg_at_10_vs_oracle"] > m["most_popular.ndcg_at_10_vs_oracle"] + 0.05
+    # The feeds' true expected engagement, hides and blocks counted: random 0, oracle 1.
+    assert m["oracle.engagement_vs_oracle"] == pytest.approx(1.0)
+    assert abs(m["random.engagement_vs_oracle"]) < 0.05
+    assert m["ranker.engagement_vs_oracle_low"] > m["most_popular.engagement_vs_oracle_high"]
+    assert m["ranker.engagement_vs_oracle_low"] < m["ranker.engagement_vs_oracle"] < m["ranker.engagement_vs_oracle_high"]
 
 
 def test_two_tower_retrieval_beats_popularity_and_chance(trained):

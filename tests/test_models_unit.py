@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from newsfeed import metrics
+from newsfeed.data.world import examine_probability
 from newsfeed.index import PostIndex, recall_against_exact
 from newsfeed.models.encoding import Encoder, hash_ids
 from newsfeed.models.two_tower import sampling_log_q
@@ -30,6 +31,52 @@ def test_ndcg_ignores_lists_without_gain_and_clips_negative_gains():
     groups = np.array([0, 0, 1, 1])
     gains = np.array([0.0, 0.0, -50.0, 5.0])  # list 0 has nothing to order; a block is no gain
     assert metrics.ndcg_at_k(groups, gains, np.array([1, 0, 1, 0])) == pytest.approx(1 / np.log2(3))
+
+
+def _slates(requests: int = 600, size: int = 10, seed: int = 0):
+    """Feeds whose items' true expected engagement is mostly negative (hides, blocks), as in the simulator."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(requests), size)
+    values = np.where(rng.random(requests * size) < 0.35, rng.exponential(4.0, requests * size),
+                      -rng.exponential(3.0, requests * size))
+    return groups, values, rng
+
+
+def test_slate_value_is_one_for_the_oracle_and_near_zero_for_random_orders():
+    groups, values, rng = _slates()
+    oracle = metrics.slate_value_vs_oracle(groups, values, values, examine_probability)
+    assert oracle.value == pytest.approx(1.0) and oracle.low == pytest.approx(1.0)
+    random = metrics.slate_value_vs_oracle(groups, values, rng.random(len(values)), examine_probability)
+    assert random.low < 0 < random.high and abs(random.value) < 0.05
+    assert random.requests == 600
+    reversed_ = metrics.slate_value_vs_oracle(groups, values, -values, examine_probability)
+    assert reversed_.high < -0.5  # worse than random is negative, not clipped
+
+
+def test_slate_value_counts_negatives_that_ndcg_cannot_see():
+    """Positives ordered like the oracle but negatives worst first: NDCG calls it perfect."""
+    groups, values, rng = _slates()
+    negatives_worst_first = np.where(values > 0, 1000 + values, -values)
+    # Its positives ordered with errors, but its negatives last, least harmful first.
+    negatives_sunk = np.where(values > 0, 1000 + values + rng.normal(0, 4.0, len(values)), -1000 + values)
+    assert metrics.ndcg_at_k(groups, values, negatives_worst_first) == pytest.approx(1.0)
+    worst_first = metrics.slate_value_vs_oracle(groups, values, negatives_worst_first, examine_probability)
+    sunk = metrics.slate_value_vs_oracle(groups, values, negatives_sunk, examine_probability)
+    assert worst_first.high < 1.0
+    assert worst_first.high < sunk.low
+
+
+def test_slate_value_interval_widens_when_requests_cluster_by_user():
+    groups, values, rng = _slates()
+    scores = values + rng.normal(0, 4.0, len(values))
+    by_request = metrics.slate_value_vs_oracle(groups, values, scores, examine_probability)
+    by_user = metrics.slate_value_vs_oracle(groups, values, scores, examine_probability, clusters=groups // 20)
+    assert by_user.value == pytest.approx(by_request.value)
+    assert by_request.low < by_request.value < by_request.high
+    # 30 users of 20 requests each: the interval is about the same or wider, never a different estimate.
+    assert by_user.high - by_user.low > 0.8 * (by_request.high - by_request.low)
+    one_item = metrics.slate_value_vs_oracle(np.arange(5), np.arange(5.0), np.arange(5.0), examine_probability)
+    assert one_item.requests == 0 and np.isnan(one_item.value)  # a one-post feed has no order to judge
 
 
 def test_recall_and_retrieval_ndcg():

@@ -36,6 +36,12 @@ MEDIA_LIKE = np.array([0.0, 0.4, 0.2, -0.3])
 MEDIA_DWELL = np.array([0.0, -0.2, 0.8, 0.3])
 
 
+def examine_probability(positions: np.ndarray) -> np.ndarray:
+    """P(a user looks at feed position k) = (1 + k)^-0.5, the position bias. Every reaction
+    scales with it, so a post's expected engagement at k is this times its engagement at 0."""
+    return (1.0 + np.asarray(positions, np.float64)) ** -0.5
+
+
 @dataclass
 class ReactionModel:
     """Probabilities for a batch of (user, post, time, position) pairs."""
@@ -140,7 +146,7 @@ class World:
         passive = PASSIVE_PENALTY * self.passive[users]
         not_self = authors != users
         return ReactionModel(
-            examine=(1.0 + positions) ** -0.5,
+            examine=examine_probability(positions),
             click_given_examine=expit(-1.3 + relevance + self.reactivity[users] - passive),
             given_click={
                 "like": expit(-1.0 + 0.7 * relevance + MEDIA_LIKE[media] - passive),

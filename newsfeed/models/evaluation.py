@@ -1,8 +1,10 @@
 """Offline evaluation on the held-out later period, with baselines measured in the same run.
 
-Ranking (the ranker): per-head ROC-AUC, PR-AUC and calibration error; NDCG@10 per
-request of the realised engagement (weighted labels), and on simulator data NDCG@10
-against the true expected engagement (the oracle ordering). Scorers: the model, random,
+Ranking (the ranker): per-head ROC-AUC, PR-AUC and calibration error; on simulator data
+the true expected engagement of each feed as ordered (negatives counted), normalised so a
+random order is 0 and the oracle's 1, with a 95% interval over users; NDCG@10 per request
+of the realised engagement (weighted labels, negatives clipped to 0), and NDCG@10 against
+the true expected engagement. Scorers: the model, random,
 most-popular (engagement so far, from the feature store), most-recent, and the oracle.
 
 Retrieval (the two-tower model): Recall@50/100/500 and NDCG@10 over all candidate posts
@@ -18,13 +20,16 @@ import numpy as np
 import pandas as pd
 
 from newsfeed import metrics
-from newsfeed.data.world import World
+from newsfeed.data.world import World, examine_probability
 from newsfeed.features.catalog import TIMESTAMP
 from newsfeed.models.datasets import RetrievalSet
 from newsfeed.models.ranker import HEADS
 from newsfeed.scoring import engagement_score, realised_engagement
 
 RECALL_KS = (50, 100, 500)
+ENGAGEMENT = "engagement_vs_oracle"
+"""The true expected engagement of each request's feed as ordered, hides and blocks counted,
+under the world's position bias: 0 = a random order, 1 = the oracle's (simulator data)."""
 
 
 def oracle_engagement(world: World, frame: pd.DataFrame, weights: Mapping[str, float]) -> np.ndarray:
@@ -72,7 +77,11 @@ def ranking_report(test: pd.DataFrame, scorers: dict[str, np.ndarray], weights: 
     realised = realised_engagement({r: test[r].to_numpy() for r in weights}, weights)
     out = {}
     for name, scores in scorers.items():
-        row = {f"ndcg@{k}": metrics.ndcg_at_k(groups, realised, scores, k)}
+        row = {}
+        if "oracle" in scorers:
+            row.update(metrics.slate_value_vs_oracle(groups, scorers["oracle"], scores, examine_probability,
+                                                     clusters=test["user_id"].to_numpy()).as_dict(ENGAGEMENT))
+        row[f"ndcg@{k}"] = metrics.ndcg_at_k(groups, realised, scores, k)
         if "oracle" in scorers:
             row[f"ndcg@{k}_vs_oracle"] = metrics.ndcg_at_k(groups, scorers["oracle"], scores, k)
         out[name] = row

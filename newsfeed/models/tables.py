@@ -7,15 +7,26 @@ from rich.table import Table
 
 
 def metric_table(title: str, report: dict[str, dict[str, float]]) -> Table:
-    """One row per scorer (model and baselines), one column per metric."""
+    """One row per scorer (model and baselines), one column per metric; a metric with
+    ``<metric>_low`` and ``<metric>_high`` shows its interval beside it."""
     table = Table(title=title)
-    columns = list(dict.fromkeys(k for row in report.values() for k in row))
+    keys = list(dict.fromkeys(k for row in report.values() for k in row))
+    bounds = {k for k in keys for end in ("_low", "_high") if k.endswith(end) and k.removesuffix(end) in keys}
+    columns = [k for k in keys if k not in bounds]
     table.add_column("scorer")
     for c in columns:
-        table.add_column(c, justify="right")
+        table.add_column(f"{c} [95% CI]" if f"{c}_low" in bounds else c, justify="right")
     for scorer, row in report.items():
-        table.add_row(scorer, *(f"{row[c]:.4f}" if c in row else "" for c in columns))
+        table.add_row(scorer, *(_cell(row, c) for c in columns))
     return table
+
+
+def _cell(row: dict[str, float], metric: str) -> str:
+    if metric not in row:
+        return ""
+    if f"{metric}_low" in row:
+        return f"{row[metric]:.4f} [{row[f'{metric}_low']:.3f}, {row[f'{metric}_high']:.3f}]"
+    return f"{row[metric]:.4f}"
 
 
 def head_table(heads: dict[str, float]) -> Table:
