@@ -100,6 +100,12 @@ class Interval:
         return {name: self.value, f"{name}_low": self.low, f"{name}_high": self.high}
 
 
+def log_discount(rank: np.ndarray) -> np.ndarray:
+    """NDCG's position discount, 1 / log2(rank + 2): for logged data, where no world says how
+    likely each position is to be looked at."""
+    return 1.0 / np.log2(np.asarray(rank, np.float64) + 2.0)
+
+
 def _rank_within_groups(groups: np.ndarray, scores: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(order, rank): rows sorted by group then score descending (ties at random), and each
     sorted row's position in its group's slate (0 = top)."""
@@ -111,7 +117,7 @@ def _rank_within_groups(groups: np.ndarray, scores: np.ndarray, rng: np.random.G
     return order, rank
 
 
-def slate_value_vs_oracle(groups: np.ndarray, values: np.ndarray, scores: np.ndarray,
+def normalised_slate_value(groups: np.ndarray, values: np.ndarray, scores: np.ndarray,
                           discount: Callable[[np.ndarray], np.ndarray], clusters: np.ndarray | None = None,
                           resamples: int = 1_000, level: float = 0.95, seed: int = 0) -> Interval:
     """How much of the attainable value a scorer's slates deliver: 0 = a random order, 1 = the best.

@@ -91,6 +91,9 @@ def test_ranker_quality_at_demo_scale(trained):
     assert abs(m["random.engagement_vs_oracle"]) < 0.05
     assert m["ranker.engagement_vs_oracle_low"] > m["most_popular.engagement_vs_oracle_high"]
     assert m["ranker.engagement_vs_oracle_low"] < m["ranker.engagement_vs_oracle"] < m["ranker.engagement_vs_oracle_high"]
+    # The same of what users really did (any data): the oracle knows probabilities, not outcomes.
+    assert m["ranker.engagement_vs_best_low"] > m["most_popular.engagement_vs_best_high"]
+    assert m["ranker.engagement_vs_best"] < m["oracle.engagement_vs_best"] < 1.0
 
 
 def test_two_tower_retrieval_beats_popularity_and_chance(trained):

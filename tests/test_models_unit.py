@@ -44,12 +44,12 @@ def _slates(requests: int = 600, size: int = 10, seed: int = 0):
 
 def test_slate_value_is_one_for_the_oracle_and_near_zero_for_random_orders():
     groups, values, rng = _slates()
-    oracle = metrics.slate_value_vs_oracle(groups, values, values, examine_probability)
+    oracle = metrics.normalised_slate_value(groups, values, values, examine_probability)
     assert oracle.value == pytest.approx(1.0) and oracle.low == pytest.approx(1.0)
-    random = metrics.slate_value_vs_oracle(groups, values, rng.random(len(values)), examine_probability)
+    random = metrics.normalised_slate_value(groups, values, rng.random(len(values)), examine_probability)
     assert random.low < 0 < random.high and abs(random.value) < 0.05
     assert random.requests == 600
-    reversed_ = metrics.slate_value_vs_oracle(groups, values, -values, examine_probability)
+    reversed_ = metrics.normalised_slate_value(groups, values, -values, examine_probability)
     assert reversed_.high < -0.5  # worse than random is negative, not clipped
 
 
@@ -60,8 +60,8 @@ def test_slate_value_counts_negatives_that_ndcg_cannot_see():
     # Its positives ordered with errors, but its negatives last, least harmful first.
     negatives_sunk = np.where(values > 0, 1000 + values + rng.normal(0, 4.0, len(values)), -1000 + values)
     assert metrics.ndcg_at_k(groups, values, negatives_worst_first) == pytest.approx(1.0)
-    worst_first = metrics.slate_value_vs_oracle(groups, values, negatives_worst_first, examine_probability)
-    sunk = metrics.slate_value_vs_oracle(groups, values, negatives_sunk, examine_probability)
+    worst_first = metrics.normalised_slate_value(groups, values, negatives_worst_first, examine_probability)
+    sunk = metrics.normalised_slate_value(groups, values, negatives_sunk, examine_probability)
     assert worst_first.high < 1.0
     assert worst_first.high < sunk.low
 
@@ -69,13 +69,13 @@ def test_slate_value_counts_negatives_that_ndcg_cannot_see():
 def test_slate_value_interval_widens_when_requests_cluster_by_user():
     groups, values, rng = _slates()
     scores = values + rng.normal(0, 4.0, len(values))
-    by_request = metrics.slate_value_vs_oracle(groups, values, scores, examine_probability)
-    by_user = metrics.slate_value_vs_oracle(groups, values, scores, examine_probability, clusters=groups // 20)
+    by_request = metrics.normalised_slate_value(groups, values, scores, examine_probability)
+    by_user = metrics.normalised_slate_value(groups, values, scores, examine_probability, clusters=groups // 20)
     assert by_user.value == pytest.approx(by_request.value)
     assert by_request.low < by_request.value < by_request.high
     # 30 users of 20 requests each: the interval is about the same or wider, never a different estimate.
     assert by_user.high - by_user.low > 0.8 * (by_request.high - by_request.low)
-    one_item = metrics.slate_value_vs_oracle(np.arange(5), np.arange(5.0), np.arange(5.0), examine_probability)
+    one_item = metrics.normalised_slate_value(np.arange(5), np.arange(5.0), np.arange(5.0), examine_probability)
     assert one_item.requests == 0 and np.isnan(one_item.value)  # a one-post feed has no order to judge
 
 

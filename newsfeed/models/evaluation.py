@@ -2,7 +2,8 @@
 
 Ranking (the ranker): per-head ROC-AUC, PR-AUC and calibration error; on simulator data
 the true expected engagement of each feed as ordered (negatives counted), normalised so a
-random order is 0 and the oracle's 1, with a 95% interval over users; NDCG@10 per request
+random order is 0 and the oracle's 1, with a 95% interval over users; the same of the
+engagement each impression really earned (any data, negatives counted); NDCG@10 per request
 of the realised engagement (weighted labels, negatives clipped to 0), and NDCG@10 against
 the true expected engagement. Scorers: the model, random,
 most-popular (engagement so far, from the feature store), most-recent, and the oracle.
@@ -30,6 +31,9 @@ RECALL_KS = (50, 100, 500)
 ENGAGEMENT = "engagement_vs_oracle"
 """The true expected engagement of each request's feed as ordered, hides and blocks counted,
 under the world's position bias: 0 = a random order, 1 = the oracle's (simulator data)."""
+REALISED = "engagement_vs_best"
+"""The same for logged data: the engagement each impression really earned (hides and blocks
+negative), NDCG's position discount, 0 = a random order, 1 = the best order of those labels."""
 
 
 def oracle_engagement(world: World, frame: pd.DataFrame, weights: Mapping[str, float]) -> np.ndarray:
@@ -79,8 +83,10 @@ def ranking_report(test: pd.DataFrame, scorers: dict[str, np.ndarray], weights: 
     for name, scores in scorers.items():
         row = {}
         if "oracle" in scorers:
-            row.update(metrics.slate_value_vs_oracle(groups, scorers["oracle"], scores, examine_probability,
+            row.update(metrics.normalised_slate_value(groups, scorers["oracle"], scores, examine_probability,
                                                      clusters=test["user_id"].to_numpy()).as_dict(ENGAGEMENT))
+        row.update(metrics.normalised_slate_value(groups, realised, scores, metrics.log_discount,
+                                                  clusters=test["user_id"].to_numpy()).as_dict(REALISED))
         row[f"ndcg@{k}"] = metrics.ndcg_at_k(groups, realised, scores, k)
         if "oracle" in scorers:
             row[f"ndcg@{k}_vs_oracle"] = metrics.ndcg_at_k(groups, scorers["oracle"], scores, k)
