@@ -117,19 +117,25 @@ def _rank_within_groups(groups: np.ndarray, scores: np.ndarray, rng: np.random.G
     return order, rank
 
 
-def normalised_slate_value(groups: np.ndarray, values: np.ndarray, scores: np.ndarray,
-                          discount: Callable[[np.ndarray], np.ndarray], clusters: np.ndarray | None = None,
-                          resamples: int = 1_000, level: float = 0.95, seed: int = 0) -> Interval:
-    """How much of the attainable value a scorer's slates deliver: 0 = a random order, 1 = the best.
+@dataclass(frozen=True)
+class SlateGains:
+    """Per resampling unit (a user, or a request): what a scorer's slates gained over a
+    random order, and what the best order could have gained. Units depend only on the
+    slates and their values, so two scorers' gains on the same slates pair unit by unit."""
 
-    Each group (a request) is a slate ordered by ``scores``; its value is the sum of each
+    gain: np.ndarray
+    attainable: np.ndarray
+    requests: int
+
+
+def slate_gains(groups: np.ndarray, values: np.ndarray, scores: np.ndarray,
+                discount: Callable[[np.ndarray], np.ndarray], clusters: np.ndarray | None = None,
+                seed: int = 0) -> SlateGains:
+    """Each group (a request) is a slate ordered by ``scores``; its value is the sum of each
     item's ``values`` (signed: hides and blocks count against) times ``discount(position)``.
-    Against that, the expected value of a uniformly random order (mean value x the summed
-    discounts) and the best order (by value, descending). The estimate is the summed gain
-    over random divided by the summed attainable gain, over slates where the order matters;
-    the interval resamples ``clusters`` (users: one user's requests are not independent;
-    default the groups) with Poisson(1) weights.
-    """
+    Against it, the expected value of a uniformly random order (mean value x the summed
+    discounts) and of the best order (by value, descending). Slates where the order cannot
+    matter (one post, equal values) are left out."""
     groups, values = np.asarray(groups), np.asarray(values, np.float64)
     rng = np.random.default_rng(seed)
     order, rank = _rank_within_groups(groups, scores, rng)
@@ -145,12 +151,39 @@ def normalised_slate_value(groups: np.ndarray, values: np.ndarray, scores: np.nd
     first_rows = np.r_[0, np.cumsum(size)[:-1]]
     unit = (np.asarray(clusters)[order][first_rows] if clusters is not None else np.arange(len(size)))[matters]
     unit = np.unique(unit, return_inverse=True)[1]
-    gain_per_unit = np.bincount(unit, gain[matters])
-    attainable_per_unit = np.bincount(unit, attainable[matters])
-    value = gain_per_unit.sum() / attainable_per_unit.sum() if matters.any() else float("nan")
-    draws = rng.poisson(1.0, size=(resamples, len(gain_per_unit)))
+    return SlateGains(np.bincount(unit, gain[matters]), np.bincount(unit, attainable[matters]), int(matters.sum()))
+
+
+def _ratio_interval(numerator: np.ndarray, denominator: np.ndarray, requests: int, resamples: int, level: float,
+                    seed: int) -> Interval:
+    """sum(numerator) / sum(denominator) with a Poisson(1) bootstrap interval over units."""
+    if requests == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
+    draws = np.random.default_rng(seed).poisson(1.0, size=(resamples, len(numerator)))
     with np.errstate(invalid="ignore", divide="ignore"):
-        resampled = (draws @ gain_per_unit) / (draws @ attainable_per_unit)
+        resampled = (draws @ numerator) / (draws @ denominator)
     tail = (1 - level) / 2 * 100
-    low, high = np.nanpercentile(resampled, [tail, 100 - tail]) if matters.any() else (float("nan"),) * 2
-    return Interval(float(value), float(low), float(high), int(matters.sum()))
+    low, high = np.nanpercentile(resampled, [tail, 100 - tail])
+    return Interval(float(numerator.sum() / denominator.sum()), float(low), float(high), requests)
+
+
+def normalised_slate_value(groups: np.ndarray, values: np.ndarray, scores: np.ndarray,
+                           discount: Callable[[np.ndarray], np.ndarray], clusters: np.ndarray | None = None,
+                           resamples: int = 1_000, level: float = 0.95, seed: int = 0) -> Interval:
+    """How much of the attainable value a scorer's slates deliver: 0 = a random order, 1 = the
+    best (see ``slate_gains``): the summed gain over the summed attainable gain, with an
+    interval that resamples ``clusters`` (users: one user's requests are not independent;
+    default the requests)."""
+    gains = slate_gains(groups, values, scores, discount, clusters, seed)
+    return _ratio_interval(gains.gain, gains.attainable, gains.requests, resamples, level, seed)
+
+
+def paired_slate_difference(groups: np.ndarray, values: np.ndarray, scores: np.ndarray, baseline: np.ndarray,
+                            discount: Callable[[np.ndarray], np.ndarray], clusters: np.ndarray | None = None,
+                            resamples: int = 1_000, level: float = 0.95, seed: int = 0) -> Interval:
+    """``normalised_slate_value`` of ``scores`` minus that of ``baseline`` on the same slates,
+    with the interval of the difference (both resampled together, unit by unit): what a
+    challenger gains or loses against a champion, beyond the noise of which users were drawn."""
+    ours = slate_gains(groups, values, scores, discount, clusters, seed)
+    theirs = slate_gains(groups, values, baseline, discount, clusters, seed)
+    return _ratio_interval(ours.gain - theirs.gain, ours.attainable, ours.requests, resamples, level, seed)

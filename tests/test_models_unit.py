@@ -79,6 +79,21 @@ def test_slate_value_interval_widens_when_requests_cluster_by_user():
     assert one_item.requests == 0 and np.isnan(one_item.value)  # a one-post feed has no order to judge
 
 
+def test_paired_difference_is_zero_for_the_same_scorer_and_sees_a_small_loss_that_separate_intervals_miss():
+    groups, values, rng = _slates()
+    champion = values + rng.normal(0, 3.0, len(values))
+    same = metrics.paired_slate_difference(groups, values, champion, champion, examine_probability)
+    assert (same.value, same.low, same.high) == (0.0, 0.0, 0.0)
+    slightly_worse = champion + rng.normal(0, 1.0, len(values))
+    paired = metrics.paired_slate_difference(groups, values, slightly_worse, champion, examine_probability,
+                                             clusters=groups // 20)
+    apart = [metrics.normalised_slate_value(groups, values, s, examine_probability, clusters=groups // 20)
+             for s in (slightly_worse, champion)]
+    assert paired.value == pytest.approx(apart[0].value - apart[1].value)
+    assert paired.high < 0  # the loss is real ...
+    assert apart[0].high > apart[1].low  # ... though the two intervals overlap
+
+
 def test_recall_and_retrieval_ndcg():
     ranked = np.array([[1, 2, 3, 4], [9, 8, 7, 6]])
     relevant = [np.array([2, 5]), np.array([6]), np.array([], np.int64)]
