@@ -182,13 +182,14 @@ def train_ranker(home: str, data_dir: str, feature_store: str, registry: str, ep
 def evaluate_champion(home: str, data_dir: str, feature_store: str, registry: str, two_tower: Input[Model],
                       ranker: Input[Model], champion: Output[Metrics]):
     """Score the current champions on the held-out period the challengers were scored on
-    (a model with no champion yet is left out). The challengers come in only to order this
-    step after them and to show, in the lineage, whom the champions were compared with."""
-    from newsfeed.models import runs
+    (a model with no champion yet is left out), and the challenger ranker against the
+    champion on the same feeds with the challenger's weight table (a paired comparison)."""
+    from newsfeed.models import runs, saved
     from newsfeed.workspace import Workspace
 
     ws = Workspace.open(home, data_dir, feature_store, registry)
-    found = runs.champion_metrics(ws.home, ws.data_dir, ws.store, ws.registry)
+    challenger = (saved.load(ranker.path), saved.load_weights(ranker.path))
+    found = runs.champion_metrics(ws.home, ws.data_dir, ws.store, ws.registry, challenger=challenger)
     for name, entry in found.items():
         print(f"champion {name} version {entry['version']}")
         champion.metadata[name] = entry
@@ -200,8 +201,9 @@ def evaluate_champion(home: str, data_dir: str, feature_store: str, registry: st
 def gate(two_tower_metrics: Input[Metrics], ranker_metrics: Input[Metrics], champion: Input[Metrics],
          tolerance: float, guardrail_tolerance: float, calibration_tolerance: float, report: Output[HTML],
          decision: OutputPath(str)) -> bool:
-    """Pass the challenger only if its NDCG@10 is within ``tolerance`` of the champion's and
-    no guardrail broke; the decision (which metric failed, by how much) is the output."""
+    """Pass the challenger only if its feeds' engagement is not worse than the champion's
+    beyond noise (paired, within ``tolerance``) and no guardrail broke; the decision (which
+    metric failed, by how much) is the output."""
     import json
     from pathlib import Path
 
@@ -213,7 +215,8 @@ def gate(two_tower_metrics: Input[Metrics], ranker_metrics: Input[Metrics], cham
                         calibration_tolerance=calibration_tolerance)
     challenger = {TWO_TOWER: dict(two_tower_metrics.metadata), RANKER: dict(ranker_metrics.metadata)}
     champions = {name: entry["metrics"] for name, entry in champion.metadata.items()}
-    result = decide(challenger, champions, config)
+    paired = {name: entry.get("paired", {}) for name, entry in champion.metadata.items()}
+    result = decide(challenger, champions, config, paired)
     print(result.message())
     rows = [{"check": "primary" if c["primary"] else "guardrail", "metric": c["metric"],
              "challenger": c["challenger"], "champion": c["champion"], "limit": c["limit"],

@@ -51,7 +51,7 @@ def training_pipeline(
     trainer: str = "local",
     ray_workers: int = 2,
     ray_address: str = "",
-    gate_tolerance: float = 0.005,
+    gate_tolerance: float = 0.01,
     guardrail_tolerance: float = 0.02,
     calibration_tolerance: float = 0.01,
 ) -> str:

@@ -1,4 +1,5 @@
-"""The promotion gate: primary metric with a tolerance, guardrails, the first model."""
+"""The promotion gate: the primary measure compared paired (or by value) with a tolerance,
+guardrails, the first model."""
 
 from __future__ import annotations
 
@@ -8,14 +9,22 @@ from newsfeed.gate import GateConfig, decide
 from newsfeed.registry import RANKER, TWO_TOWER
 
 
-def metrics(ndcg=0.60, auc_hide=0.70, auc_block=0.72, calibration=0.005, recall=0.20) -> dict:
+PRIMARY = "ranker.engagement_vs_oracle"
+
+
+def metrics(engagement=0.60, auc_hide=0.70, auc_block=0.72, calibration=0.005, recall=0.20) -> dict:
     from newsfeed.schema import REACTIONS
 
     return {
         TWO_TOWER: {"two_tower.recall_at_500": recall},
-        RANKER: {"ranker.ndcg_at_10": ndcg, "auc_hide": auc_hide, "auc_block": auc_block,
-                 **{f"calibration_error_{r}": calibration for r in REACTIONS}},
+        RANKER: {PRIMARY: engagement, "ranker.engagement_vs_best": engagement / 2, "auc_hide": auc_hide,
+                 "auc_block": auc_block, **{f"calibration_error_{r}": calibration for r in REACTIONS}},
     }
+
+
+def paired(difference: float, half_width: float) -> dict:
+    return {RANKER: {PRIMARY: {"difference": difference, "low": difference - half_width,
+                               "high": difference + half_width}}}
 
 
 def test_with_no_champion_the_first_model_passes_and_says_so():
@@ -25,29 +34,50 @@ def test_with_no_champion_the_first_model_passes_and_says_so():
 
 
 def test_a_challenger_within_tolerance_passes():
-    decision = decide(metrics(ndcg=0.597), metrics(ndcg=0.600), GateConfig(tolerance=0.005))
+    decision = decide(metrics(engagement=0.59), metrics(engagement=0.60), GateConfig(tolerance=0.02))
     assert decision.passed, decision.message()
     assert len(decision.checks) == 1 + 2 + 7 + 1  # primary, hide/block AUC, 7 calibrations, recall
     assert decision.message().startswith("gate PASSED")
 
 
 def test_a_worse_primary_metric_is_rejected_with_the_shortfall():
-    decision = decide(metrics(ndcg=0.55), metrics(ndcg=0.60), GateConfig(tolerance=0.005))
+    decision = decide(metrics(engagement=0.55), metrics(engagement=0.60), GateConfig(tolerance=0.02))
     assert not decision.passed
     [failure] = decision.failures
-    assert failure.rule.metric == "ranker.ndcg_at_10" and failure.rule.primary
-    assert failure.limit == pytest.approx(0.595)
+    assert failure.rule.metric == PRIMARY and failure.rule.primary
+    assert failure.limit == pytest.approx(0.58)
     line = decision.message().splitlines()[1]  # failures come first
-    assert "primary" in line and "ranker.ndcg_at_10 0.5500 vs champion 0.6000" in line and "FAILED by 0.0450" in line
+    assert "primary" in line and f"{PRIMARY} 0.5500 vs champion 0.6000" in line and "FAILED by 0.0300" in line
+
+
+def test_paired_comparison_rejects_only_a_loss_beyond_noise_and_the_tolerance():
+    config = GateConfig(tolerance=0.02)
+    # Lower by value, but the interval of the paired difference reaches above -0.02: noise.
+    assert decide(metrics(engagement=0.57), metrics(), config, paired(-0.03, 0.015)).passed
+    # The same point values, a tight interval wholly below -0.02: worse beyond noise.
+    decision = decide(metrics(engagement=0.57), metrics(), config, paired(-0.03, 0.005))
+    assert not decision.passed
+    line = decision.message().splitlines()[1]
+    assert "on the same feeds -0.0300 [-0.0350, -0.0250]" in line and "FAILED by 0.0050" in line
+    assert decision.to_dict()["checks"][0]["paired"]["high"] == pytest.approx(-0.025)
+
+
+def test_without_a_world_the_primary_is_the_logged_engagement():
+    challenger, champion = metrics(engagement=0.40), metrics()
+    for side in (challenger, champion):
+        del side[RANKER][PRIMARY]  # imported data: no simulator world, no oracle
+    decision = decide(challenger, champion, GateConfig(tolerance=0.02))
+    [primary] = [c for c in decision.checks if c.rule.primary]
+    assert primary.rule.metric == "ranker.engagement_vs_best" and not decision.passed
 
 
 def test_guardrails_reject_a_better_ranker_that_confuses_blocks_or_is_miscalibrated():
-    decision = decide(metrics(ndcg=0.65, auc_block=0.65, calibration=0.02), metrics())
+    decision = decide(metrics(engagement=0.65, auc_block=0.65, calibration=0.02), metrics())
     failed = {c.rule.metric for c in decision.failures}
     assert not decision.passed
     assert "auc_block" in failed and "auc_hide" not in failed
     assert "calibration_error_click" in failed  # calibration error rose 0.015 > 0.01
-    assert "ranker.ndcg_at_10" not in failed
+    assert PRIMARY not in failed
 
 
 def test_lower_calibration_error_and_higher_auc_are_improvements():
@@ -72,8 +102,8 @@ def test_undefined_guardrails_are_skipped_and_a_missing_primary_is_an_error():
     del challenger[RANKER]["auc_block"]
     decision = decide(challenger, champion)
     assert decision.passed and decision.skipped == ["auc_block"]
-    del challenger[RANKER]["ranker.ndcg_at_10"]
-    with pytest.raises(ValueError, match="primary metric ranker.ndcg_at_10 is missing"):
+    del challenger[RANKER][PRIMARY], challenger[RANKER]["ranker.engagement_vs_best"]
+    with pytest.raises(ValueError, match="primary measure .* is missing .challenger."):
         decide(challenger, champion)
     with pytest.raises(ValueError, match="challenger's metrics"):
         decide({RANKER: {}}, champion)

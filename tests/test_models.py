@@ -119,6 +119,42 @@ def test_promote_list_and_evaluate_by_alias(trained):
     assert bad.exit_code == 1 and "no version '99'" in bad.output
 
 
+def test_gate_passes_a_retrain_under_another_seed_and_rejects_worse_rankers(trained):
+    """The gate's primary check, paired on the same feeds: an A/A retrain is noise, one epoch
+    of training and a wrong weight table are losses beyond it."""
+    from newsfeed.features.store import open_store
+    from newsfeed.gate import decide
+    from newsfeed.models import runs
+    from newsfeed.scoring import load_weights
+
+    home, _ = trained
+    for model in ("ranker", "two-tower"):
+        _ok(["models", "promote", model, "--version", "1"])
+    registry, store = Registry.open(home), open_store(home)
+    data_dir = home / "data"
+    champion_model, _, _ = runs.load_registered(registry, RANKER, "champion")
+
+    def gate(challenger_model, weights, metrics):
+        found = runs.champion_metrics(home, data_dir, store, registry, challenger=(challenger_model, weights))
+        champions = {name: entry["metrics"] for name, entry in found.items()}
+        challenger = {TWO_TOWER: champions[TWO_TOWER], RANKER: metrics}
+        return decide(challenger, champions, paired={RANKER: found[RANKER]["paired"]})
+
+    def retrain(**update):
+        train = runs.RANKER_TRAINING.model_copy(update=update)
+        return runs.train_ranker(home, data_dir, store, registry, train=train, register=False, show_progress=False)
+
+    a_a = gate((other := retrain(seed=8)).model, load_weights(), other.metrics)
+    assert a_a.passed, a_a.message()
+    one_epoch = gate((short := retrain(epochs=1)).model, load_weights(), short.metrics)
+    assert not one_epoch.passed and any(c.rule.primary for c in one_epoch.failures), one_epoch.message()
+    wrong = {**load_weights(), "hide": 20.0, "block": 50.0}  # rewards what users hate
+    champion_metrics = runs.champion_metrics(home, data_dir, store, registry)[RANKER]["metrics"]
+    wrong_table = gate(champion_model, wrong, champion_metrics)
+    [primary] = [c for c in wrong_table.checks if c.rule.primary]
+    assert not primary.passed and primary.paired["high"] < -0.5, wrong_table.message()
+
+
 LOAD_AND_SCORE = """
 import json, sys
 import numpy as np, pandas as pd

@@ -31,9 +31,10 @@ def runs(tmp_path_factory):
     settings, and a run on deliberately worse settings."""
     home = tmp_path_factory.mktemp("pipeline") / "home"
     first = pipeline(home)
-    # At this scale and 2 epochs two trainings differ by more than the default tolerance (0.005;
-    # the gate's noise is issue 13's): this run checks the Ray path, so it allows what noise does.
-    on_ray = pipeline(home, "--trainer", "ray", "--ray-workers", "2", "--gate-tolerance", "0.03")
+    # At this scale and 2 epochs two trainings are really different models (another seed:
+    # -0.107 [-0.139, -0.075] on the same feeds). This run checks the Ray path, so it allows
+    # that; the gate's A/A is tested at demo scale (test_models).
+    on_ray = pipeline(home, "--trainer", "ray", "--ray-workers", "2", "--gate-tolerance", "0.3")
     worse = pipeline(home, "--epochs", "1", "--ranker-learning-rate", "1e-6", "--two-tower-learning-rate", "1e-6")
     return home, first, on_ray, worse
 
@@ -86,7 +87,7 @@ def test_worse_settings_are_stopped_by_the_gate_and_register_nothing(runs):
     assert worse.exit_code == 3, worse.output
     assert "stopped by the gate" in worse.output
     failed = [line for line in worse.output.splitlines() if "FAILED by" in line]
-    assert any("primary" in line and "ranker.ndcg_at_10" in line for line in failed), worse.output
+    assert any("primary" in line and "ranker.engagement_vs_oracle" in line for line in failed), worse.output
     registry = Registry.open(home)
     for name in (TWO_TOWER, RANKER):
         assert [str(v.version) for v in registry.versions(name)] == ["1", "2"]
@@ -95,7 +96,8 @@ def test_worse_settings_are_stopped_by_the_gate_and_register_nothing(runs):
     decision = json.loads((last_run / "gate" / "decision").read_text())
     assert not decision["passed"]
     primary = next(c for c in decision["checks"] if c["primary"])
-    assert primary["challenger"] < primary["limit"] < primary["champion"]
+    assert primary["metric"] == "ranker.engagement_vs_oracle" and primary["challenger"] < primary["champion"]
+    assert primary["paired"]["high"] < primary["limit"]  # worse beyond noise, on the same feeds
     assert "FAIL" in (last_run / "gate" / "report").read_text()  # the HTML report says so too
     # Everything behind the gate was skipped.
     assert not {"register-models", "build-index", "package-ranker"} & {p.name for p in last_run.iterdir()}

@@ -28,8 +28,8 @@ MaxBadRateOption = Annotated[float | None, typer.Option(help="Fail when a table 
 TrainerOption = Annotated[str | None, typer.Option(help="local (in the step) | ray (Ray Train) [default local].")]
 RayWorkersOption = Annotated[int | None, typer.Option(help="Ray Train workers [default 2].")]
 RayAddressOption = Annotated[str | None, typer.Option(help="Ray cluster to train on [default: a local Ray per step].")]
-ToleranceOption = Annotated[float | None, typer.Option(help="Gate: how far NDCG@10 may fall below the champion's "
-                                                            "[default 0.005].")]
+ToleranceOption = Annotated[float | None, typer.Option(help="Gate: how far beyond noise the ranker's engagement "
+                                                            "may fall below the champion's [default 0.01].")]
 GuardrailOption = Annotated[float | None, typer.Option(help="Gate: how far hide/block AUC and Recall@500 may fall "
                                                             "[default 0.02].")]
 CalibrationOption = Annotated[float | None, typer.Option(help="Gate: how far a head's calibration error may rise "

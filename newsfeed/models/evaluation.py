@@ -94,6 +94,23 @@ def ranking_report(test: pd.DataFrame, scorers: dict[str, np.ndarray], weights: 
     return out
 
 
+def paired_ranking(test: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray, weights: Mapping[str, float],
+                   world: World | None) -> dict[str, dict[str, float]]:
+    """Challenger minus champion on the same feeds, both judged by ``weights`` (the
+    engagement the platform values), each difference with its paired 95% interval over
+    users (keys as in the run's metrics)."""
+    groups, users = test["request_id"].to_numpy(), test["user_id"].to_numpy()
+    realised = realised_engagement({r: test[r].to_numpy() for r in weights}, weights)
+    measures = {REALISED: (realised, metrics.log_discount)}
+    if world is not None:
+        measures[ENGAGEMENT] = (oracle_engagement(world, test, weights), examine_probability)
+    out = {}
+    for name, (values, discount) in measures.items():
+        d = metrics.paired_slate_difference(groups, values, challenger, champion, discount, clusters=users)
+        out[f"ranker.{name}"] = {"difference": d.value, "low": d.low, "high": d.high, "requests": d.requests}
+    return out
+
+
 def top_k(scores: np.ndarray, seen: list[np.ndarray], post_ids: np.ndarray, k: int) -> np.ndarray:
     """Top-k post ids per user row of ``scores`` with each user's seen posts excluded."""
     scores = scores.astype(np.float32, copy=True)

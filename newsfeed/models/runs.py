@@ -306,16 +306,31 @@ def evaluate_registered(home: Path, data_dir: Path, store, registry: Registry, r
 
 
 def champion_metrics(home: Path, data_dir: Path, store, registry: Registry,
-                     split: datasets.SplitConfig = datasets.SplitConfig()) -> dict[str, dict]:
+                     split: datasets.SplitConfig = datasets.SplitConfig(),
+                     challenger: tuple[MultiTaskRanker, dict[str, float]] | None = None) -> dict[str, dict]:
     """model name -> {"version", "metrics"}: each model's champion evaluated on today's
     held-out period (the one a challenger trained today is scored on), under the metric
-    names the challenger's run logs. A model with no champion yet is left out."""
+    names the challenger's run logs. A model with no champion yet is left out. With the
+    challenger ranker and its weight table, the ranker's entry also has "paired": the
+    challenger minus the champion on the same feeds, each ordering them with its own table
+    and both judged by the platform's, with intervals."""
     data = datasets.load(home, data_dir, split)
     out = {}
     for name, flatten in ((TWO_TOWER, flat_metrics), (RANKER, ranker_metrics)):
         if "champion" in registry.aliases(name):
             version, report = _evaluate_version(home, data_dir, store, registry, data, name, "champion")
             out[name] = {"version": version, "metrics": flatten(report)}
+    if challenger is not None and RANKER in out:
+        model, weights = challenger
+        champion, champion_weights, _ = load_registered(registry, RANKER, "champion")
+        frame = datasets.impression_set(home, store, data, "ranker")
+        test = frame[frame["split"] == "test"]
+        # Each ranks with its own weight table (what it would serve); both are judged by the
+        # platform's table, so a challenger with a worse table loses.
+        out[RANKER]["paired"] = evaluation.paired_ranking(
+            test, engagement_score(model.predict(test), weights),
+            engagement_score(champion.predict(test), champion_weights or load_weights()),
+            load_weights(), World.of_dataset(data_dir))
     return out
 
 
