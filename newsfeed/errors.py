@@ -17,3 +17,16 @@ class DataError(NewsfeedError, ValueError):
 
 class ServiceUnreachable(NewsfeedError, ConnectionError):
     """A service (PostgreSQL, Redis, Kubeflow, ...) that does not answer; the message names it and its address."""
+
+
+def option_message(err, renamed: dict[str, str] | None = None) -> str:
+    """The first problem of a pydantic ValidationError over command-line settings, as one line
+    naming the option (``--field-name``, or ``renamed[field]`` where the option is called
+    otherwise) and the value given."""
+    first = err.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    message = first["msg"].removeprefix("Value error, ")
+    if not field:
+        return message
+    option = (renamed or {}).get(field, "--" + field.replace("_", "-"))
+    return f"{option}: {message} (got {first.get('input')!r})"

@@ -3,10 +3,10 @@
 Both are scored on the same held-out period. The primary measure is the engagement the
 ranker's feeds deliver, hides and blocks counted (``engagement_vs_oracle`` on simulator
 data, else ``engagement_vs_best`` of the logged reactions; 0 = random order, 1 = best). It is
-compared paired: challenger and champion order the same feeds with the challenger's weight
-table, and the challenger is rejected only when even the top of the 95% interval of the
-difference is more than ``tolerance`` below zero, i.e. when it is worse beyond the noise of
-which users were drawn. Without a paired comparison the two point values are compared
+compared paired: challenger and champion order the same feeds, each with its own weight
+table, both judged by the platform's, and the challenger is rejected only when even the top
+of the 95% interval of the difference is more than ``tolerance`` below zero, i.e. when it is
+worse beyond the noise of which users were drawn. Without a paired comparison the two point values are compared
 with the same tolerance. Guardrails keep
 what the primary metric can hide from getting worse: telling hides and blocks apart (their
 heads' ROC-AUC), calibrated probabilities (the engagement score adds them up, so a
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field
 
 from newsfeed.registry import RANKER, TWO_TOWER
-from newsfeed.schema import REACTIONS
 
 PRIMARY = ("ranker.engagement_vs_oracle", "ranker.engagement_vs_best")
 """The ranker's primary measure, in order of preference: the first both sides have."""
@@ -45,6 +44,10 @@ class GateConfig(BaseModel):
     calibration_tolerance: float = Field(0.01, ge=0, description="how far a head's calibration error may rise")
 
     def rules(self, primary: str = PRIMARY[0]) -> list[Rule]:
+        # Here, not at the top: the pipeline and the CLI read GateConfig's defaults at import,
+        # and the schema module brings pandas and pandera (0.5 s).
+        from newsfeed.schema import REACTIONS
+
         return [
             Rule(RANKER, primary, True, self.tolerance, primary=True),
             *(Rule(RANKER, f"auc_{head}", True, self.guardrail_tolerance) for head in ("hide", "block")),

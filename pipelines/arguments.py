@@ -11,7 +11,7 @@ from typing import get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from newsfeed.errors import NewsfeedError
+from newsfeed.errors import NewsfeedError, option_message
 
 UNIT = dict(ge=0, le=1)
 OPTIONS = {"feature_store": "--store"}
@@ -86,9 +86,5 @@ def check(arguments: dict) -> dict:
     try:
         PipelineArguments(**arguments)
     except ValidationError as err:
-        first = err.errors()[0]
-        name = str(first["loc"][0])
-        option = OPTIONS.get(name, "--" + name.replace("_", "-"))
-        message = first["msg"].removeprefix("Value error, ")
-        raise PipelineArgumentError(f"{option}: {message} (got {first.get('input')!r})") from None
+        raise PipelineArgumentError(option_message(err, OPTIONS)) from None
     return arguments

@@ -183,7 +183,8 @@ def evaluate_champion(home: str, data_dir: str, feature_store: str, registry: st
                       ranker: Input[Model], champion: Output[Metrics]):
     """Score the current champions on the held-out period the challengers were scored on
     (a model with no champion yet is left out), and the challenger ranker against the
-    champion on the same feeds with the challenger's weight table (a paired comparison)."""
+    champion on the same feeds, each with its own weight table, both judged by the
+    platform's (a paired comparison)."""
     from newsfeed.models import runs, saved
     from newsfeed.workspace import Workspace
 

@@ -14,6 +14,7 @@ runner ignores both and passes its own home.
 
 from kfp import dsl, kubernetes
 
+from newsfeed.gate import GateConfig
 from pipelines import components as c
 
 NAME = "newsfeed-training"
@@ -51,9 +52,9 @@ def training_pipeline(
     trainer: str = "local",
     ray_workers: int = 2,
     ray_address: str = "",
-    gate_tolerance: float = 0.01,
-    guardrail_tolerance: float = 0.02,
-    calibration_tolerance: float = 0.01,
+    gate_tolerance: float = GateConfig().tolerance,
+    guardrail_tolerance: float = GateConfig().guardrail_tolerance,
+    calibration_tolerance: float = GateConfig().calibration_tolerance,
 ) -> str:
     """Parameters: ``data_dir`` (default <home>/data) is the data location; ``scale`` sizes
     the simulated dataset made there when it holds none; ``trainer`` is local (in the step)

@@ -1,7 +1,8 @@
 """The `newsfeed` command line: one module per command group.
 
-Command modules import only typer at load time and their heavy libraries
-(pandas, torch, feast, ...) inside each command, so `newsfeed --help` is fast.
+Command modules import only typer (and the small settings models whose defaults their
+help shows) at load time, and their heavy libraries (pandas, torch, feast, ...) inside
+each command, so `newsfeed --help` is fast.
 """
 
 from __future__ import annotations

@@ -28,14 +28,6 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def option_error(err) -> str:
-    """A pydantic ValidationError of command-line settings as one line naming the option."""
-    first = err.errors()[0]
-    field = first["loc"][0] if first["loc"] else ""
-    value = first.get("input")
-    return f"--{str(field).replace('_', '-')}: {first['msg']}" + (f" (got {value!r})" if field else "")
-
-
 class CommandGroup(TyperGroup):
     """The one place the project's own errors become a message and exit code 1, for every
     command below it; any other exception is a bug and keeps its traceback."""

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from newsfeed.cli.common import DataDirOption, HomeOption, console, fail, option_error
+from newsfeed.cli.common import DataDirOption, HomeOption, console, fail
 
 app = typer.Typer(help="Generate, import, validate and summarise datasets.", no_args_is_help=True)
 
@@ -36,6 +36,7 @@ def generate(
     from newsfeed.data.io import has_dataset, read_manifest, replace_dataset
     from newsfeed.data.simulator import SimConfig, simulate_to
     from newsfeed.data.world import WORLD_FILE
+    from newsfeed.errors import option_message
 
     out = Paths.resolve(home, data_dir).data_dir
     try:
@@ -44,7 +45,7 @@ def generate(
             feed_size=feed_size, drift_day=drift_day, drift_strength=drift_strength,
         )
     except ValidationError as err:
-        raise fail(option_error(err)) from None
+        raise fail(option_message(err)) from None
     if not force and has_dataset(out):
         existing = read_manifest(out)
         if existing.get("config") == config.model_dump(mode="json") and (out / WORLD_FILE).exists():

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from newsfeed.cli.common import DataDirOption, HomeOption, RegistryOption, StoreOption, console, fail
+from newsfeed.gate import GateConfig
 
 app = typer.Typer(help="The training pipeline: run locally, compile, submit to Kubeflow, schedule.",
                   no_args_is_help=True)
@@ -28,12 +29,13 @@ MaxBadRateOption = Annotated[float | None, typer.Option(help="Fail when a table 
 TrainerOption = Annotated[str | None, typer.Option(help="local (in the step) | ray (Ray Train) [default local].")]
 RayWorkersOption = Annotated[int | None, typer.Option(help="Ray Train workers [default 2].")]
 RayAddressOption = Annotated[str | None, typer.Option(help="Ray cluster to train on [default: a local Ray per step].")]
-ToleranceOption = Annotated[float | None, typer.Option(help="Gate: how far beyond noise the ranker's engagement "
-                                                            "may fall below the champion's [default 0.01].")]
+GATE = GateConfig()  # the gate's defaults, declared once in newsfeed.gate
+ToleranceOption = Annotated[float | None, typer.Option(help="Gate: how far beyond noise the ranker's engagement may "
+                                                            f"fall below the champion's [default {GATE.tolerance:g}].")]
 GuardrailOption = Annotated[float | None, typer.Option(help="Gate: how far hide/block AUC and Recall@500 may fall "
-                                                            "[default 0.02].")]
+                                                            f"[default {GATE.guardrail_tolerance:g}].")]
 CalibrationOption = Annotated[float | None, typer.Option(help="Gate: how far a head's calibration error may rise "
-                                                              "[default 0.01].")]
+                                                              f"[default {GATE.calibration_tolerance:g}].")]
 HostOption = Annotated[str, typer.Option("--host", help="Kubeflow Pipelines endpoint, e.g. http://localhost:8080.")]
 PackageOption = Annotated[Path | None, typer.Option("--package", help="Compiled pipeline [default: the committed one].")]
 

@@ -46,15 +46,14 @@ def _train_config(base, epochs: int, batch_size: int, seed: int, learning_rate: 
     """``base`` (a model's training defaults, newsfeed.models.runs) with the command's options."""
     from pydantic import ValidationError
 
+    from newsfeed.errors import option_message
     from newsfeed.models.training import TrainConfig
 
     try:
         return TrainConfig(**{**base.model_dump(), "epochs": epochs, "batch_size": batch_size, "seed": seed,
                               "learning_rate": learning_rate, "refit": refit, "recency_half_life_days": recency or None})
     except ValidationError as err:
-        first = err.errors()[0]
-        option = {"recency_half_life_days": "recency_half_life"}.get(first["loc"][0], first["loc"][0])
-        raise fail(f"--{str(option).replace('_', '-')}: {first['msg']}") from None
+        raise fail(option_message(err, {"recency_half_life_days": "--recency-half-life"})) from None
 
 
 def _run(job, *args, **kwargs):

@@ -2,9 +2,10 @@
 
 ``embedded`` (default): parquet joined by DuckDB, sqlite online store, file registry,
 all under ``<home>/features``. ``production``: Redis online store, a SQL registry on
-PostgreSQL, and training-set joins fanned out over Ray (``ray_offline_store``). The choice is ``--store`` on the command line or
-``NEWSFEED_FEATURE_STORE``; the settings themselves are the Feast YAML files in
-``feature_repo/`` with ``${VAR}`` placeholders filled from the environment.
+PostgreSQL, and training-set joins fanned out over Ray (``ray_offline_store``). The choice
+is ``--store`` on the command line or ``NEWSFEED_FEATURE_STORE``; the settings themselves
+are the Feast YAML files in ``feature_repo/`` with ``${VAR}`` placeholders filled from the
+environment.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ excluded; against random, most-popular and most-recent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -74,19 +74,30 @@ def ranking_scorers(test: pd.DataFrame, model_scores: np.ndarray, weights: Mappi
     return scorers
 
 
+def engagement_measures(test: pd.DataFrame, weights: Mapping[str, float],
+                        oracle: np.ndarray | None) -> dict[str, tuple[np.ndarray, Callable]]:
+    """name -> (each impression's value, position discount) of the feed measures: the
+    realised engagement on any data; the oracle's expected engagement where there is a world."""
+    realised = realised_engagement({r: test[r].to_numpy() for r in weights}, weights)
+    measures = {REALISED: (realised, metrics.log_discount)}
+    if oracle is not None:
+        measures = {ENGAGEMENT: (oracle, examine_probability), **measures}
+    return measures
+
+
 def ranking_report(test: pd.DataFrame, scorers: dict[str, np.ndarray], weights: Mapping[str, float],
                    k: int = 10) -> dict[str, dict[str, float]]:
-    """NDCG@k per scorer, of realised engagement and (simulator) of the oracle's expectation."""
-    groups = test["request_id"].to_numpy()
-    realised = realised_engagement({r: test[r].to_numpy() for r in weights}, weights)
+    """Per scorer: the feed measures with their intervals over users, NDCG@k of realised
+    engagement and (simulator) of the oracle's expectation."""
+    groups, users = test["request_id"].to_numpy(), test["user_id"].to_numpy()
+    measures = engagement_measures(test, weights, scorers.get("oracle"))
+    realised = measures[REALISED][0]
     out = {}
     for name, scores in scorers.items():
         row = {}
-        if "oracle" in scorers:
-            row.update(metrics.normalised_slate_value(groups, scorers["oracle"], scores, examine_probability,
-                                                     clusters=test["user_id"].to_numpy()).as_dict(ENGAGEMENT))
-        row.update(metrics.normalised_slate_value(groups, realised, scores, metrics.log_discount,
-                                                  clusters=test["user_id"].to_numpy()).as_dict(REALISED))
+        for measure, (values, discount) in measures.items():
+            row.update(metrics.normalised_slate_value(groups, values, scores, discount, clusters=users)
+                       .as_dict(measure))
         row[f"ndcg@{k}"] = metrics.ndcg_at_k(groups, realised, scores, k)
         if "oracle" in scorers:
             row[f"ndcg@{k}_vs_oracle"] = metrics.ndcg_at_k(groups, scorers["oracle"], scores, k)
@@ -100,12 +111,9 @@ def paired_ranking(test: pd.DataFrame, challenger: np.ndarray, champion: np.ndar
     engagement the platform values), each difference with its paired 95% interval over
     users (keys as in the run's metrics)."""
     groups, users = test["request_id"].to_numpy(), test["user_id"].to_numpy()
-    realised = realised_engagement({r: test[r].to_numpy() for r in weights}, weights)
-    measures = {REALISED: (realised, metrics.log_discount)}
-    if world is not None:
-        measures[ENGAGEMENT] = (oracle_engagement(world, test, weights), examine_probability)
+    oracle = oracle_engagement(world, test, weights) if world is not None else None
     out = {}
-    for name, (values, discount) in measures.items():
+    for name, (values, discount) in engagement_measures(test, weights, oracle).items():
         d = metrics.paired_slate_difference(groups, values, challenger, champion, discount, clusters=users)
         out[f"ranker.{name}"] = {"difference": d.value, "low": d.low, "high": d.high, "requests": d.requests}
     return out
