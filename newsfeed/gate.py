@@ -2,16 +2,19 @@
 
 Both are scored on the same held-out period. The primary measure is the engagement the
 ranker's feeds deliver, hides and blocks counted (``engagement_vs_oracle`` on simulator
-data, else ``engagement_vs_best`` of the logged reactions; 0 = random order, 1 = best). It is
-compared paired: challenger and champion order the same feeds, each with its own weight
-table, both judged by the platform's, and the challenger is rejected only when even the top
-of the 95% interval of the difference is more than ``tolerance`` below zero, i.e. when it is
-worse beyond the noise of which users were drawn. Without a paired comparison the two point values are compared
-with the same tolerance. Guardrails keep
-what the primary metric can hide from getting worse: telling hides and blocks apart (their
-heads' ROC-AUC), calibrated probabilities (the engagement score adds them up, so a
-miscalibrated head skews every ranking) and retrieval (the two-tower's Recall@500). With no
-champion yet, there is nothing to compare: the first model passes and becomes champion.
+data, else ``engagement_vs_best`` of the logged reactions; 0 = random order, 1 = best).
+Guardrails keep what the primary measure can hide from getting worse: telling hides and
+blocks apart (their heads' ROC-AUC), calibrated probabilities (the engagement score adds
+them up, so a miscalibrated head skews every ranking) and retrieval (the two-tower's
+Recall@500).
+
+Every check is compared paired where the pipeline can: challenger and champion on the same
+feeds (each ranker with its own weight table, both judged by the platform's) or the same
+requests, and a check fails only when even the favourable end of the 95% interval of the
+difference is more than its tolerance on the wrong side of zero, i.e. when the challenger
+is worse beyond the noise of which users were drawn. Without a paired comparison the two
+point values are compared with the same tolerance. With no champion yet, there is nothing
+to compare: the first model passes and becomes champion.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from newsfeed.registry import RANKER, TWO_TOWER
 
 PRIMARY = ("ranker.engagement_vs_oracle", "ranker.engagement_vs_best")
 """The ranker's primary measure, in order of preference: the first both sides have."""
+GUARDED_AUC_HEADS = ("hide", "block")
+"""The heads whose ROC-AUC is guarded: telling apart what users hate (the primary measure
+could hide a loss there behind gains elsewhere)."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class GateConfig(BaseModel):
 
         return [
             Rule(RANKER, primary, True, self.tolerance, primary=True),
-            *(Rule(RANKER, f"auc_{head}", True, self.guardrail_tolerance) for head in ("hide", "block")),
+            *(Rule(RANKER, f"auc_{head}", True, self.guardrail_tolerance) for head in GUARDED_AUC_HEADS),
             *(Rule(RANKER, f"calibration_error_{head}", False, self.calibration_tolerance) for head in REACTIONS),
             Rule(TWO_TOWER, "two_tower.recall_at_500", True, self.guardrail_tolerance),
         ]
@@ -61,28 +67,34 @@ class Check:
     rule: Rule
     challenger: float
     champion: float
-    paired: dict | None = None  # challenger - champion on the same feeds: difference, low, high
+    paired: dict | None = None  # challenger - champion on the same feeds or requests: difference, low, high
 
     @property
     def limit(self) -> float:
-        if self.paired is not None:
-            return -self.rule.tolerance  # for the top of the difference's interval
-        return self.champion - self.rule.tolerance if self.rule.higher_is_better else self.champion + self.rule.tolerance
+        r = self.rule
+        if self.paired is not None:  # for the interval's favourable end
+            return -r.tolerance if r.higher_is_better else r.tolerance
+        return self.champion - r.tolerance if r.higher_is_better else self.champion + r.tolerance
+
+    @property
+    def favourable_end(self) -> float:
+        """The end of the paired interval most kind to the challenger."""
+        return self.paired["high"] if self.rule.higher_is_better else self.paired["low"]
 
     @property
     def passed(self) -> bool:
-        if self.paired is not None:
-            return self.paired["high"] >= self.limit
-        return self.challenger >= self.limit if self.rule.higher_is_better else self.challenger <= self.limit
+        value = self.favourable_end if self.paired is not None else self.challenger
+        return value >= self.limit if self.rule.higher_is_better else value <= self.limit
 
     def describe(self) -> str:
         r = self.rule
         if self.paired is not None:
             p = self.paired
-            verdict = "held" if self.passed else f"FAILED by {self.limit - p['high']:.4f}"
-            return (f"{r.metric} {self.challenger:.4f} vs champion {self.champion:.4f}; on the same feeds "
-                    f"{p['difference']:+.4f} [{p['low']:+.4f}, {p['high']:+.4f}] (limit: the interval's top "
-                    f">= {self.limit:g}): {verdict}")
+            end, sign = ("top", ">=") if r.higher_is_better else ("bottom", "<=")
+            verdict = "held" if self.passed else f"FAILED by {abs(self.limit - self.favourable_end):.4f}"
+            return (f"{r.metric} {self.challenger:.4f} vs champion {self.champion:.4f}; paired "
+                    f"{p['difference']:+.4f} [{p['low']:+.4f}, {p['high']:+.4f}] (limit: the interval's {end} "
+                    f"{sign} {self.limit:+g}): {verdict}")
         sign = "-" if r.higher_is_better else "+"
         verdict = ("held" if self.passed else
                    f"FAILED by {abs(self.limit - self.challenger):.4f}")
@@ -148,6 +160,5 @@ def decide(challenger: dict[str, dict[str, float]], champion: dict[str, dict[str
         if ours is None or theirs is None:
             skipped.append(rule.metric)
             continue
-        difference = (paired or {}).get(rule.model, {}).get(rule.metric) if rule.primary else None
-        checks.append(Check(rule, float(ours), float(theirs), difference))
+        checks.append(Check(rule, float(ours), float(theirs), (paired or {}).get(rule.model, {}).get(rule.metric)))
     return Decision(all(c.passed for c in checks), checks, first, skipped)

@@ -167,6 +167,16 @@ def _ratio_interval(numerator: np.ndarray, denominator: np.ndarray, requests: in
     return Interval(float(numerator.sum() / denominator.sum()), float(low), float(high), requests)
 
 
+def mean_interval(values: np.ndarray, clusters: np.ndarray, resamples: int = 1_000, level: float = 0.95,
+                  seed: int = 0) -> Interval:
+    """The mean of ``values`` (one per query) with an interval resampling ``clusters`` (users:
+    one user's queries are not independent)."""
+    unit = np.unique(np.asarray(clusters), return_inverse=True)[1]
+    values = np.asarray(values, np.float64)
+    return _ratio_interval(np.bincount(unit, values), np.bincount(unit).astype(np.float64), len(values),
+                           resamples, level, seed)
+
+
 def normalised_slate_value(groups: np.ndarray, values: np.ndarray, scores: np.ndarray,
                            discount: Callable[[np.ndarray], np.ndarray], clusters: np.ndarray | None = None,
                            resamples: int = 1_000, level: float = 0.95, seed: int = 0) -> Interval:
@@ -187,3 +197,50 @@ def paired_slate_difference(groups: np.ndarray, values: np.ndarray, scores: np.n
     ours = slate_gains(groups, values, scores, discount, clusters, seed)
     theirs = slate_gains(groups, values, baseline, discount, clusters, seed)
     return _ratio_interval(ours.gain - theirs.gain, ours.attainable, ours.requests, resamples, level, seed)
+
+
+def weighted_auc(labels: np.ndarray, scores: np.ndarray) -> Callable[[np.ndarray], float]:
+    """ROC-AUC of ``scores`` as a function of per-row weights (ties count half): sorted once,
+    so a bootstrap re-weights rows in linear time."""
+    labels = np.asarray(labels).astype(bool)
+    tie_group = np.unique(np.asarray(scores, np.float64), return_inverse=True)[1]
+
+    def auc(weights: np.ndarray) -> float:
+        positive = np.bincount(tie_group, weights * labels)
+        negative = np.bincount(tie_group, weights * ~labels)
+        below = np.cumsum(negative) - negative
+        pairs = positive.sum() * negative.sum()
+        return float((positive * (below + negative / 2)).sum() / pairs) if pairs > 0 else float("nan")
+    return auc
+
+
+def weighted_calibration_error(labels: np.ndarray, probabilities: np.ndarray,
+                               bins: int = 15) -> Callable[[np.ndarray], float]:
+    """``calibration_error`` as a function of per-row weights, its bins fixed by the unweighted data."""
+    order = np.argsort(probabilities, kind="stable")
+    bin_of = np.empty(len(order), np.int64)
+    for b, rows in enumerate(np.array_split(order, bins)):
+        bin_of[rows] = b
+    residual = np.asarray(labels, np.float64) - np.asarray(probabilities, np.float64)
+
+    def error(weights: np.ndarray) -> float:
+        total = weights.sum()
+        return float(np.abs(np.bincount(bin_of, weights * residual, minlength=bins)).sum() / total) if total else float("nan")
+    return error
+
+
+def paired_weighted_difference(ours: Callable[[np.ndarray], float], theirs: Callable[[np.ndarray], float],
+                               clusters: np.ndarray, resamples: int = 500, level: float = 0.95,
+                               seed: int = 0) -> Interval:
+    """``ours(w) - theirs(w)`` on the same rows, with an interval from a Poisson bootstrap
+    that re-weights whole ``clusters`` (users) on both sides at once."""
+    unit = np.unique(np.asarray(clusters), return_inverse=True)[1]
+    ones = np.ones(len(unit))
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        weights = rng.poisson(1.0, unit.max() + 1)[unit].astype(np.float64)
+        draws.append(ours(weights) - theirs(weights))
+    tail = (1 - level) / 2 * 100
+    low, high = np.nanpercentile(draws, [tail, 100 - tail])
+    return Interval(ours(ones) - theirs(ones), float(low), float(high), int(unit.max() + 1))

@@ -170,7 +170,7 @@ def train_ranker(home: str, data_dir: str, feature_store: str, registry: str, ep
                                train, register=False, trainer=ray, impressions=pd.read_parquet(training_set.path))
     console = Console(width=100)
     console.print(head_table(result.report["heads"]))
-    console.print(ranking_table(result.report["ranking"]))
+    console.print(ranking_table(result.report["ranking"], result.report["tuning"]))
     saved.save(result.model, model.path, load_weights())
     model.metadata.update({"model_name": result.model_name, "mlflow_run_id": result.run_id,
                            "workers": result.history.workers, "best_epoch": result.history.best_epoch + 1})
@@ -182,14 +182,14 @@ def train_ranker(home: str, data_dir: str, feature_store: str, registry: str, ep
 def evaluate_champion(home: str, data_dir: str, feature_store: str, registry: str, two_tower: Input[Model],
                       ranker: Input[Model], champion: Output[Metrics]):
     """Score the current champions on the held-out period the challengers were scored on
-    (a model with no champion yet is left out), and the challenger ranker against the
-    champion on the same feeds, each with its own weight table, both judged by the
-    platform's (a paired comparison)."""
+    (a model with no champion yet is left out), and each challenger against its champion
+    paired: the rankers on the same feeds (each with its own weight table, both judged by
+    the platform's), the two-towers on the same requests."""
     from newsfeed.models import runs, saved
     from newsfeed.workspace import Workspace
 
     ws = Workspace.open(home, data_dir, feature_store, registry)
-    challenger = (saved.load(ranker.path), saved.load_weights(ranker.path))
+    challenger = runs.Challenger(saved.load(ranker.path), saved.load_weights(ranker.path), saved.load(two_tower.path))
     found = runs.champion_metrics(ws.home, ws.data_dir, ws.store, ws.registry, challenger=challenger)
     for name, entry in found.items():
         print(f"champion {name} version {entry['version']}")

@@ -58,7 +58,7 @@ def test_paired_comparison_rejects_only_a_loss_beyond_noise_and_the_tolerance():
     decision = decide(metrics(engagement=0.57), metrics(), config, paired(-0.03, 0.005))
     assert not decision.passed
     line = decision.message().splitlines()[1]
-    assert "on the same feeds -0.0300 [-0.0350, -0.0250]" in line and "FAILED by 0.0050" in line
+    assert "paired -0.0300 [-0.0350, -0.0250]" in line and "FAILED by 0.0050" in line
     assert decision.to_dict()["checks"][0]["paired"]["high"] == pytest.approx(-0.025)
 
 
@@ -107,3 +107,27 @@ def test_undefined_guardrails_are_skipped_and_a_missing_primary_is_an_error():
         decide(challenger, champion)
     with pytest.raises(ValueError, match="challenger's metrics"):
         decide({RANKER: {}}, champion)
+
+
+def test_paired_guardrails_reject_a_loss_beyond_noise_in_either_direction():
+    def interval(difference, half_width):
+        return {"difference": difference, "low": difference - half_width, "high": difference + half_width}
+
+    # By value the challenger's calibration error rose 0.015 (> 0.01) and its Recall@500 fell
+    # 0.03 (> 0.02), yet paired, both intervals reach back within their tolerances: noise.
+    challenger, champion = metrics(calibration=0.02, recall=0.17), metrics()
+    noisy = {RANKER: {"calibration_error_click": interval(0.015, 0.01)},
+             TWO_TOWER: {"two_tower.recall_at_500": interval(-0.03, 0.015)}}
+    decision = decide(challenger, champion, paired=noisy)
+    failed = {c.rule.metric for c in decision.failures}
+    assert "calibration_error_click" not in failed and "two_tower.recall_at_500" not in failed
+    assert "calibration_error_like" in failed  # not paired: compared by value
+    # Tight intervals: worse beyond noise. A lower-is-better check reads the interval's bottom.
+    tight = {RANKER: {"calibration_error_click": interval(0.015, 0.002)},
+             TWO_TOWER: {"two_tower.recall_at_500": interval(-0.03, 0.005)}}
+    decision = decide(challenger, champion, paired=tight)
+    by_metric = {c.rule.metric: c for c in decision.checks}
+    assert not by_metric["calibration_error_click"].passed and by_metric["calibration_error_click"].limit == 0.01
+    assert "the interval's bottom <= +0.01" in by_metric["calibration_error_click"].describe()
+    assert not by_metric["two_tower.recall_at_500"].passed
+    assert "the interval's top >= -0.02" in by_metric["two_tower.recall_at_500"].describe()

@@ -27,16 +27,23 @@ def _ok(args: list[str]) -> str:
     return result.output
 
 
+FRESH_SEED = 29
+"""The simulator seed these tests run on: no modelling choice was made on it, nor on how to make
+them (the choices were made on seed 7's data before its test period, see
+benchmarks/model_choices.py; seed 23 showed that a choice made on one window did not carry, and
+so is spent)."""
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Data -> features (applied, materialized) -> both models trained and registered -> index,
-    at the demo's scale (2,000 users, 8,000 posts, 14 days; about ten minutes on 2 cores)."""
+    at the demo's scale (2,000 users, 8,000 posts, 14 days) on a fresh seed."""
     home = tmp_path_factory.mktemp("models-home")
     mp = pytest.MonkeyPatch()
     mp.setenv("NEWSFEED_HOME", str(home))
     mp.delenv("NEWSFEED_DATA_DIR", raising=False)
     mp.delenv("NEWSFEED_REGISTRY", raising=False)
-    _ok(["data", "generate"])
+    _ok(["data", "generate", "--seed", str(FRESH_SEED)])
     _ok(["features", "apply"])
     _ok(["features", "materialize"])
     outputs = {
@@ -94,15 +101,34 @@ def test_ranker_quality_at_demo_scale(trained):
     # The same of what users really did (any data): the oracle knows probabilities, not outcomes.
     assert m["ranker.engagement_vs_best_low"] > m["most_popular.engagement_vs_best_high"]
     assert m["ranker.engagement_vs_best"] < m["oracle.engagement_vs_best"] < 1.0
+    # The most-popular baseline was tuned on the validation period, its grid logged.
+    from newsfeed.models.evaluation import POPULARITY_PRIORS
+
+    assert m["tuning.most_popular_prior_impressions"] in POPULARITY_PRIORS
 
 
-def test_two_tower_retrieval_beats_popularity_and_chance(trained):
+def test_two_tower_retrieval_is_measured_on_the_serving_corpus_beside_tuned_baselines(trained):
+    """Each test request is a query over the posts serving's ANN source searches at that time;
+    the two-tower finds more than chance beyond noise, of what users engaged with and of the
+    oracle's feed. On this data it does not beat popular posts (see the README): its
+    normalised dot product cannot carry a post's own quality, so popular and fresh posts
+    are candidate sources of their own in serving."""
     home, _ = trained
     registry = Registry.open(home)
     m = registry.client.get_run(registry.version(TWO_TOWER, "challenger").run_id).data.metrics
-    assert m["two_tower.recall_at_500"] > m["most_popular.recall_at_500"] + 0.02, m
-    assert m["two_tower.recall_at_500"] > m["random.recall_at_500"] + 0.04, m
+    assert m["two_tower.recall_at_500_low"] > m["random.recall_at_500_high"], m
     assert m["two_tower.recall_at_100"] > m["random.recall_at_100"], m
+    for k in (50, 100, 500):
+        assert m[f"two_tower.oracle_recall_at_{k}_low"] > m[f"random.oracle_recall_at_{k}_high"], (k, m)
+        assert m[f"oracle.oracle_recall_at_{k}"] == pytest.approx(1.0)
+    for scorer in ("two_tower", "random", "most_popular", "most_recent", "oracle"):
+        assert m[f"{scorer}.recall_at_50"] <= m[f"{scorer}.recall_at_100"] <= m[f"{scorer}.recall_at_500"]
+    # Pairs no retriever can return are counted apart, not in the denominator.
+    assert m["corpus.unretrievable_shown_before"] > 0 and m["corpus.unretrievable_older_than_horizon"] > 0
+    assert 0 < m["corpus.unretrievable_share"] < 0.5
+    from newsfeed.models.evaluation import POPULARITY_HALF_LIVES_DAYS
+
+    assert m["tuning.most_popular_half_life_days"] in POPULARITY_HALF_LIVES_DAYS
 
 
 def test_promote_list_and_evaluate_by_alias(trained):
@@ -120,8 +146,8 @@ def test_promote_list_and_evaluate_by_alias(trained):
 
 
 def test_gate_passes_a_retrain_under_another_seed_and_rejects_worse_rankers(trained):
-    """The gate's primary check, paired on the same feeds: an A/A retrain is noise, one epoch
-    of training and a wrong weight table are losses beyond it."""
+    """Every check paired on the same feeds and requests: an A/A retrain of both models is
+    noise, one epoch of training and a wrong weight table are losses beyond it."""
     from newsfeed.features.store import open_store
     from newsfeed.gate import decide
     from newsfeed.models import runs
@@ -132,25 +158,30 @@ def test_gate_passes_a_retrain_under_another_seed_and_rejects_worse_rankers(trai
         _ok(["models", "promote", model, "--version", "1"])
     registry, store = Registry.open(home), open_store(home)
     data_dir = home / "data"
-    champion_model, _, _ = runs.load_registered(registry, RANKER, "champion")
+    champion_ranker, _, _ = runs.load_registered(registry, RANKER, "champion")
 
-    def gate(challenger_model, weights, metrics):
-        found = runs.champion_metrics(home, data_dir, store, registry, challenger=(challenger_model, weights))
+    def gate(challenger: runs.Challenger, metrics: dict):
+        found = runs.champion_metrics(home, data_dir, store, registry, challenger=challenger)
         champions = {name: entry["metrics"] for name, entry in found.items()}
-        challenger = {TWO_TOWER: champions[TWO_TOWER], RANKER: metrics}
-        return decide(challenger, champions, paired={RANKER: found[RANKER]["paired"]})
+        return decide({TWO_TOWER: champions[TWO_TOWER], **metrics}, champions,
+                      paired={name: entry.get("paired", {}) for name, entry in found.items()})
 
     def retrain(**update):
         train = runs.RANKER_TRAINING.model_copy(update=update)
         return runs.train_ranker(home, data_dir, store, registry, train=train, register=False, show_progress=False)
 
-    a_a = gate((other := retrain(seed=8)).model, load_weights(), other.metrics)
+    ranker, two_tower = retrain(seed=8), runs.train_two_tower(
+        home, data_dir, store, registry, train=runs.TWO_TOWER_TRAINING.model_copy(update={"seed": 8}),
+        register=False, show_progress=False)
+    a_a = gate(runs.Challenger(ranker.model, load_weights(), two_tower.model),
+               {TWO_TOWER: two_tower.metrics, RANKER: ranker.metrics})
     assert a_a.passed, a_a.message()
-    one_epoch = gate((short := retrain(epochs=1)).model, load_weights(), short.metrics)
+    assert all(c.paired is not None for c in a_a.checks), a_a.message()  # guardrails too
+    one_epoch = gate(runs.Challenger((short := retrain(epochs=1)).model, load_weights()), {RANKER: short.metrics})
     assert not one_epoch.passed and any(c.rule.primary for c in one_epoch.failures), one_epoch.message()
     wrong = {**load_weights(), "hide": 20.0, "block": 50.0}  # rewards what users hate
     champion_metrics = runs.champion_metrics(home, data_dir, store, registry)[RANKER]["metrics"]
-    wrong_table = gate(champion_model, wrong, champion_metrics)
+    wrong_table = gate(runs.Challenger(champion_ranker, wrong), {RANKER: champion_metrics})
     [primary] = [c for c in wrong_table.checks if c.rule.primary]
     assert not primary.passed and primary.paired["high"] < -0.5, wrong_table.message()
 

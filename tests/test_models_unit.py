@@ -102,6 +102,75 @@ def test_recall_and_retrieval_ndcg():
     assert metrics.ndcg_of_ranked(ranked[:1], [np.array([1])], 4) == pytest.approx(1.0)
 
 
+def _impressions(rows):
+    """(request_id, user_id, post_id, hour, click) rows as an impressions frame."""
+    frame = pd.DataFrame(rows, columns=["request_id", "user_id", "post_id", "hour", "click"])
+    frame["ts"] = pd.Timestamp("2026-10-01", tz="UTC") + pd.to_timedelta(frame.pop("hour"), unit="h")
+    for reaction in ("like", "comment", "share", "friend_request"):
+        frame[reaction] = 0
+    return frame
+
+
+def test_retrieval_queries_are_requests_with_what_serving_could_not_return_counted_apart():
+    from newsfeed.models.datasets import retrieval_queries
+
+    impressions = _impressions([
+        (1, 7, 100, 0, 0),  # shown, not engaged: seen from then on
+        (2, 7, 100, 30, 1), (2, 7, 101, 30, 1), (2, 7, 102, 30, 1), (2, 7, 103, 30, 0),
+        (3, 8, 101, 31, 0),  # no engagement: no query
+    ])
+    created = pd.Series(pd.to_datetime(["2026-09-20", "2026-10-01", "2026-10-02", "2026-10-02"], utc=True)
+                        .astype("datetime64[ns, UTC]").asi8, index=[100, 101, 102, 103])
+    created.loc[99] = created.loc[100]  # a post from before the horizon
+    queries = retrieval_queries(impressions, created, pd.Timestamp("2026-10-02", tz="UTC"),
+                                pd.Timestamp("2026-10-03", tz="UTC"), horizon_days=3.0)
+    assert queries.user_ids.tolist() == [7]
+    assert sorted(queries.relevant[0].tolist()) == [101, 102]  # 100 was shown before and is old
+    assert queries.seen[0].tolist() == [100]
+    assert queries.unretrievable == {"shown_before": 1, "older_than_horizon": 0}
+    late = retrieval_queries(impressions.assign(post_id=impressions["post_id"].replace({101: 99})), created,
+                             pd.Timestamp("2026-10-02", tz="UTC"), pd.Timestamp("2026-10-03", tz="UTC"), 3.0)
+    assert late.unretrievable == {"shown_before": 1, "older_than_horizon": 1}
+
+
+def test_popularity_counts_only_engagements_before_each_request_and_decays():
+    from newsfeed.models.evaluation import DAY_NS, popularity_as_of
+
+    events = pd.DataFrame({"post_id": [1, 1, 2, 3], "ns": np.array([0, 1, 5, 9]) * DAY_NS})
+    scores = popularity_as_of(events, np.array([1, 2, 3]), np.array([2, 10]) * DAY_NS, half_life_days=1.0)
+    assert scores[0].tolist() == [1.0, 0.0, 0.0]  # post 2's engagement on day 5 is not yet known
+    assert scores[1].argmax() == 2  # a day-old engagement outweighs older ones, halving per day
+    assert scores[1, 1] == pytest.approx(2.0 ** -5 / 2.0 ** -1)
+    assert scores[1, 0] == pytest.approx((2.0 ** -10 + 2.0 ** -9) / 2.0 ** -1)
+    counts = popularity_as_of(events, np.array([1, 2, 3]), np.array([10]) * DAY_NS, half_life_days=1e9)
+    assert counts[0] == pytest.approx([1.0, 0.5, 0.5])  # a long half-life counts
+
+
+def test_retrieval_searches_only_posts_published_within_the_horizon_of_each_request():
+    from newsfeed.models.datasets import RetrievalQueries
+    from newsfeed.models.evaluation import DAY_NS, retrieved
+
+    post_ids = np.array([10, 11, 12, 13])
+    created = np.array([0, 4, 6, 9]) * DAY_NS  # 13 is published after the request
+    queries = RetrievalQueries(np.array([1]), np.array([7 * DAY_NS]), [np.array([11])], [np.array([12])],
+                               {"shown_before": 0, "older_than_horizon": 0})
+    ranked = retrieved(np.array([[4.0, 3.0, 2.0, 1.0]]), created, queries, post_ids, horizon_days=3.0, k=4)
+    assert ranked[0, 0] == 11  # 10 is older than 3 days, 12 was seen
+    assert set(ranked[0, 1:].tolist()) <= {10, 12, 13}  # the rest are masked (-inf), not ranked ahead
+
+
+def test_oracle_recall_is_the_share_of_the_oracle_feed_in_the_top_k():
+    from newsfeed.models.evaluation import oracle_recall
+
+    ideal = np.array([[1, 2], [5, 6]])  # each query's oracle feed
+    ranked = np.array([[1, 9, 2, 8], [7, 8, 9, 5]])
+    found = oracle_recall(ranked, ideal, users=np.array([10, 11]), ks=(1, 3, 4))
+    assert found[1].value == pytest.approx((0.5 + 0.0) / 2)
+    assert found[3].value == pytest.approx((1.0 + 0.0) / 2)
+    assert found[4].value == pytest.approx((1.0 + 0.5) / 2)
+    assert found[4].low <= found[4].value <= found[4].high
+
+
 def test_calibration_error_is_small_for_calibrated_and_large_for_shifted():
     rng = np.random.default_rng(1)
     p = rng.random(50_000) * 0.2
@@ -109,6 +178,44 @@ def test_calibration_error_is_small_for_calibrated_and_large_for_shifted():
     assert metrics.calibration_error(y, p) < 0.01
     assert metrics.calibration_error(y, p + 0.2) > 0.15
     assert np.isnan(metrics.roc_auc(np.zeros(10), np.arange(10)))
+
+
+def test_weighted_auc_and_calibration_match_the_unweighted_ones_and_repeat_rows():
+    from newsfeed.metrics import calibration_error, roc_auc, weighted_auc, weighted_calibration_error
+
+    rng = np.random.default_rng(3)
+    p = rng.random(2_000) * 0.3
+    y = (rng.random(2_000) < p).astype(int)
+    scores = np.round(p + rng.normal(0, 0.05, 2_000), 2)  # rounded: ties count half, as sklearn's
+    ones = np.ones(2_000)
+    assert weighted_auc(y, scores)(ones) == pytest.approx(roc_auc(y, scores))
+    assert weighted_calibration_error(y, p)(ones) == pytest.approx(calibration_error(y, p))
+    twice = rng.integers(0, 3, 2_000)  # integer weights read as repeated rows
+    repeated = np.repeat(np.arange(2_000), twice)
+    assert weighted_auc(y, scores)(twice.astype(float)) == pytest.approx(roc_auc(y[repeated], scores[repeated]))
+
+
+def test_paired_weighted_difference_sees_a_worse_head_and_nothing_in_the_same_one():
+    from newsfeed.metrics import paired_weighted_difference, weighted_auc
+
+    rng = np.random.default_rng(4)
+    users = rng.integers(0, 300, 6_000)
+    p = rng.random(6_000) * 0.4
+    y = (rng.random(6_000) < p).astype(int)
+    worse = p + rng.normal(0, 0.15, 6_000)  # the same signal, blurred
+    same = paired_weighted_difference(weighted_auc(y, p), weighted_auc(y, p), users)
+    assert same.value == same.low == same.high == 0.0
+    loss = paired_weighted_difference(weighted_auc(y, worse), weighted_auc(y, p), users)
+    assert loss.low < loss.value < loss.high < 0 and loss.requests == len(np.unique(users))
+
+
+def test_mean_interval_is_the_mean_over_queries_resampling_users():
+    from newsfeed.metrics import mean_interval
+
+    values, users = np.array([1.0, 0.0, 0.5, 0.5]), np.array([7, 7, 8, 9])
+    interval = mean_interval(values, users)
+    assert interval.value == pytest.approx(0.5) and interval.requests == 4
+    assert interval.low <= 0.5 <= interval.high
 
 
 def test_weights_are_data_with_overrides_and_clear_errors(tmp_path):

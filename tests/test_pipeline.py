@@ -98,6 +98,7 @@ def test_worse_settings_are_stopped_by_the_gate_and_register_nothing(runs):
     primary = next(c for c in decision["checks"] if c["primary"])
     assert primary["metric"] == "ranker.engagement_vs_oracle" and primary["challenger"] < primary["champion"]
     assert primary["paired"]["high"] < primary["limit"]  # worse beyond noise, on the same feeds
+    assert all(c["paired"] is not None for c in decision["checks"])  # the guardrails are paired too
     assert "FAIL" in (last_run / "gate" / "report").read_text()  # the HTML report says so too
     # Everything behind the gate was skipped.
     assert not {"register-models", "build-index", "package-ranker"} & {p.name for p in last_run.iterdir()}

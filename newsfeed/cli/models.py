@@ -16,6 +16,7 @@ ModelArg = Annotated[str, typer.Argument(help="two-tower | ranker.")]
 @app.command("list")
 def list_models(home: HomeOption = None, registry: RegistryOption = None) -> None:
     """Every registered version with its aliases, lineage and headline metrics."""
+    from newsfeed.gate import PRIMARY
     from newsfeed.registry import MODEL_NAMES, RegistryError
 
     reg = open_registry(home, registry)
@@ -24,17 +25,19 @@ def list_models(home: HomeOption = None, registry: RegistryOption = None) -> Non
     table = Table(title=f"registered models newsfeed-<model> ({reg.kind} registry)", box=box.SIMPLE_HEAD)
     for c in ("model", "v", "aliases", "data", "code", "headline metric"):
         table.add_column(c, justify="right" if c == "v" else "left", no_wrap=True)
-    headline = {"two-tower": ("two_tower.recall_at_500", "recall@500"), "ranker": ("ranker.ndcg_at_10", "ndcg@10")}
+    # The first of each model's measures its run has (the ranker's: the gate's primary, in order).
+    headline = {"two-tower": ("two_tower.recall_at_500",), "ranker": PRIMARY}
+    label = {"two_tower.recall_at_500": "recall@500", "ranker.engagement_vs_oracle": "vs oracle",
+             "ranker.engagement_vs_best": "vs best"}
     try:
         for short, name in MODEL_NAMES.items():
             aliases = reg.aliases(name)
-            key, label = headline[short]
             for v in reg.versions(name):
                 run = reg.client.get_run(v.run_id) if v.run_id else None
-                metric = run.data.metrics.get(key) if run else None
+                found = [(key, run.data.metrics[key]) for key in headline[short] if run and key in run.data.metrics]
                 table.add_row(short, str(v.version), ",".join(a for a, n in aliases.items() if n == str(v.version)),
-                              v.tags.get("data_fingerprint", "")[:8],
-                              v.tags.get("code_version", "")[:8], f"{label} {metric:.3f}" if metric is not None else "")
+                              v.tags.get("data_fingerprint", "")[:8], v.tags.get("code_version", "")[:8],
+                              f"{label[found[0][0]]} {found[0][1]:.3f}" if found else "")
     except RegistryError as err:
         raise fail(str(err)) from None
     console.print(table)

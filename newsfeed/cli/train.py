@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from newsfeed.cli.common import (DataDirOption, HomeOption, RegistryOption, StoreOption, console, fail,
                                  open_feature_store, open_registry, require_applied)
+from newsfeed.models.settings import RANKER_TRAINING, TWO_TOWER_TRAINING
 from newsfeed.models.tables import head_table, ranking_table, retrieval_table
 
 app = typer.Typer(help="Train the two-tower retrieval model or the multi-task ranker.", no_args_is_help=True)
@@ -16,6 +17,7 @@ app = typer.Typer(help="Train the two-tower retrieval model or the multi-task ra
 EpochsOption = Annotated[int, typer.Option(help="Maximum epochs (early stopping on validation loss).")]
 SeedOption = Annotated[int, typer.Option(help="Seed of initialisation and shuffling.")]
 BatchOption = Annotated[int, typer.Option(help="Minibatch size.")]
+LearningRateOption = Annotated[float, typer.Option(help="AdamW learning rate.")]
 NoRegisterOption = Annotated[bool, typer.Option("--no-register", help="Log the run but register no version.")]
 RecencyOption = Annotated[float, typer.Option("--recency-half-life", help="Weight training rows by recency, "
                                                                          "halving every this many days (0: off).")]
@@ -75,13 +77,15 @@ def _report_run(result) -> None:
 
 @app.command("two-tower")
 def two_tower(
-    epochs: EpochsOption = 12, batch_size: BatchOption = 512, seed: SeedOption = 7,
-    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
-    refit: RefitOption = False, recency_half_life: RecencyOption = 0.0, no_register: NoRegisterOption = False,
+    epochs: EpochsOption = TWO_TOWER_TRAINING.epochs, batch_size: BatchOption = TWO_TOWER_TRAINING.batch_size,
+    seed: SeedOption = TWO_TOWER_TRAINING.seed, learning_rate: LearningRateOption = TWO_TOWER_TRAINING.learning_rate,
+    refit: RefitOption = TWO_TOWER_TRAINING.refit,
+    recency_half_life: RecencyOption = TWO_TOWER_TRAINING.recency_half_life_days or 0.0,
+    no_register: NoRegisterOption = False,
     ray_workers: RayWorkersOption = 0, ray_address: RayAddressOption = None, home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None, registry: RegistryOption = None,
 ) -> None:
     """Train the two-tower retrieval model on engaged impressions; evaluate Recall@K against baselines."""
-    from newsfeed.models.runs import TWO_TOWER_TRAINING, train_two_tower
+    from newsfeed.models.runs import train_two_tower
 
     train = _train_config(TWO_TOWER_TRAINING, epochs, batch_size, seed, learning_rate, refit, recency_half_life)
     paths, feast_store, reg = _context(home, data_dir, store, registry)
@@ -95,16 +99,18 @@ def two_tower(
 def ranker(
     architecture: Annotated[str, typer.Option(help="mmoe | shared-bottom.")] = "mmoe",
     weights: Annotated[Path | None, typer.Option(help="Engagement weight table (YAML) to register with the model.")] = None,
-    epochs: EpochsOption = 12, batch_size: BatchOption = 1024, seed: SeedOption = 7,
-    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-3,
-    refit: RefitOption = True, recency_half_life: RecencyOption = 5.0, no_register: NoRegisterOption = False,
+    epochs: EpochsOption = RANKER_TRAINING.epochs, batch_size: BatchOption = RANKER_TRAINING.batch_size,
+    seed: SeedOption = RANKER_TRAINING.seed, learning_rate: LearningRateOption = RANKER_TRAINING.learning_rate,
+    refit: RefitOption = RANKER_TRAINING.refit,
+    recency_half_life: RecencyOption = RANKER_TRAINING.recency_half_life_days or 0.0,
+    no_register: NoRegisterOption = False,
     ray_workers: RayWorkersOption = 0, ray_address: RayAddressOption = None, home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None, registry: RegistryOption = None,
 ) -> None:
     """Train the multi-task ranker; evaluate per-head AUC and NDCG@10 against baselines and the oracle."""
     from pydantic import ValidationError
 
     from newsfeed.models.ranker import RankerConfig
-    from newsfeed.models.runs import RANKER_TRAINING, train_ranker
+    from newsfeed.models.runs import train_ranker
 
     try:
         config = RankerConfig(architecture=architecture)
@@ -115,7 +121,7 @@ def ranker(
     result = _run(train_ranker, paths.home, paths.data_dir, feast_store, reg, config, train, weights_file=weights,
                   register=not no_register, trainer=_trainer(ray_workers, ray_address))
     console.print(head_table(result.report["heads"]))
-    console.print(ranking_table(result.report["ranking"]))
+    console.print(ranking_table(result.report["ranking"], result.report["tuning"]))
     _report_run(result)
 
 
@@ -132,4 +138,4 @@ def evaluate(
     console.print(f"evaluating {model}: {versions}")
     console.print(retrieval_table(report["retrieval"]))
     console.print(head_table(report["ranker"]["heads"]))
-    console.print(ranking_table(report["ranker"]["ranking"]))
+    console.print(ranking_table(report["ranker"]["ranking"], report["ranker"]["tuning"]))

@@ -124,30 +124,95 @@ def view_features(store, service: str, views: tuple[str, ...] | None = None) -> 
 
 
 @dataclass
-class RetrievalSet:
-    """The retrieval evaluation: users as of the test start, every candidate post, what each
-    user engaged with in the test period (relevant) and what they had been shown before (seen)."""
+class RetrievalQueries:
+    """Feed requests as retrieval queries, as serving meets them: at the request's time, the
+    corpus is the posts published within the freshness horizon, less those the user was
+    already shown (serving filters them out); the posts of this feed the user engaged with
+    are what retrieval should find."""
 
-    users: pd.DataFrame  # one row per evaluated user, user features as of test start
-    posts: pd.DataFrame  # one row per candidate post, content + engagement as of test start
-    relevant: list[np.ndarray]
-    seen: list[np.ndarray]
-    popularity: np.ndarray  # per candidate post: positives before the test start
+    user_ids: np.ndarray  # per query
+    request_ns: np.ndarray  # per query: the request's time (ns since the epoch)
+    relevant: list[np.ndarray]  # per query: engaged posts serving could return
+    seen: list[np.ndarray]  # per query: posts shown to the user before the request
+    unretrievable: dict[str, int]  # engaged pairs serving could never return, by why
+
+    @property
+    def pairs(self) -> int:
+        return int(sum(len(r) for r in self.relevant))
+
+
+def _ns(ts) -> np.ndarray:
+    return pd.to_datetime(ts, utc=True).astype("datetime64[ns, UTC]").array.asi8
+
+
+def retrieval_queries(impressions: pd.DataFrame, created_ns: pd.Series, start: pd.Timestamp, end: pd.Timestamp,
+                      horizon_days: float) -> RetrievalQueries:
+    """Every request in [start, end] with an engaged post is one query; ``created_ns``: each
+    post's publication time by post id."""
+    frame = impressions.assign(ns=_ns(impressions["ts"])).sort_values(["user_id", "ns"], kind="stable")
+    in_window = frame[(frame["ns"] >= start.value) & (frame["ns"] <= end.value)]
+    engaged = in_window[is_positive(in_window)]
+    requests = engaged.groupby("request_id").agg(user_id=("user_id", "first"), ns=("ns", "min"))
+    engaged_by_request = engaged.groupby("request_id")["post_id"].unique()
+    shown = {user: (rows["ns"].to_numpy(), rows["post_id"].to_numpy(np.int64))
+             for user, rows in frame[frame["user_id"].isin(requests["user_id"])].groupby("user_id")}
+    horizon_ns = int(horizon_days * 86_400 * 10**9)
+    relevant, seen, unretrievable = [], [], {"shown_before": 0, "older_than_horizon": 0}
+    for request_id, user_id, request_ns in requests[["user_id", "ns"]].itertuples():
+        times, posts = shown[user_id]
+        before = np.unique(posts[: np.searchsorted(times, request_ns, side="left")])
+        engaged_posts = np.asarray(engaged_by_request[request_id], np.int64)
+        shown_before = np.isin(engaged_posts, before)
+        too_old = ~shown_before & (request_ns - created_ns.reindex(engaged_posts).to_numpy() > horizon_ns)
+        unretrievable["shown_before"] += int(shown_before.sum())
+        unretrievable["older_than_horizon"] += int(too_old.sum())
+        relevant.append(engaged_posts[~shown_before & ~too_old])
+        seen.append(before)
+    return RetrievalQueries(requests["user_id"].to_numpy(np.int64), requests["ns"].to_numpy(np.int64),
+                            relevant, seen, unretrievable)
+
+
+@dataclass
+class RetrievalSet:
+    """The retrieval evaluation: the test period's requests as queries over the corpus serving
+    searches (each request: the posts published within the freshness horizon before it)."""
+
+    users: pd.DataFrame  # one row per user with a query, user features as of test start
+    posts: pd.DataFrame  # every post some request can search, features as of test start or publication
+    created_ns: np.ndarray  # per post row: its publication time
+    queries: RetrievalQueries
+    horizon_days: float
+    engagements: pd.DataFrame  # engaged (post_id, ns) up to the period's end, oldest first
+
+    @property
+    def query_user_rows(self) -> np.ndarray:
+        return pd.Index(self.users["user_id"]).get_indexer(self.queries.user_ids)
+
+
+def engagement_events(impressions: pd.DataFrame, before: pd.Timestamp) -> pd.DataFrame:
+    """(post_id, ns) of every engaged impression up to ``before``, oldest first."""
+    engaged = impressions[is_positive(impressions)]
+    frame = pd.DataFrame({"post_id": engaged["post_id"].to_numpy(np.int64), "ns": _ns(engaged["ts"])})
+    return frame[frame["ns"] <= before.value].sort_values("ns", kind="stable").reset_index(drop=True)
+
+
+def created_by_post(posts: pd.DataFrame) -> pd.Series:
+    return pd.Series(_ns(posts["created_ts"]), index=posts["post_id"].to_numpy(np.int64))
 
 
 def retrieval_set(home: Path, store, data: ModelData, user_views: tuple[str, ...], post_views: tuple[str, ...],
-                  service: str = "two_tower", max_age_days: float = 3.0) -> RetrievalSet:
-    """Candidates are the posts a feed could show during the test period: published before
-    its end and no more than ``max_age_days`` before its start (a newsfeed's freshness
-    horizon; serving's index keeps the same window)."""
+                  horizon_days: float, service: str = "two_tower") -> RetrievalSet:
+    """Queries are the test period's requests (``retrieval_queries``); the posts are those
+    some request can search: published by the period's end and within ``horizon_days``
+    before its start."""
     imp, posts, cut = data.impressions, data.posts, data.bounds.test_start
-    ts = pd.to_datetime(imp["ts"], utc=True)
-    test = imp[(ts >= cut) & is_positive(imp)]
-    before = imp[ts < cut]
-    user_ids = np.sort(test["user_id"].unique())
-    created = pd.to_datetime(posts["created_ts"], utc=True)
-    candidates = posts[(created <= data.bounds.end) & (created >= cut - pd.Timedelta(days=max_age_days))]
-    key = {**data.lineage, "service": service, "project": store.project, "max_age_days": max_age_days,
+    created = created_by_post(posts)
+    queries = retrieval_queries(imp, created, cut, data.bounds.end, horizon_days)
+    user_ids = np.unique(queries.user_ids)
+    searchable = (created.to_numpy() <= data.bounds.end.value) & (
+        created.to_numpy() >= (cut - pd.Timedelta(days=horizon_days)).value)
+    candidates = posts[searchable]
+    key = {**data.lineage, "service": service, "project": store.project, "max_age_days": horizon_days,
            "features": view_features(store, service)}
 
     def users_frame() -> pd.DataFrame:
@@ -171,14 +236,6 @@ def retrieval_set(home: Path, store, data: ModelData, user_views: tuple[str, ...
 
     users = _cached(home, "retrieval-users", key, users_frame)
     post_frame = _cached(home, "retrieval-posts", key, posts_frame)
-    by_user = test.groupby("user_id")["post_id"].unique()
-    seen_by_user = before.groupby("user_id")["post_id"].unique()
-    empty = np.array([], np.int64)
-    positives_before = before[is_positive(before)]["post_id"].value_counts()
-    return RetrievalSet(
-        users=users, posts=post_frame,
-        relevant=[np.asarray(by_user.get(u, empty), np.int64) for u in users["user_id"]],
-        seen=[np.asarray(seen_by_user.get(u, empty), np.int64) for u in users["user_id"]],
-        popularity=positives_before.reindex(post_frame["post_id"].to_numpy()).fillna(0).to_numpy(np.float64),
-    )
-
+    return RetrievalSet(users=users, posts=post_frame, created_ns=created.reindex(post_frame["post_id"]).to_numpy(),
+                        queries=queries, horizon_days=horizon_days,
+                        engagements=engagement_events(imp, data.bounds.end))

@@ -21,7 +21,8 @@ from newsfeed.features.catalog import TIMESTAMP
 from newsfeed.models import datasets, evaluation, saved
 from newsfeed.models.distributed import RayTrainConfig
 from newsfeed.models.ranker import MultiTaskRanker, RankerConfig, multitask_loss, training_batch as ranker_batch
-from newsfeed.models.training import History, TrainConfig, fit, recency_weights, seed_everything
+from newsfeed.models.settings import RANKER_TRAINING, TWO_TOWER_TRAINING, TrainConfig
+from newsfeed.models.training import History, fit, recency_weights, seed_everything
 from newsfeed.models.two_tower import (POST_VIEWS, USER_VIEWS, TwoTower, TwoTowerConfig, full_corpus_recall,
                                        in_batch_loss, sampling_log_q, training_batch as two_tower_batch)
 from newsfeed.registry import INDEX_TAG, RANKER, TWO_TOWER, Registry, RegistryError, code_version
@@ -140,11 +141,6 @@ def _trainer_params(trainer: RayTrainConfig | None) -> dict:
     return {"trainer": "ray" if trainer else "local", "workers": trainer.workers if trainer else 1}
 
 
-TWO_TOWER_TRAINING = TrainConfig(batch_size=512, learning_rate=1e-3)
-"""The two-tower's defaults: smaller batches and a gentler rate than the ranker's (in-batch
-negatives; the sampled loss overfits fast). Early-stopped on validation recall, no refit."""
-
-
 def train_two_tower(home: Path, data_dir: Path, store, registry: Registry, config: TwoTowerConfig = TwoTowerConfig(),
                     train: TrainConfig = TWO_TOWER_TRAINING, split: datasets.SplitConfig = datasets.SplitConfig(),
                     register: bool = True, show_progress: bool = True, trainer: RayTrainConfig | None = None,
@@ -165,7 +161,7 @@ def train_two_tower(home: Path, data_dir: Path, store, registry: Registry, confi
         fit_and_refit, functools.partial(TwoTower.from_frame, config=config), in_batch_loss, _two_tower_batch,
         fit_rows, val_rows, train, "two-tower", show_progress, val_metric=full_corpus_recall)
     model, history = _train(job, trainer, home, "two-tower")
-    report = evaluate_two_tower(model, home, store, data)
+    report = evaluate_two_tower(model, home, store, data, World.of_dataset(data_dir))
     lineage = _lineage(data, "two_tower")
     params = {**config.model_dump(), **train.model_dump(), **split.model_dump(), **_trainer_params(trainer),
               "train_positives": len(fit_rows)}
@@ -187,8 +183,8 @@ def fit_and_refit(build, loss_fn, to_batch, train_rows: pd.DataFrame, val_rows: 
     """(model, history): early-stopped on ``val_rows``, then, with ``train.refit``, built and
     trained afresh on train + validation rows for the epoch count early stopping chose. The
     validation days are the last before the test period: under drift, the most telling ones
-    (demo data, ranker NDCG@10: 0.880 -> 0.891 of the oracle's; the two-tower's Recall@500
-    went the other way, 0.215 -> 0.191, so it trains without). ``build(rows)`` makes a model
+    (the ranker's backtest in benchmarks/model_choices.py: +0.038 of the attainable engagement;
+    the two-tower's Recall@500 +0.015, inside the noise, so it keeps training without). ``build(rows)`` makes a model
     whose encoder is fitted on ``rows``; ``val_metric(model, val_batch)`` replaces the loss
     for early stopping."""
     def training(model, rows: pd.DataFrame):
@@ -214,18 +210,20 @@ def fit_and_refit(build, loss_fn, to_batch, train_rows: pd.DataFrame, val_rows: 
     return model, history
 
 
-def evaluate_two_tower(model: TwoTower, home: Path, store, data: datasets.ModelData) -> dict:
-    rs = datasets.retrieval_set(home, store, data, USER_VIEWS, POST_VIEWS)
-    scorers = evaluation.retrieval_scorers(rs, model.embed_users(rs.users), model.embed_posts(rs.posts))
-    return evaluation.retrieval_report(rs, scorers)
+def evaluate_two_tower(model: TwoTower, home: Path, store, data: datasets.ModelData, world: World | None) -> dict:
+    """The retrieval report (see ``evaluation.retrieval_report``) over the corpus serving's ANN
+    source searches, with the most-popular baseline's half-life chosen on the validation
+    period's requests ("tuning"); with the simulator's ``world``, beside the oracle."""
+    from newsfeed.index import FRESHNESS_HORIZON_DAYS
 
-
-RANKER_TRAINING = TrainConfig(refit=True, recency_half_life_days=5.0, patience=1)
-"""The ranker's defaults: refit (see fit_and_refit) and recent rows weighted more (demo data,
-NDCG@10 over seeds 7/8/9: 0.891/0.893/0.896 of the oracle's unweighted, 0.902/0.902/0.899 with
-a 5-day half-life). Patience 1: its validation loss bottoms out early and only rises after
-(demo data: best epoch 2 of 5), and the refit retrains from scratch for the chosen epoch
-count, so a third epoch of waiting bought the same model one epoch later."""
+    rs = datasets.retrieval_set(home, store, data, USER_VIEWS, POST_VIEWS, FRESHNESS_HORIZON_DAYS)
+    half_life, tried = evaluation.tune_popularity(data.impressions, data.posts, data.bounds.val_start,
+                                                  data.bounds.test_start, FRESHNESS_HORIZON_DAYS)
+    scorers = evaluation.retrieval_scorers(rs, evaluation.two_tower_scores(rs, model), half_life, world,
+                                           load_weights())
+    tuning = {"most_popular_half_life_days": half_life,
+              **{f"most_popular_val_recall@100_half_life_{h:g}d": v for h, v in tried.items()}}
+    return {**evaluation.retrieval_report(rs, scorers), "tuning": tuning}
 
 
 def train_ranker(home: Path, data_dir: Path, store, registry: Registry, config: RankerConfig = RankerConfig(),
@@ -248,7 +246,7 @@ def train_ranker(home: Path, data_dir: Path, store, registry: Registry, config: 
                             multitask_loss, ranker_batch, parts["train"], parts["val"], train,
                             f"ranker {config.architecture}", show_progress)
     model, history = _train(job, trainer, home, "ranker")
-    report = evaluate_ranker(model, parts["test"], weights, World.of_dataset(data_dir))
+    report = evaluate_ranker(model, parts["test"], parts["val"], weights, World.of_dataset(data_dir))
     lineage = _lineage(data, "ranker")
     params = {**config.model_dump(), **train.model_dump(), **split.model_dump(), **_trainer_params(trainer),
               "train_impressions": len(parts["train"])}
@@ -264,16 +262,22 @@ def train_ranker(home: Path, data_dir: Path, store, registry: Registry, config: 
 
 def ranker_metrics(report: dict) -> dict[str, float]:
     """A ranker evaluation (``evaluate_ranker``) as the flat metrics logged with its run."""
-    return {**{metric_name(k): v for k, v in report["heads"].items() if v == v}, **flat_metrics(report["ranking"])}
+    return {**{metric_name(k): v for k, v in report["heads"].items() if v == v}, **flat_metrics(report["ranking"]),
+            **flat_metrics({"tuning": report["tuning"]})}
 
 
-def evaluate_ranker(model: MultiTaskRanker, test: pd.DataFrame, weights: dict[str, float],
+def evaluate_ranker(model: MultiTaskRanker, test: pd.DataFrame, val: pd.DataFrame, weights: dict[str, float],
                     world: World | None) -> dict:
+    """Heads and ranking on ``test`` beside the baselines, the most-popular baseline's setting
+    chosen on ``val`` (the validation period's feeds): {"heads", "ranking", "tuning"}."""
     # Heads are checked against the logs at the logged positions; ranking is on relevance (position 0).
     heads = evaluation.head_metrics(test, model.predict(test, logged_position=True))
     scores = engagement_score(model.predict(test), weights)
-    scorers = evaluation.ranking_scorers(test, scores, weights, world)
-    return {"heads": heads, "ranking": evaluation.ranking_report(test, scorers, weights)}
+    prior, tried = evaluation.tune_ranking_popularity(val, weights, world)
+    scorers = evaluation.ranking_scorers(test, scores, weights, world, popularity_prior=prior)
+    tuning = {"most_popular_prior_impressions": prior,
+              **{f"most_popular_val_prior_{p:g}": value for p, value in tried.items()}}
+    return {"heads": heads, "ranking": evaluation.ranking_report(test, scorers, weights), "tuning": tuning}
 
 
 def load_registered(registry: Registry, name: str, ref: str | int = "champion"):
@@ -290,10 +294,10 @@ def _evaluate_version(home: Path, data_dir: Path, store, registry: Registry, dat
     """(version, evaluation report) of a registered version on ``data``'s held-out period."""
     model, weights, version = load_registered(registry, name, ref)
     if name == TWO_TOWER:
-        return str(version.version), evaluate_two_tower(model, home, store, data)
+        return str(version.version), evaluate_two_tower(model, home, store, data, World.of_dataset(data_dir))
     frame = datasets.impression_set(home, store, data, "ranker")
-    return str(version.version), evaluate_ranker(model, frame[frame["split"] == "test"], weights,
-                                                 World.of_dataset(data_dir))
+    return str(version.version), evaluate_ranker(model, frame[frame["split"] == "test"], frame[frame["split"] == "val"],
+                                                 weights, World.of_dataset(data_dir))
 
 
 def evaluate_registered(home: Path, data_dir: Path, store, registry: Registry, ref: str = "champion",
@@ -305,15 +309,23 @@ def evaluate_registered(home: Path, data_dir: Path, store, registry: Registry, r
     return {"versions": {TWO_TOWER: tt_version, RANKER: rk_version}, "retrieval": retrieval, "ranker": ranker}
 
 
+@dataclass
+class Challenger:
+    """Freshly trained models, not yet registered, to compare with the champions paired."""
+
+    ranker: MultiTaskRanker
+    weights: dict[str, float]  # the ranker's own weight table
+    two_tower: TwoTower | None = None
+
+
 def champion_metrics(home: Path, data_dir: Path, store, registry: Registry,
                      split: datasets.SplitConfig = datasets.SplitConfig(),
-                     challenger: tuple[MultiTaskRanker, dict[str, float]] | None = None) -> dict[str, dict]:
+                     challenger: Challenger | None = None) -> dict[str, dict]:
     """model name -> {"version", "metrics"}: each model's champion evaluated on today's
     held-out period (the one a challenger trained today is scored on), under the metric
     names the challenger's run logs. A model with no champion yet is left out. With the
-    challenger ranker and its weight table, the ranker's entry also has "paired": the
-    challenger minus the champion on the same feeds, each ordering them with its own table
-    and both judged by the platform's, with intervals."""
+    challenger, each entry also has "paired": metric -> the challenger minus the champion on
+    the same feeds or requests, with its interval (see ``paired_rankers``, ``paired_two_towers``)."""
     data = datasets.load(home, data_dir, split)
     out = {}
     for name, flatten in ((TWO_TOWER, flat_metrics), (RANKER, ranker_metrics)):
@@ -321,17 +333,38 @@ def champion_metrics(home: Path, data_dir: Path, store, registry: Registry,
             version, report = _evaluate_version(home, data_dir, store, registry, data, name, "champion")
             out[name] = {"version": version, "metrics": flatten(report)}
     if challenger is not None and RANKER in out:
-        model, weights = challenger
-        champion, champion_weights, _ = load_registered(registry, RANKER, "champion")
-        frame = datasets.impression_set(home, store, data, "ranker")
-        test = frame[frame["split"] == "test"]
-        # Each ranks with its own weight table (what it would serve); both are judged by the
-        # platform's table, so a challenger with a worse table loses.
-        out[RANKER]["paired"] = evaluation.paired_ranking(
-            test, engagement_score(model.predict(test), weights),
-            engagement_score(champion.predict(test), champion_weights or load_weights()),
-            load_weights(), World.of_dataset(data_dir))
+        out[RANKER]["paired"] = paired_rankers(home, data_dir, store, registry, data, challenger)
+    if challenger is not None and challenger.two_tower is not None and TWO_TOWER in out:
+        out[TWO_TOWER]["paired"] = paired_two_towers(home, store, registry, data, challenger.two_tower)
     return out
+
+
+def paired_rankers(home: Path, data_dir: Path, store, registry: Registry, data: datasets.ModelData,
+                   challenger: Challenger) -> dict[str, dict]:
+    """The primary measure and the guarded heads, challenger minus champion ranker on the same
+    test feeds. Each ranks with its own weight table (what it would serve); both are judged
+    by the platform's table, so a challenger with a worse table loses."""
+    champion, champion_weights, _ = load_registered(registry, RANKER, "champion")
+    frame = datasets.impression_set(home, store, data, "ranker")
+    test = frame[frame["split"] == "test"]
+    primary = evaluation.paired_ranking(
+        test, engagement_score(challenger.ranker.predict(test), challenger.weights),
+        engagement_score(champion.predict(test), champion_weights or load_weights()),
+        load_weights(), World.of_dataset(data_dir))
+    heads = evaluation.paired_heads(test, challenger.ranker.predict(test, logged_position=True),
+                                    champion.predict(test, logged_position=True))
+    return {**primary, **heads}
+
+
+def paired_two_towers(home: Path, store, registry: Registry, data: datasets.ModelData,
+                      challenger: TwoTower) -> dict[str, dict]:
+    """Recall@k, challenger minus champion two-tower on the same test requests."""
+    from newsfeed.index import FRESHNESS_HORIZON_DAYS
+
+    champion, _, _ = load_registered(registry, TWO_TOWER, "champion")
+    rs = datasets.retrieval_set(home, store, data, USER_VIEWS, POST_VIEWS, FRESHNESS_HORIZON_DAYS)
+    return evaluation.paired_retrieval(rs, evaluation.two_tower_scores(rs, challenger),
+                                       evaluation.two_tower_scores(rs, champion))
 
 
 @dataclass

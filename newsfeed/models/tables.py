@@ -3,6 +3,7 @@ pipeline's training steps."""
 
 from __future__ import annotations
 
+from rich.console import Group
 from rich.table import Table
 
 
@@ -41,9 +42,35 @@ def head_table(heads: dict[str, float]) -> Table:
     return table
 
 
-def retrieval_table(report: dict[str, dict[str, float]]) -> Table:
-    return metric_table("retrieval (test period, seen posts excluded)", report)
+def retrieval_table(report: dict[str, dict[str, float]]) -> Group:
+    """The scorers' rows: what they find of what users engaged with and, on simulator data, of
+    the oracle's feed; with what they were measured on (``corpus``, ``tuning``) below."""
+    scorers = {name: row for name, row in report.items() if name not in ("corpus", "tuning")}
+    logged = {name: {k: v for k, v in row.items() if not k.startswith("oracle_")} for name, row in scorers.items()}
+    oracle = {name: {k: v for k, v in row.items() if k.startswith("oracle_")} for name, row in scorers.items()}
+    tables = [metric_table("retrieval (test period's requests, seen posts excluded): posts users engaged with", logged)]
+    c = report.get("corpus", {})
+    if any(oracle.values()):
+        tables.append(metric_table(f"retrieval: the oracle's feed (the {c.get('oracle_feed', 10):g} posts of highest "
+                                   "true expected engagement per request) found in the top k", oracle))
+    notes = []
+    if c:
+        notes.append(f"{c['queries']:,.0f} requests, each over the posts published up to {c['horizon_days']:g} days "
+                     f"before it ({c['posts']:,.0f} in all); {c['relevant_pairs']:,.0f} engaged pairs to find; "
+                     f"unretrievable, left out: {c['unretrievable_shown_before']:,.0f} shown to the user before, "
+                     f"{c['unretrievable_older_than_horizon']:,.0f} older than the horizon "
+                     f"({c['unretrievable_share']:.1%} of all)")
+    if "tuning" in report:
+        notes.append(f"most_popular: half-life {report['tuning']['most_popular_half_life_days']:g} days, "
+                     "chosen on the validation period's Recall@100")
+    tables[-1].caption = "\n".join(notes) or None
+    return Group(*tables)
 
 
-def ranking_table(report: dict[str, dict[str, float]]) -> Table:
-    return metric_table("ranking (test period, per request)", report)
+def ranking_table(report: dict[str, dict[str, float]], tuning: dict[str, float] | None = None) -> Table:
+    table = metric_table("ranking (test period, per request)", report)
+    if tuning:
+        prior = tuning["most_popular_prior_impressions"]
+        setting = f"engagement per impression, shrunk by {prior:g} impressions" if prior else "engagement so far"
+        table.caption = f"most_popular: {setting}, chosen on the validation period's feeds"
+    return table

@@ -12,27 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from newsfeed.models.settings import TrainConfig  # noqa: F401 - the loop's settings, imported from here too
+
 Batch = dict[str, torch.Tensor]
-
-
-class TrainConfig(BaseModel):
-    """Optimisation settings; every field is logged with the run."""
-
-    epochs: int = Field(12, ge=1)
-    batch_size: int = Field(1024, ge=2)
-    learning_rate: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(1e-5, ge=0)
-    patience: int = Field(2, ge=0, description="epochs without validation improvement before stopping")
-    seed: int = 7
-    threads: int | None = Field(None, description="torch intra-op threads [default: the machine's cores]")
-    refit: bool = Field(False, description="after early stopping, retrain on train + validation for the chosen "
-                                           "number of epochs (the most recent days are the most informative)")
-    recency_half_life_days: float | None = Field(
-        None, gt=0, description="weight training rows by 0.5 ** (age / half-life), age from the newest row: "
-                                "under drift, recent behaviour says more about the days ahead")
 
 
 @dataclass

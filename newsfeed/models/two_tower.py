@@ -35,8 +35,8 @@ POST_INPUTS = ["post_content__topic_id", "post_content__hashtag_buckets", "post_
 class TwoTowerConfig(BaseModel):
     # A dot product can only use what describes interests and content: a user's activity
     # counters and demographics only rescale the user vector, and on ~10k engaged
-    # impressions they add noise (demo data, Recall@500 over three seeds: 0.187-0.224 with
-    # every user feature, 0.212-0.227 with these).
+    # impressions they add noise (benchmarks/model_choices.py, Recall@500 on the serving
+    # corpus: every user feature -0.037 [-0.058, -0.018] against these).
     user_inputs: list[str] = Field(default_factory=lambda: list(USER_INPUTS), description="user tower features")
     post_inputs: list[str] = Field(default_factory=lambda: list(POST_INPUTS), description="post tower features")
     embedding_dim: int = Field(64, ge=4)
