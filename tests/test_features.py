@@ -484,7 +484,7 @@ def test_jobs_split_by_entity_give_the_same_tables(feature_home):
 
 
 def test_topic_interest_rate_is_a_decayed_shrunk_rate_per_impression():
-    from newsfeed.features.jobs import _decayed_topic_rate
+    from newsfeed.features.jobs import decayed_topic_rate
 
     # One user, 3 topics, 4 days. Topic 0: shown 10 times a day, 1 click a day (a share of
     # clicks as large as topic 1's, but a low rate). Topic 1: shown once a day, clicked.
@@ -494,8 +494,10 @@ def test_topic_interest_rate_is_a_decayed_shrunk_rate_per_impression():
     positives[0, :, 0], positives[0, :, 1], positives[0, 0, 2] = 1, 1, 6
     shown = [(0, d, 0) for d in range(days) for _ in range(10)] + [(0, d, 1) for d in range(days)] + [(0, 0, 2)] * 6
     impressions = pd.DataFrame({"post_id": [t for _, _, t in shown]})
-    rate = _decayed_topic_rate(positives, impressions, np.zeros(len(shown), np.int64), np.array([d for _, d, _ in shown]),
-                               pd.Series([0, 1, 2], index=[0, 1, 2]), topics, days)
+    # A short memory and a light prior, so four days show both effects (the defaults are chosen on data).
+    rate = decayed_topic_rate(positives, impressions, np.zeros(len(shown), np.int64), np.array([d for _, d, _ in shown]),
+                              pd.Series([0, 1, 2], index=[0, 1, 2]), topics, days, half_life_days=2.0,
+                              prior_impressions=5.0)
     assert rate.shape == (1, days + 1, topics)
     assert np.allclose(rate[0, 1:].sum(axis=1), 1.0)
     last = rate[0, days]

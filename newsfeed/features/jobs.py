@@ -127,14 +127,10 @@ def user_engagement(impressions: pd.DataFrame, events: pd.DataFrame, post_topics
     cum = np.concatenate([np.zeros((n_u, 1, n_k)), daily.cumsum(axis=1)], axis=1)  # cum[:, j] = days < j
 
     # Topic interest: positive reactions per (user, day, topic), trailing 30 days, normalised.
-    positive = events["event_type"].isin(catalog.POSITIVE_REACTIONS).to_numpy()
-    topic = post_topics.reindex(events["post_id"].to_numpy()).fillna(n_topics - 1).to_numpy(np.int64)
-    ok = positive & (d_ev >= 0) & (d_ev < n_days)
-    flat_t = (u_ev[ok] * n_days + d_ev[ok]) * n_topics + topic[ok]
-    daily_t = np.bincount(flat_t, minlength=n_u * n_days * n_topics).reshape(n_u, n_days, n_topics)
+    daily_t = _daily_topic_positives(events, u_ev, d_ev, post_topics, n_topics, n_u, n_days)
     cum_t = np.concatenate([np.zeros((n_u, 1, n_topics)), daily_t.cumsum(axis=1)], axis=1)
 
-    rate = _decayed_topic_rate(daily_t, impressions, inverse[:n_imp], d_imp, post_topics, n_topics, n_days)
+    rate = decayed_topic_rate(daily_t, impressions, inverse[:n_imp], d_imp, post_topics, n_topics, n_days)
 
     first_day = np.full(n_u, n_days, np.int64)
     np.minimum.at(first_day, u_all[keep], d_all[keep])
@@ -169,25 +165,50 @@ def user_engagement(impressions: pd.DataFrame, events: pd.DataFrame, post_topics
     return frame
 
 
-def _decayed_topic_rate(positives: np.ndarray, impressions: pd.DataFrame, user_index: np.ndarray,
-                        day: np.ndarray, post_topics: pd.Series, n_topics: int, n_days: int) -> np.ndarray:
+def _daily_topic_positives(events: pd.DataFrame, user_index: np.ndarray, day: np.ndarray, post_topics: pd.Series,
+                           n_topics: int, n_users: int, n_days: int) -> np.ndarray:
+    """(users, n_days, topics): positive reactions per user, day and topic of the post."""
+    positive = events["event_type"].isin(catalog.POSITIVE_REACTIONS).to_numpy()
+    topic = post_topics.reindex(events["post_id"].to_numpy()).fillna(n_topics - 1).to_numpy(np.int64)
+    ok = positive & (day >= 0) & (day < n_days)
+    flat = (user_index[ok] * n_days + day[ok]) * n_topics + topic[ok]
+    return np.bincount(flat, minlength=n_users * n_days * n_topics).reshape(n_users, n_days, n_topics)
+
+
+def topic_rates(impressions: pd.DataFrame, events: pd.DataFrame, post_topics: pd.Series, n_topics: int,
+                origin_ns: int, n_days: int, half_life_days: float = catalog.INTEREST_HALF_LIFE_DAYS,
+                prior_impressions: float = catalog.INTEREST_PRIOR_IMPRESSIONS) -> tuple[np.ndarray, np.ndarray]:
+    """(user ids, ``decayed_topic_rate``) straight from the logs, for any estimator setting:
+    how ``benchmarks/model_choices.py`` compares settings without rebuilding the features."""
+    users, inverse = np.unique(np.concatenate([impressions["user_id"].to_numpy(np.int64),
+                                               events["user_id"].to_numpy(np.int64)]), return_inverse=True)
+    n_imp = len(impressions)
+    d_imp, d_ev = _day_index(_ns(impressions["ts"]), origin_ns), _day_index(_ns(events["ts"]), origin_ns)
+    positives = _daily_topic_positives(events, inverse[n_imp:], d_ev, post_topics, n_topics, len(users), n_days)
+    return users, decayed_topic_rate(positives, impressions, inverse[:n_imp], d_imp, post_topics, n_topics, n_days,
+                                     half_life_days, prior_impressions)
+
+
+def decayed_topic_rate(positives: np.ndarray, impressions: pd.DataFrame, user_index: np.ndarray,
+                       day: np.ndarray, post_topics: pd.Series, n_topics: int, n_days: int,
+                       half_life_days: float = catalog.INTEREST_HALF_LIFE_DAYS,
+                       prior_impressions: float = catalog.INTEREST_PRIOR_IMPRESSIONS) -> np.ndarray:
     """(users, n_days + 1, topics): entry j covers days < j. Per topic, positive reactions per
-    impression with both counts decayed by day (INTEREST_HALF_LIFE_DAYS), shrunk towards the
-    user's overall rate by INTEREST_PRIOR_IMPRESSIONS, normalised to sum 1. A rate, not a
-    share of clicks: a topic the feed showed often but the user passed over counts against it."""
+    impression with both counts decayed by day (``half_life_days``), shrunk towards the
+    user's overall rate by ``prior_impressions``, normalised to sum 1. A rate, not a share
+    of clicks: a topic the feed showed often but the user passed over counts against it."""
     n_u = positives.shape[0]
     topic = post_topics.reindex(impressions["post_id"].to_numpy()).fillna(n_topics - 1).to_numpy(np.int64)
     ok = (day >= 0) & (day < n_days)
     flat = (user_index[ok] * n_days + day[ok]) * n_topics + topic[ok]
     shown = np.bincount(flat, minlength=n_u * n_days * n_topics).reshape(n_u, n_days, n_topics)
-    keep = 0.5 ** (1.0 / catalog.INTEREST_HALF_LIFE_DAYS)
+    keep = 0.5 ** (1.0 / half_life_days)
     pos, imp = np.zeros((n_u, n_days + 1, n_topics)), np.zeros((n_u, n_days + 1, n_topics))
     for j in range(n_days):
         pos[:, j + 1] = keep * pos[:, j] + positives[:, j]
         imp[:, j + 1] = keep * imp[:, j] + shown[:, j]
-    prior = catalog.INTEREST_PRIOR_IMPRESSIONS
     overall = (pos.sum(axis=2, keepdims=True) + 0.1) / (imp.sum(axis=2, keepdims=True) + 1.0)
-    rate = (pos + prior * overall) / (imp + prior)
+    rate = (pos + prior_impressions * overall) / (imp + prior_impressions)
     return (rate / rate.sum(axis=2, keepdims=True)).astype(np.float32)
 
 

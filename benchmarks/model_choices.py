@@ -1,0 +1,363 @@
+"""Each modelling choice the defaults make, measured without the test period (issue 13).
+
+A backtest over the days before the test period: the last ``WINDOWS`` periods before it,
+back to back, each as long as the usual split's test share of the data before it. For each
+window, every variant is trained afresh on the data before the window (the usual temporal
+split of that data: training days, validation days for early stopping) and scored on the
+window. One window alone picks what suits its moment: on the simulator the last one sits
+just after the users' interests drift, where the shortest memory wins, and that choice did
+not carry to the days after it. So the windows' feeds (or requests) are pooled and every
+variant is compared paired against the default on all of them, with intervals resampling
+users; a variant replaces the default only when the gate passes it and it is better beyond
+noise. The ranker is scored by the feeds' true expected engagement (``engagement_vs_oracle``),
+the two-tower by Recall@500 over the serving corpus, the interest estimator by the feeds it
+orders on its own. The test period is never read, so tests can assert on it, and on a
+simulator seed no choice was made on.
+
+    .venv/bin/python benchmarks/model_choices.py [--only interest|ranker|two_tower]   # after `make demo`
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import itertools
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "model_choices.json"
+WINDOWS = 3
+"""How many choice windows the backtest scores (at the demo scale: about 1.7, 1.5 and 1.3 days;
+on the simulator one after its interest drift, one across it, one before)."""
+
+
+@dataclass
+class Fold:
+    """One backtest window: the data before its end, split as usual, its "test" part the window."""
+
+    data: object  # ModelData of the impressions before ``end``
+    end: pd.Timestamp
+
+    @property
+    def start(self) -> pd.Timestamp:
+        return self.data.bounds.test_start
+
+    def label(self) -> str:
+        return f"{self.start:%m-%d %H:%M} to {self.end:%m-%d %H:%M}"
+
+
+def folds(data, windows: int = WINDOWS) -> list[Fold]:
+    """The ``windows`` periods before ``data``'s test period, latest first."""
+    from newsfeed.models.datasets import ModelData, SplitConfig, boundaries
+
+    out, end = [], data.bounds.test_start
+    for _ in range(windows):
+        kept = data.impressions[pd.to_datetime(data.impressions["ts"], utc=True) < end]
+        bounds = boundaries(kept["ts"], SplitConfig())
+        out.append(Fold(ModelData(kept, data.posts, data.users, bounds, {**data.lineage, "split": bounds.to_dict()}),
+                        end))
+        end = bounds.test_start
+    return out
+
+
+def fold_parts(frame: pd.DataFrame, fold: Fold) -> dict[str, pd.DataFrame]:
+    """A joined training set's rows before the fold's end, as train / val / test (the window)."""
+    from newsfeed.models import datasets
+
+    frame = datasets.with_split(frame[pd.to_datetime(frame["event_timestamp"], utc=True) < fold.end], fold.data)
+    return {name: frame[frame["split"] == name] for name in ("train", "val", "test")}
+
+
+HALF_LIVES_DAYS = (0.3, 0.6, 1.25, 2.5, 5.0, 10.0)
+"""The ranker's recency half-lives tried. Shorter ones (0.075, 0.15 days) were tried on one
+window and collapsed (too few rows keep any weight; hide and block AUC fell below 0.6)."""
+
+
+def ranker_variants():
+    from newsfeed.models.ranker import RankerConfig
+    from newsfeed.models.settings import RANKER_TRAINING
+
+    def train(**update):
+        return RANKER_TRAINING.model_copy(update=update)
+    default = RANKER_TRAINING.recency_half_life_days
+    return {
+        f"default: MMoE, refit, {default:g}-day half-life": (RankerConfig(), RANKER_TRAINING),
+        "no refit": (RankerConfig(), train(refit=False)),
+        "no recency weighting": (RankerConfig(), train(recency_half_life_days=None)),
+        **{f"half-life {days:g} days": (RankerConfig(), train(recency_half_life_days=days))
+           for days in HALF_LIVES_DAYS if days != default},
+        "shared-bottom": (RankerConfig(architecture="shared-bottom"), RANKER_TRAINING),
+    }
+
+
+def two_tower_variants():
+    from newsfeed.features import catalog
+    from newsfeed.models.settings import TWO_TOWER_TRAINING
+    from newsfeed.models.two_tower import USER_INPUTS, TwoTowerConfig
+
+    every_user_feature = [f"{view}__{c}" for view in ("user_profile", "user_engagement", "user_history")
+                          for c in catalog.TABLES[view].columns]
+    return {
+        "default: interests and history, no refit": (TwoTowerConfig(), TWO_TOWER_TRAINING),
+        "refit": (TwoTowerConfig(), TWO_TOWER_TRAINING.model_copy(update={"refit": True})),
+        "every user feature": (TwoTowerConfig(user_inputs=every_user_feature), TWO_TOWER_TRAINING),
+        "history only": (TwoTowerConfig(user_inputs=[c for c in USER_INPUTS if c.startswith("user_history")]),
+                         TWO_TOWER_TRAINING),
+        "interest shares only (no rate)": (TwoTowerConfig(
+            user_inputs=[c for c in USER_INPUTS if c != "user_engagement__topic_interest_rate"]), TWO_TOWER_TRAINING),
+    }
+
+
+def gate_against_default(metrics: dict, default_metrics: dict, paired: dict, model: str):
+    """The promotion gate's decision on a variant against the default, paired, for one model."""
+    from newsfeed.gate import decide
+    from newsfeed.registry import RANKER, TWO_TOWER
+
+    other = TWO_TOWER if model == RANKER else RANKER  # no champion: not compared
+    return decide({model: metrics, other: {}}, {model: default_metrics}, paired={model: paired})
+
+
+def chosen(rows: dict) -> str:
+    """The default, unless some variant the gate passes is better beyond noise (the low end
+    of its paired difference above zero): then the best of those. A gain inside the noise
+    is no reason to change what every later figure rests on."""
+    default = next(iter(rows))
+    better = [name for name, row in rows.items() if row.get("gate", "pass") == "pass" and row["paired"]["low"] > 0]
+    return max(better, key=lambda name: rows[name]["measure"]) if better else default
+
+
+def variant_row(value, paired: dict, per_window: list[float], **extra) -> dict:
+    """A variant's pooled measure (an Interval), its paired difference from the default
+    (difference, low, high) and its measure on each window."""
+    return {"measure": value.value, "low": value.low, "high": value.high,
+            "paired": {k: paired[k] for k in ("difference", "low", "high")}, "windows": per_window, **extra}
+
+
+def choose_ranker(home: Path, data_dir: Path, store, data, console: Console) -> dict:
+    """Every ranker variant trained for each window, its feeds pooled, gated against the default."""
+    from newsfeed import metrics as measures
+    from newsfeed.data.world import World, examine_probability
+    from newsfeed.models import datasets, evaluation, runs
+    from newsfeed.models.ranker import MultiTaskRanker, multitask_loss, training_batch
+    from newsfeed.registry import RANKER
+    from newsfeed.scoring import engagement_score, load_weights
+
+    weights, world = load_weights(), World.of_dataset(data_dir)
+    frame = datasets.impression_set(home, store, data, "ranker")
+    backtest = folds(data)
+    parts = [fold_parts(frame, fold) for fold in backtest]
+    feeds = pd.concat([p["test"] for p in parts], ignore_index=True)  # disjoint windows: request ids stay unique
+    groups, users = feeds["request_id"].to_numpy(), feeds["user_id"].to_numpy()
+    oracle = evaluation.oracle_engagement(world, feeds, weights)
+    window_of = np.repeat(np.arange(len(parts)), [len(p["test"]) for p in parts])
+    primary = f"ranker.{evaluation.ENGAGEMENT}"
+    rows, default = {}, None
+    for name, (config, train) in ranker_variants().items():
+        t0 = time.perf_counter()
+        scores, heads, epochs = [], [], []
+        for fold in parts:
+            model, history = runs.fit_and_refit(functools.partial(MultiTaskRanker.from_frame, config=config),
+                                                multitask_loss, training_batch, fold["train"], fold["val"], train,
+                                                name, show_progress=False)
+            scores.append(engagement_score(model.predict(fold["test"]), weights))
+            heads.append(model.predict(fold["test"], logged_position=True))
+            epochs.append(history.best_epoch + 1)
+        scores, heads = np.concatenate(scores), pd.concat(heads, ignore_index=True)
+        report = {"heads": evaluation.head_metrics(feeds, heads),
+                  "ranking": evaluation.ranking_report(feeds, {"ranker": scores, "oracle": oracle}, weights),
+                  "tuning": {}}
+        metrics = runs.ranker_metrics(report)
+        default = default or {"scores": scores, "heads": heads, "metrics": metrics}
+        paired = {**evaluation.paired_ranking(feeds, scores, default["scores"], weights, world),
+                  **evaluation.paired_heads(feeds, heads, default["heads"])}
+        decision = gate_against_default(metrics, default["metrics"], paired, RANKER)
+        per_window = [measures.normalised_slate_value(groups[window_of == w], oracle[window_of == w],
+                                                      scores[window_of == w], examine_probability).value
+                      for w in range(len(parts))]
+        value = measures.Interval(metrics[primary], metrics[f"{primary}_low"], metrics[f"{primary}_high"], len(feeds))
+        rows[name] = variant_row(value, paired[primary], per_window, auc_hide=metrics["auc_hide"],
+                                 auc_block=metrics["auc_block"],
+                                 gate="pass" if decision.passed else ", ".join(c.rule.metric for c in decision.failures),
+                                 epochs="/".join(map(str, epochs)), seconds=time.perf_counter() - t0)
+        console.print(f"  ranker {name}: {rows[name]['measure']:.4f} (windows "
+                      f"{', '.join(f'{v:.3f}' for v in per_window)}), gate {rows[name]['gate']} "
+                      f"({rows[name]['seconds']:.0f} s)")
+    return {"windows": [fold.label() for fold in backtest], "rows": len(feeds), "measure": primary,
+            "variants": rows, "chosen": chosen(rows)}
+
+
+def choose_two_tower(home: Path, store, data, console: Console) -> dict:
+    """Every two-tower variant trained for each window, its requests over the serving corpus
+    pooled, gated against the default (its guardrail, Recall@500, paired)."""
+    from newsfeed import metrics as measures
+    from newsfeed.index import FRESHNESS_HORIZON_DAYS
+    from newsfeed.models import datasets, evaluation, runs
+    from newsfeed.models.two_tower import POST_VIEWS, USER_VIEWS, TwoTower, full_corpus_recall, in_batch_loss
+    from newsfeed.registry import TWO_TOWER
+
+    positives = datasets.impression_set(home, store, data, "two_tower", positives_only=True)
+    backtest = folds(data)
+    parts = [fold_parts(positives, fold) for fold in backtest]
+    searches = [datasets.retrieval_set(home, store, fold.data, USER_VIEWS, POST_VIEWS, FRESHNESS_HORIZON_DAYS)
+                for fold in backtest]
+    users = np.concatenate([[u for u, rel in zip(rs.queries.user_ids, rs.queries.relevant) if len(rel)]
+                            for rs in searches])
+    ks = (100, 500)
+    measure = "two_tower.recall_at_500"
+    rows, default = {}, None
+    for name, (config, train) in two_tower_variants().items():
+        t0 = time.perf_counter()
+        hits, epochs = {k: [] for k in ks}, []
+        for fold, rs in zip(parts, searches):
+            model, history = runs.fit_and_refit(
+                functools.partial(TwoTower.from_frame, config=config), in_batch_loss, runs._two_tower_batch,
+                fold["train"], fold["val"], train, name, show_progress=False, val_metric=full_corpus_recall)
+            post_ids = rs.posts["post_id"].to_numpy(np.int64)
+            ranked = evaluation.retrieved(evaluation.two_tower_scores(rs, model), rs.created_ns, rs.queries, post_ids,
+                                          rs.horizon_days, max(ks))
+            for k in ks:
+                hits[k].append(evaluation.hits(ranked, rs.queries, k))
+            epochs.append(history.best_epoch + 1)
+        hits = {k: np.concatenate(v) for k, v in hits.items()}
+        recall = {k: measures.mean_interval(hits[k], users) for k in ks}
+        metrics = {f"two_tower.recall_at_{k}": recall[k].value for k in ks}
+        default = default or {"hits": hits, "metrics": metrics}
+        paired = {f"two_tower.recall_at_{k}": measures.mean_interval(hits[k] - default["hits"][k], users) for k in ks}
+        paired = {m: {"difference": d.value, "low": d.low, "high": d.high} for m, d in paired.items()}
+        decision = gate_against_default(metrics, default["metrics"], paired, TWO_TOWER)
+        bounds = np.cumsum([0, *(sum(len(r) > 0 for r in rs.queries.relevant) for rs in searches)])
+        per_window = [float(hits[500][a:b].mean()) for a, b in zip(bounds[:-1], bounds[1:])]
+        rows[name] = variant_row(recall[500], paired[measure], per_window, **{"recall@100": recall[100].value},
+                                 gate="pass" if decision.passed else "fail", epochs="/".join(map(str, epochs)),
+                                 seconds=time.perf_counter() - t0)
+        console.print(f"  two-tower {name}: {rows[name]['measure']:.4f} ({rows[name]['seconds']:.0f} s)")
+    return {"windows": [fold.label() for fold in backtest], "queries": len(users), "measure": measure,
+            "variants": rows, "chosen": chosen(rows)}
+
+
+INTEREST_HALF_LIVES_DAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 1e6)
+INTEREST_PRIORS = (1.0, 5.0, 20.0, 100.0)
+"""topic_interest_rate's settings tried (a 1e6-day half-life: no decay)."""
+
+
+def choose_interest_estimator(data_dir: Path, data, console: Console) -> dict:
+    """topic_interest_rate's decay and shrinkage (``catalog.INTEREST_*``), a feature both models
+    read: each setting's estimate, from the logs before each request's day, orders the windows'
+    feeds by the user's estimated interest in each post's topic, scored by the feeds' true
+    expected engagement (``engagement_vs_oracle``) and paired against the default. Nothing is
+    trained, so one pass over the logs before the test period serves every window."""
+    from newsfeed import metrics
+    from newsfeed.data.io import read_dataset
+    from newsfeed.data.world import World, examine_probability
+    from newsfeed.features import catalog, jobs
+    from newsfeed.models import evaluation
+    from newsfeed.scoring import load_weights
+
+    backtest = folds(data)
+    cut, first = data.bounds.test_start, backtest[-1].start
+    events = read_dataset(data_dir, ("events",))["events"]
+    events = events[pd.to_datetime(events["ts"], utc=True) < cut]
+    impressions = data.impressions[pd.to_datetime(data.impressions["ts"], utc=True) < cut]
+    vocabulary = jobs.topic_vocabulary(data.posts)
+    post_topics = pd.Series(jobs.topic_ids(data.posts["topic"], vocabulary), index=data.posts["post_id"].to_numpy())
+    ns = {name: pd.to_datetime(frame["ts"], utc=True).astype("datetime64[ns, UTC]").array.asi8
+          for name, frame in (("impressions", impressions), ("events", events))}
+    origin_ns = int(min(ns["impressions"].min(), ns["events"].min()) // jobs.DAY_NS * jobs.DAY_NS)  # as the job's
+    n_days = int((cut.value - origin_ns) // jobs.DAY_NS) + 1
+    in_windows = ns["impressions"] >= first.value
+    feeds = impressions[in_windows]
+    feed_day = (ns["impressions"][in_windows] - origin_ns) // jobs.DAY_NS
+    feed_topic = post_topics.reindex(feeds["post_id"].to_numpy()).fillna(len(vocabulary) - 1).to_numpy(np.int64)
+    groups, users = feeds["request_id"].to_numpy(), feeds["user_id"].to_numpy()
+    window_of = np.searchsorted([fold.start.value for fold in reversed(backtest)], ns["impressions"][in_windows],
+                                side="right") - 1
+    oracle = evaluation.oracle_engagement(World.of_dataset(data_dir), feeds.rename(columns={"ts": catalog.TIMESTAMP}),
+                                          load_weights())
+    default_setting = (catalog.INTEREST_HALF_LIFE_DAYS, catalog.INTEREST_PRIOR_IMPRESSIONS)
+    scores = {}
+    for setting in [default_setting, *(s for s in itertools.product(INTEREST_HALF_LIVES_DAYS, INTEREST_PRIORS)
+                                       if s != default_setting)]:
+        user_ids, rate = jobs.topic_rates(impressions, events, post_topics, len(vocabulary), origin_ns, n_days, *setting)
+        scores[setting] = rate[np.searchsorted(user_ids, users), feed_day, feed_topic]
+    rows = {}
+    for (half_life, prior), score in scores.items():
+        value = metrics.normalised_slate_value(groups, oracle, score, examine_probability, clusters=users)
+        paired = metrics.paired_slate_difference(groups, oracle, score, scores[default_setting], examine_probability,
+                                                 clusters=users)
+        per_window = [metrics.normalised_slate_value(groups[window_of == w], oracle[window_of == w],
+                                                     score[window_of == w], examine_probability).value
+                      for w in reversed(range(len(backtest)))]  # latest first, as the folds
+        name = f"half-life {half_life:g} d, prior {prior:g}" if half_life < 1e5 else f"no decay, prior {prior:g}"
+        rows[f"default: {name}" if (half_life, prior) == default_setting else name] = variant_row(
+            value, {"difference": paired.value, "low": paired.low, "high": paired.high}, per_window,
+            half_life_days=half_life, prior_impressions=prior)
+    console.print(f"  interest estimator: {chosen(rows)}")
+    return {"windows": [fold.label() for fold in backtest], "rows": len(feeds),
+            "measure": "engagement_vs_oracle of feeds ordered by the estimate alone", "variants": rows,
+            "chosen": chosen(rows)}
+
+
+def table(title: str, result: dict) -> Table:
+    out = Table(title=title, caption=f"chosen: {result['chosen']} ({result['measure']}; a variant replaces the "
+                                     "default only when better beyond noise)")
+    first = next(iter(result["variants"].values()))
+    extra = [c for c in ("auc_hide", "auc_block", "recall@100", "gate", "epochs", "seconds") if c in first]
+    windows = " / ".join(f"w{i + 1}" for i in range(len(result["windows"])))
+    for column in ("variant", "pooled [95% CI]", "vs default, paired [95% CI]", windows, *extra):
+        out.add_column(column, justify="left" if column in ("variant", "gate") else "right")
+    for name, row in result["variants"].items():
+        p = row["paired"]
+        out.add_row(name, f"{row['measure']:.4f} [{row['low']:.3f}, {row['high']:.3f}]",
+                    f"{p['difference']:+.4f} [{p['low']:+.4f}, {p['high']:+.4f}]",
+                    " / ".join(f"{v:.3f}" for v in row["windows"]),
+                    *(f"{row[c]:.0f}" if c == "seconds" else f"{row[c]:.4f}" if isinstance(row[c], float)
+                      else str(row[c]) for c in extra))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=("interest", "ranker", "two_tower"), default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from newsfeed.config import Paths
+    from newsfeed.features.store import open_store
+    from newsfeed.models import datasets
+
+    paths = Paths.resolve(None, None)
+    try:
+        data = datasets.load(paths.home, paths.data_dir)
+    except FileNotFoundError as err:
+        raise SystemExit(f"{err} (this benchmark reads the demo's home: run `make demo` first)") from None
+    store = open_store(paths.home)
+    console = Console(width=180)
+    # Parts run alone (--only) update the results of the others.
+    result = json.loads(args.out.read_text()) if args.only and args.out.exists() else {}
+    steps = {"interest": ("topic_interest_rate settings: feeds ordered by the estimate alone",
+                          lambda: choose_interest_estimator(paths.data_dir, data, console)),
+             "ranker": ("ranker choices", lambda: choose_ranker(paths.home, paths.data_dir, store, data, console)),
+             "two_tower": ("two-tower choices, serving corpus", lambda: choose_two_tower(paths.home, store, data,
+                                                                                         console))}
+    for name, (title, run) in steps.items():
+        if args.only in (None, name):
+            result[name] = run()
+            console.print(table(f"{title}; windows (w1 latest): {', '.join(result[name]['windows'])}", result[name]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1, default=str))
+    tmp.replace(args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
