@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/python benchmarks/feature_store.py
 	$(BIN)/python benchmarks/training_speed.py
 	$(BIN)/python benchmarks/movielens_retrieval.py
+	$(BIN)/python benchmarks/model_choices.py  # reads the demo's home: after make demo
 
 # Re-pin the dependency tree after changing pyproject.toml.
 lock: install

@@ -1,9 +1,11 @@
 """The two-tower model on real MovieLens 100K under the issue's protocol (per-user temporal
-80/20, relevant = rating >= 4, seen films excluded), beside baselines trained in the same run."""
+80/20, relevant = rating >= 4, seen films excluded), beside baselines trained in the same run,
+each tuned on the validation ratings the two-tower early-stops on."""
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "movielens_retrieval.py"
 
 
-def test_two_tower_beats_popularity_and_bpr_on_movielens(shared_datasets):
+def test_two_tower_against_baselines_tuned_on_the_same_validation_split(shared_datasets):
     spec = importlib.util.spec_from_file_location("movielens_retrieval", BENCHMARK)
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
@@ -20,8 +22,16 @@ def test_two_tower_beats_popularity_and_bpr_on_movielens(shared_datasets):
     report = result["report"]
     assert result["users"] == 943 and result["items"] == 1682
     assert 75_000 < result["train_ratings"] < 85_000  # each user's last 20% held out
-    # Measured: two-tower 0.140, ALS 0.140, BPR 0.087, most popular 0.073 (Recall@10).
+    # Each baseline tried its whole grid on the validation ratings and kept the best there.
+    for method, grid in benchmark.GRIDS.items():
+        tried = result["grids"][method]
+        assert len(tried) == len(list(itertools.product(*grid.values())))
+        best = max(tried, key=lambda row: row["val_recall@10"])
+        assert result["settings"][method] == {name: best[name] for name in grid}
+    # Measured (Recall@10): tuned ALS 0.143, two-tower 0.140, tuned BPR 0.127, most popular 0.073.
     assert report["two_tower"]["recall@10"] > 1.4 * report["most_popular"]["recall@10"]
-    assert report["two_tower"]["recall@10"] > 1.2 * report["bpr"]["recall@10"]
     assert report["two_tower"]["ndcg@10"] > report["most_popular"]["ndcg@10"]
-    assert report["als"]["recall@10"] > report["most_popular"]["recall@10"]  # the baselines are real ones
+    best_baseline = max(report[m]["recall@10"] for m in ("als", "bpr"))
+    assert report["two_tower"]["recall@10"] > 0.9 * best_baseline  # level with the tuned factorisations
+    for method in ("als", "bpr"):  # the baselines are real ones
+        assert report[method]["recall@10"] > 1.4 * report["most_popular"]["recall@10"]
