@@ -147,7 +147,8 @@ def test_promote_list_and_evaluate_by_alias(trained):
 
 def test_gate_passes_a_retrain_under_another_seed_and_rejects_worse_rankers(trained):
     """Every check paired on the same feeds and requests: an A/A retrain of both models is
-    noise, one epoch of training and a wrong weight table are losses beyond it."""
+    noise (of the users drawn and of training), an under-trained ranker and a wrong weight
+    table are losses beyond it."""
     from newsfeed.features.store import open_store
     from newsfeed.gate import decide
     from newsfeed.models import runs
@@ -177,7 +178,9 @@ def test_gate_passes_a_retrain_under_another_seed_and_rejects_worse_rankers(trai
                {TWO_TOWER: two_tower.metrics, RANKER: ranker.metrics})
     assert a_a.passed, a_a.message()
     assert all(c.paired is not None for c in a_a.checks), a_a.message()  # guardrails too
-    one_epoch = gate(runs.Challenger((short := retrain(epochs=1)).model, load_weights()), {RANKER: short.metrics})
+    # Under-trained: one epoch, no refit on the last days.
+    short = retrain(epochs=1, refit=False)
+    one_epoch = gate(runs.Challenger(short.model, load_weights()), {RANKER: short.metrics})
     assert not one_epoch.passed and any(c.rule.primary for c in one_epoch.failures), one_epoch.message()
     wrong = {**load_weights(), "hide": 20.0, "block": 50.0}  # rewards what users hate
     champion_metrics = runs.champion_metrics(home, data_dir, store, registry)[RANKER]["metrics"]
