@@ -28,7 +28,7 @@ def test_two_tower_against_baselines_tuned_on_the_same_validation_split(shared_d
         assert len(tried) == len(list(itertools.product(*grid.values())))
         best = max(tried, key=lambda row: row["val_recall@10"])
         assert result["settings"][method] == {name: best[name] for name in grid}
-    # Measured (Recall@10): tuned ALS 0.143, two-tower 0.140, tuned BPR 0.127, most popular 0.073.
+    # Measured (Recall@10): tuned ALS 0.143, two-tower 0.135-0.140, tuned BPR 0.122-0.127, most popular 0.072.
     assert report["two_tower"]["recall@10"] > 1.4 * report["most_popular"]["recall@10"]
     assert report["two_tower"]["ndcg@10"] > report["most_popular"]["ndcg@10"]
     best_baseline = max(report[m]["recall@10"] for m in ("als", "bpr"))
