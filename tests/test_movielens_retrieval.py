@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "movielens_retr
 def test_two_tower_against_baselines_tuned_on_the_same_validation_split(shared_datasets):
     spec = importlib.util.spec_from_file_location("movielens_retrieval", BENCHMARK)
     benchmark = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = benchmark  # its dataclasses look their module up there
     spec.loader.exec_module(benchmark)
     result = benchmark.run(shared_datasets / "movielens-100k", ablation=False)
     report = result["report"]
