@@ -209,8 +209,7 @@ def choose_two_tower(home: Path, store, data, console: Console) -> dict:
     parts = [fold_parts(positives, fold) for fold in backtest]
     searches = [datasets.retrieval_set(home, store, fold.data, USER_VIEWS, POST_VIEWS, FRESHNESS_HORIZON_DAYS)
                 for fold in backtest]
-    users = np.concatenate([[u for u, rel in zip(rs.queries.user_ids, rs.queries.relevant) if len(rel)]
-                            for rs in searches])
+    users = np.concatenate([rs.queries.answerable_users for rs in searches])
     ks = (100, 500)
     measure = "two_tower.recall_at_500"
     rows, default = {}, None
@@ -234,7 +233,7 @@ def choose_two_tower(home: Path, store, data, console: Console) -> dict:
         paired = {f"two_tower.recall_at_{k}": measures.mean_interval(hits[k] - default["hits"][k], users) for k in ks}
         paired = {m: {"difference": d.value, "low": d.low, "high": d.high} for m, d in paired.items()}
         decision = gate_against_default(metrics, default["metrics"], paired, TWO_TOWER)
-        bounds = np.cumsum([0, *(sum(len(r) > 0 for r in rs.queries.relevant) for rs in searches)])
+        bounds = np.cumsum([0, *(len(rs.queries.answerable_users) for rs in searches)])
         per_window = [float(hits[500][a:b].mean()) for a, b in zip(bounds[:-1], bounds[1:])]
         rows[name] = variant_row(recall[500], paired[measure], per_window, **{"recall@100": recall[100].value},
                                  gate="pass" if decision.passed else "fail", epochs="/".join(map(str, epochs)),

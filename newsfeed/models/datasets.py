@@ -140,6 +140,11 @@ class RetrievalQueries:
     def pairs(self) -> int:
         return int(sum(len(r) for r in self.relevant))
 
+    @property
+    def answerable_users(self) -> np.ndarray:
+        """The user of each query with a relevant post (the queries recall averages over)."""
+        return np.array([u for u, rel in zip(self.user_ids, self.relevant) if len(rel)], np.int64)
+
 
 def _ns(ts) -> np.ndarray:
     return pd.to_datetime(ts, utc=True).astype("datetime64[ns, UTC]").array.asi8

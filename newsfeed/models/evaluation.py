@@ -273,8 +273,7 @@ def hits(ranked: np.ndarray, queries: RetrievalQueries, k: int) -> np.ndarray:
 
 def recall_intervals(ranked: np.ndarray, queries: RetrievalQueries, ks) -> dict[int, metrics.Interval]:
     """Recall@k averaged over queries with a relevant post, with intervals resampling users."""
-    users = np.array([u for u, rel in zip(queries.user_ids, queries.relevant) if len(rel)])
-    return {k: metrics.mean_interval(hits(ranked, queries, k), users) for k in ks}
+    return {k: metrics.mean_interval(hits(ranked, queries, k), queries.answerable_users) for k in ks}
 
 
 def paired_retrieval(rs: RetrievalSet, challenger: np.ndarray, champion: np.ndarray,
@@ -282,7 +281,7 @@ def paired_retrieval(rs: RetrievalSet, challenger: np.ndarray, champion: np.ndar
     """Challenger minus champion two-tower Recall@k on the same requests (scores as
     ``retrieval_scorers``' two_tower), intervals resampling users."""
     post_ids, queries = rs.posts["post_id"].to_numpy(np.int64), rs.queries
-    users = np.array([u for u, rel in zip(queries.user_ids, queries.relevant) if len(rel)])
+    users = queries.answerable_users
     ours, theirs = (retrieved(scores, rs.created_ns, queries, post_ids, rs.horizon_days, max(ks))
                     for scores in (challenger, champion))
     out = {}
@@ -328,7 +327,7 @@ def retrieval_report(rs: RetrievalSet, scorers: dict[str, np.ndarray], ks=RECALL
     return out
 
 
-def tune_popularity(impressions: pd.DataFrame, posts: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp,
+def tune_retrieval_popularity(impressions: pd.DataFrame, posts: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp,
                      horizon_days: float, grid=POPULARITY_HALF_LIVES_DAYS, k: int = 100) -> tuple[float, dict]:
     """(best half-life, Recall@k per half-life) of the most-popular retriever on the requests
     of [start, end) (the validation period), from the engagements before each."""

@@ -217,7 +217,7 @@ def evaluate_two_tower(model: TwoTower, home: Path, store, data: datasets.ModelD
     from newsfeed.index import FRESHNESS_HORIZON_DAYS
 
     rs = datasets.retrieval_set(home, store, data, USER_VIEWS, POST_VIEWS, FRESHNESS_HORIZON_DAYS)
-    half_life, tried = evaluation.tune_popularity(data.impressions, data.posts, data.bounds.val_start,
+    half_life, tried = evaluation.tune_retrieval_popularity(data.impressions, data.posts, data.bounds.val_start,
                                                   data.bounds.test_start, FRESHNESS_HORIZON_DAYS)
     scorers = evaluation.retrieval_scorers(rs, evaluation.two_tower_scores(rs, model), half_life, world,
                                            load_weights())
