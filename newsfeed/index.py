@@ -60,12 +60,22 @@ class PostIndex:
             raise ValueError(f"expected embeddings of dimension {self.dim}, got shape {embeddings.shape}")
         self.index.add_with_ids(embeddings, np.asarray(post_ids, np.int64))
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, post ids) of the k nearest posts per query row; id -1 where fewer exist."""
+    def search(self, queries: np.ndarray, k: int, among: "IdFilter | None" = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, post ids) of the k nearest posts per query row; id -1 where fewer exist.
+        ``among``: search only those posts (serving's freshness horizon)."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
+        ef = max(k, HNSW_EF_SEARCH)
+        if among is not None:
+            params = (faiss.SearchParametersHNSW(sel=among.selector, efSearch=ef) if self.kind == "hnsw"
+                      else faiss.SearchParameters(sel=among.selector))
+            return self.index.search(queries, k, params=params)
         if self.kind == "hnsw":
-            faiss.downcast_index(self.index.index).hnsw.efSearch = max(k, HNSW_EF_SEARCH)
+            faiss.downcast_index(self.index.index).hnsw.efSearch = ef
         return self.index.search(queries, k)
+
+    def ids(self) -> np.ndarray:
+        """The post ids the index holds."""
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
 
     def save(self, folder: Path) -> Path:
         folder = Path(folder)
@@ -79,6 +89,14 @@ class PostIndex:
         folder = Path(folder)
         meta = json.loads((folder / "index.json").read_text())
         return cls(faiss.read_index(str(folder / "posts.faiss")), meta["kind"], meta["dim"])
+
+
+class IdFilter:
+    """A set of post ids a search is restricted to (built once, reused by every request)."""
+
+    def __init__(self, post_ids: np.ndarray):
+        self.post_ids = np.ascontiguousarray(post_ids, np.int64)  # FAISS keeps a pointer: keep the array alive
+        self.selector = faiss.IDSelectorBatch(self.post_ids)
 
 
 def recall_against_exact(index: PostIndex, embeddings: np.ndarray, post_ids: np.ndarray, queries: np.ndarray,

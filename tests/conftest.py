@@ -37,3 +37,18 @@ def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("NEWSFEED_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("NEWSFEED_DATA_DIR", raising=False)
     return tmp_path / "home"
+
+
+@pytest.fixture(scope="session")
+def served_home(tmp_path_factory) -> Path:
+    """A home the feed can serve: a small simulated network (300 users, 1,200 posts) through
+    the real pipeline, both champions registered with their index. Shared by the feed's and
+    the serving tests."""
+    from typer.testing import CliRunner
+
+    from newsfeed.cli import app
+
+    home = tmp_path_factory.mktemp("served") / "home"
+    result = CliRunner().invoke(app, ["pipeline", "run", "--home", str(home), "--scale", "0.15", "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    return home

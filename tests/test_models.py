@@ -151,7 +151,7 @@ def test_gate_passes_a_retrain_under_another_seed_and_rejects_worse_rankers(trai
     table are losses beyond it."""
     from newsfeed.features.store import open_store
     from newsfeed.gate import decide
-    from newsfeed.models import runs
+    from newsfeed.models import registered, runs
     from newsfeed.scoring import load_weights
 
     home, _ = trained
@@ -159,7 +159,7 @@ def test_gate_passes_a_retrain_under_another_seed_and_rejects_worse_rankers(trai
         _ok(["models", "promote", model, "--version", "1"])
     registry, store = Registry.open(home), open_store(home)
     data_dir = home / "data"
-    champion_ranker, _, _ = runs.load_registered(registry, RANKER, "champion")
+    champion_ranker, _, _ = registered.load_registered(registry, RANKER, "champion")
 
     def gate(challenger: runs.Challenger, metrics: dict):
         found = runs.champion_metrics(home, data_dir, store, registry, challenger=challenger)
@@ -195,7 +195,7 @@ LOAD_AND_SCORE = """
 import json, sys
 import numpy as np, pandas as pd
 from newsfeed.registry import Registry
-from newsfeed.models.runs import load_registered, load_index
+from newsfeed.models.registered import load_registered, load_index
 home, frame_path, out = sys.argv[1:4]
 registry = Registry.open(home)
 ranker, weights, _ = load_registered(registry, "newsfeed-ranker", "challenger")
@@ -209,7 +209,7 @@ json.dump({"scores": scores.tolist(), "neighbours": neighbours.tolist(), "weight
 def test_registered_models_and_index_load_by_alias_in_a_fresh_process(trained, tmp_path):
     home, _ = trained
     registry = Registry.open(home)
-    from newsfeed.models.runs import load_index, load_registered
+    from newsfeed.models.registered import load_index, load_registered
 
     frame = next(p for p in (home / "training").glob("ranker-*.parquet"))
     rows = pd.read_parquet(frame).sample(200, random_state=0)
@@ -229,7 +229,7 @@ def test_registered_models_and_index_load_by_alias_in_a_fresh_process(trained, t
 def test_an_index_never_pairs_with_another_model_version(trained):
     home, _ = trained
     registry = Registry.open(home)
-    from newsfeed.models.runs import load_index
+    from newsfeed.models.registered import load_index
 
     version = registry.version(TWO_TOWER, "challenger")
     index_run = version.tags["index_run_id"]
@@ -261,7 +261,7 @@ def test_production_registry_on_postgres_registers_and_loads_back(trained, postg
     assert "version 1 (alias challenger)" in out
     registry = Registry.open(home, "production")
     assert registry.tracking_uri.endswith(postgres_registry)
-    from newsfeed.models.runs import load_registered
+    from newsfeed.models.registered import load_registered
 
     model, weights, version = load_registered(registry, RANKER, "challenger")
     assert version.tags["feature_service"] == "ranker" and weights["share"] == 20
@@ -336,7 +336,7 @@ def test_package_builds_a_bento_that_serves_the_registered_ranker(trained, tmp_p
         status, scored = _post(url, {"rows": body})
         assert status == 200, scored
         registry = Registry.open(home)
-        from newsfeed.models.runs import load_registered
+        from newsfeed.models.registered import load_registered
         from newsfeed.scoring import engagement_score
 
         model, weights, _ = load_registered(registry, RANKER, "challenger")

@@ -45,7 +45,7 @@ def _run_dirs(home: Path) -> list[Path]:
 
 
 def test_first_run_registers_champions_with_their_index_and_bento(runs):
-    from newsfeed.models.runs import load_index
+    from newsfeed.models.registered import load_index
 
     home, first, _, _ = runs
     assert first.exit_code == 0, first.output

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from newsfeed.cli import data, features, index, models, package, pipeline, train
+from newsfeed.cli import data, experiment, features, index, models, package, pipeline, serve, train
 from newsfeed.cli.common import CommandGroup
 
 app = typer.Typer(
@@ -29,6 +29,9 @@ app.add_typer(models.app, name="models")
 app.add_typer(index.app, name="index")
 app.command("package")(package.package)
 app.add_typer(pipeline.app, name="pipeline")
+app.add_typer(serve.app, name="serve")
+app.command("feed")(serve.feed)
+app.add_typer(experiment.app, name="experiment")
 
 
 def main() -> None:

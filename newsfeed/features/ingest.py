@@ -13,8 +13,10 @@ next materialisation brings the counters up to date.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -33,8 +35,21 @@ LIVE_VIEW = catalog.POST_ENGAGEMENT_LIVE.name
 EVENT_FIELDS = ("user_id", "post_id", "event_type", "value", "ts")
 OPTIONAL_FIELDS = ("event_id",)
 # Logging (with its duplicate check) and the counters' read-increment-write: one batch at a
-# time per process.
-_ingest_lock = threading.Lock()
+# time, across threads (this lock) and processes (a file lock beside the log: several serving
+# replicas write one log and one store, and a read-increment-write that interleaves loses counts).
+_thread_lock = threading.Lock()
+
+
+@contextmanager
+def ingest_lock(data_dir: Path):
+    directory = event_log.log_dir(data_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    with _thread_lock, open(directory / ".ingest.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -156,7 +171,7 @@ def ingest_events(events: pd.DataFrame | list[dict], data_dir: Path, store=None)
     if good is None or good.empty:
         return result
     good = good.assign(event_id=event_ids(frame.loc[good.index].assign(**{c: good[c] for c in EVENT_FIELDS})))
-    with _ingest_lock:
+    with ingest_lock(data_dir):
         fresh = ~good["event_id"].isin(event_log.logged_ids(data_dir)) & ~(
             good["event_id"].notna() & good["event_id"].duplicated())
         result.duplicates = int((~fresh).sum())
@@ -185,7 +200,7 @@ def _missing(value) -> bool:
 
 def push_counters(store, events: pd.DataFrame) -> int:
     """Add the batch's reactions to each post's online counters; return the posts updated.
-    A read, an increment and a write: callers hold ``_ingest_lock`` (ingest_events does)."""
+    A read, an increment and a write: callers hold ``ingest_lock`` (ingest_events does)."""
     reactions = events[events["event_type"].isin(REACTIONS)]
     if reactions.empty:
         return 0

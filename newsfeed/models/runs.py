@@ -25,6 +25,7 @@ from newsfeed.models.settings import RANKER_TRAINING, TWO_TOWER_TRAINING, TrainC
 from newsfeed.models.training import History, fit, recency_weights, seed_everything
 from newsfeed.models.two_tower import (POST_VIEWS, USER_VIEWS, TwoTower, TwoTowerConfig, full_corpus_recall,
                                        in_batch_loss, sampling_log_q, training_batch as two_tower_batch)
+from newsfeed.models.registered import load_registered
 from newsfeed.registry import INDEX_TAG, RANKER, TWO_TOWER, Registry, RegistryError, code_version
 from newsfeed.scoring import engagement_score, load_weights
 
@@ -280,15 +281,6 @@ def evaluate_ranker(model: MultiTaskRanker, test: pd.DataFrame, val: pd.DataFram
     return {"heads": heads, "ranking": evaluation.ranking_report(test, scorers, weights), "tuning": tuning}
 
 
-def load_registered(registry: Registry, name: str, ref: str | int = "champion"):
-    """(model, weights or None, version) of a registered version, rebuilt from its artifacts."""
-    import mlflow
-
-    version = registry.version(name, ref)
-    wrapper = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}").unwrap_python_model()
-    return wrapper.model, getattr(wrapper, "weights", None), version
-
-
 def _evaluate_version(home: Path, data_dir: Path, store, registry: Registry, data: datasets.ModelData, name: str,
                       ref: str) -> tuple[str, dict]:
     """(version, evaluation report) of a registered version on ``data``'s held-out period."""
@@ -418,23 +410,3 @@ def build_index(data_dir: Path, store, registry: Registry, ref: str = "challenge
             mlflow.log_artifacts(str(folder), "index")
     registry.client.set_model_version_tag(TWO_TOWER, str(version.version), INDEX_TAG, run.info.run_id)
     return IndexResult(str(version.version), run.info.run_id, index.kind, index.size, recall, seconds)
-
-
-def load_index(registry: Registry, ref: str = "champion", folder: Path | None = None):
-    """(index, two-tower version) registered together; refuses an index built by another version."""
-    import mlflow
-
-    from newsfeed.index import PostIndex
-
-    version = registry.version(TWO_TOWER, ref)
-    run_id = version.tags.get(INDEX_TAG)
-    if not run_id:
-        raise RegistryError(f"{TWO_TOWER} version {version.version} has no index: run `newsfeed index build "
-                            f"--model {version.version}`")
-    path = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="index",
-                                                    dst_path=str(folder) if folder else None))
-    manifest = json.loads((path / "manifest.json").read_text())
-    if manifest["model_version"] != str(version.version):
-        raise RegistryError(f"index of run {run_id} was built by version {manifest['model_version']}, "
-                            f"not {version.version}")
-    return PostIndex.load(path), version

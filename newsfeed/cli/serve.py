@@ -1,0 +1,138 @@
+"""`newsfeed serve [build]`, `newsfeed feed USER_ID`: the feed on Ray Serve, and a look at one user's feed."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from newsfeed.cli.common import DataDirOption, HomeOption, RegistryOption, StoreOption, console, fail
+
+app = typer.Typer(help="Serve feeds on Ray Serve (local Ray), or write the Serve config a RayService embeds.",
+                  invoke_without_command=True)
+DEFAULT_PORT = 8000
+PortOption = Annotated[int, typer.Option(help="HTTP port.", min=1, max=65535)]
+ModeOption = Annotated[str, typer.Option(help="fused (one deployment) | chained (one per stage group).")]
+ReplicasOption = Annotated[int, typer.Option(help="Replicas of each deployment.", min=1)]
+CpusOption = Annotated[float, typer.Option(help="CPUs each replica reserves.", min=0.01)]
+
+
+def _settings(home, data_dir, store, registry, mode, replicas, replica_cpus):
+    from pydantic import ValidationError
+
+    from newsfeed.config import Paths
+    from newsfeed.errors import option_message
+    from serving.settings import ServingSettings
+
+    paths = Paths.resolve(home, data_dir)
+    try:
+        return ServingSettings(home=str(paths.home.resolve()), data_dir=str(paths.data_dir.resolve()), store=store,
+                               registry=registry, mode=mode, replicas=replicas, replica_cpus=replica_cpus)
+    except ValidationError as err:
+        raise fail(option_message(err)) from None
+
+
+def _check_ready_to_serve(settings) -> None:
+    """What serving needs, before Ray starts: data, and a champion of each model with its index."""
+    from newsfeed.registry import RANKER, TWO_TOWER, INDEX_TAG, Registry, RegistryError
+
+    if not (Path(settings.data_dir) / "posts.parquet").exists():
+        raise fail(f"{settings.data_dir}: no data to serve (run `newsfeed data generate` and `newsfeed pipeline run`)")
+    try:
+        registry = Registry.open(Path(settings.home), settings.registry)
+        for name in (TWO_TOWER, RANKER):
+            version = registry.version(name, "champion")
+        if not version.tags.get(INDEX_TAG) and not registry.version(TWO_TOWER, "champion").tags.get(INDEX_TAG):
+            raise RegistryError(f"{TWO_TOWER} champion has no index: run `newsfeed index build --model champion`")
+    except RegistryError as err:
+        raise fail(f"{err} (train and register models first: `newsfeed pipeline run`)") from None
+
+
+@app.callback()
+def serve(
+    ctx: typer.Context,
+    port: PortOption = DEFAULT_PORT, host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    mode: ModeOption = "fused", replicas: ReplicasOption = 1, replica_cpus: CpusOption = 0.5,
+    home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None, registry: RegistryOption = None,
+) -> None:
+    """Start the feed service on a local Ray and stay in the foreground until Ctrl-C; ready
+    when `GET /healthz` answers."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = {"home": home, "data_dir": data_dir, "store": store, "registry": registry, "mode": mode,
+                   "replicas": replicas, "replica_cpus": replica_cpus}
+        return
+    settings = _settings(home, data_dir, store, registry, mode, replicas, replica_cpus)
+    _check_ready_to_serve(settings)
+    from serving.local import LocalServer
+
+    with LocalServer(settings, host, port) as server:
+        console.print(f"serving feeds at {server.url} ({settings.mode}); Ctrl-C stops", highlight=False)
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            console.print("stopping")
+
+
+@app.command()
+def build(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the Serve config.")] = Path(
+        "serve-config.yaml"),
+) -> None:
+    """Write the Ray Serve config (the `serveConfigV2` a KubeRay RayService embeds), checked
+    against Ray's own schema. Options before `build` (--mode, --replicas, --home ...) go into it."""
+    from serving.config import write_serve_config
+
+    options = ctx.obj or {}
+    settings = _settings(options.get("home"), options.get("data_dir"), options.get("store"), options.get("registry"),
+                         options.get("mode", "fused"), options.get("replicas", 1), options.get("replica_cpus", 0.5))
+    path = write_serve_config(settings, output)
+    console.print(f"wrote {path} ({settings.mode}, {settings.replicas} replica(s) per deployment)")
+
+
+def feed(
+    user_id: Annotated[int, typer.Argument(help="The user whose feed to show.", min=0)],
+    limit: Annotated[int, typer.Option(help="Posts to show.", min=1, max=200)] = 10,
+    url: Annotated[str, typer.Option(help="The feed service.")] = f"http://127.0.0.1:{DEFAULT_PORT}",
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the service to come up.", min=0)] = 0.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw response.")] = False,
+) -> None:
+    """One user's feed from a running service (`newsfeed serve`), as a table."""
+    from rich.table import Table
+
+    url = url.rstrip("/")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            body = json.dumps({"user_id": user_id, "limit": limit}).encode()
+            request = urllib.request.Request(f"{url}/v1/feed", body, {"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as reply:
+                response = json.loads(reply.read())
+            break
+        except urllib.error.HTTPError as err:
+            raise fail(f"{url}/v1/feed answered {err.code}: {err.read().decode()[:300]}") from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+            if time.monotonic() >= deadline:
+                reason = getattr(err, "reason", err)
+                raise fail(f"cannot reach the feed service at {url}: {reason} (is `newsfeed serve` running?)") from None
+            time.sleep(1)
+    if as_json:
+        console.print_json(json.dumps(response))
+        return
+    table = Table(title=f"feed of user {user_id}: arm {response['arm']}, two-tower v"
+                        f"{response['model_versions'].get('two_tower')}, ranker v{response['model_versions'].get('ranker')}")
+    for column in ("#", "post", "author", "topic", "source", "score"):
+        table.add_column(column, justify="right" if column in ("#", "post", "author", "score") else "left")
+    for item in response["items"]:
+        score = "" if item["score"] is None else f"{item['score']:.3f}"
+        table.add_row(str(item["position"] + 1), str(item["post_id"]), str(item["author_id"]), item.get("topic", ""),
+                      item["source"], score)
+    if response["degraded"]:
+        table.caption = "degraded: " + "; ".join(response["degraded"])
+    console.print(table)

@@ -1,0 +1,52 @@
+"""The one wiring of the feed pipeline: an arm's configuration to its list of stages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from newsfeed.feed.arms import Arm
+from newsfeed.feed.corpus import PostCorpus
+from newsfeed.feed.filters import BlockedAuthorsFilter, HiddenFilter, OwnPostsFilter, SeenFilter
+from newsfeed.feed.models import RankingModel, RetrievalModel
+from newsfeed.feed.ranker_inputs import Affinity
+from newsfeed.feed.ranking import Backfill, PreRank, Rank, UserFeatures
+from newsfeed.feed.reranking import (AuthorDiversity, Exploration, Freshness, InterestBoost, Order, TopicMMR,
+                                     Truncate)
+from newsfeed.feed.sources import AnnSource, FreshSource, InNetworkSource, PopularSource
+
+
+@dataclass
+class Resources:
+    """What every arm shares: the replica's posts, and how to read a user."""
+
+    corpus: PostCorpus
+    popularity: np.ndarray  # per corpus row, under the platform's weight table
+    read_user: Callable[[int], dict | None]  # online features of one user; None: unknown
+    affinity: Callable[[int], Affinity | None]  # the user's rows of user-author affinity
+
+
+def build_pipeline(arm: Arm, retrieval: RetrievalModel, ranking: RankingModel, res: Resources,
+                   seed: int | None = None) -> list:
+    s, r, corpus = arm.sources, arm.reranking, res.corpus
+    filters = [SeenFilter(), HiddenFilter(), BlockedAuthorsFilter(corpus), OwnPostsFilter(corpus)]
+    return [
+        UserFeatures(res.read_user),
+        AnnSource(corpus, retrieval, s.ann, s.horizon_days),
+        InNetworkSource(corpus, s.in_network, s.horizon_days),
+        FreshSource(corpus, s.fresh, s.horizon_days),
+        PopularSource(corpus, res.popularity, s.popular, s.horizon_days),
+        *filters,
+        Backfill(corpus, res.popularity, filters, s.minimum),
+        PreRank(retrieval, s.ranker_budget),
+        Rank(corpus, ranking, {**ranking.weights, **arm.weights}, res.affinity),
+        Order(),
+        *([Freshness(corpus, r.freshness, r.freshness_half_life_hours)] if r.freshness else []),
+        *([InterestBoost(corpus, r.interest_boost)] if r.interest_boost else []),
+        *([AuthorDiversity(corpus, r.author_diversity)] if r.author_diversity < 1 else []),
+        *([TopicMMR(retrieval.post_vectors, r.topic_mmr)] if r.topic_mmr < 1 else []),
+        *([Exploration(r.exploration, r.epsilon, r.temperature, seed)] if r.exploration != "none" else []),
+        Truncate(),
+    ]

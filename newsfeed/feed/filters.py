@@ -1,0 +1,52 @@
+"""Filters: what a user must never be shown. Each drops candidates with one ``np.isin``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from newsfeed.feed.context import FeedContext
+from newsfeed.feed.corpus import PostCorpus
+
+
+@dataclass
+class SeenFilter:
+    """Posts the user was shown before, and the posts of earlier pages of this feed."""
+
+    name: str = "filter:seen"
+    group: str = "retrieval"
+
+    def __call__(self, ctx: FeedContext) -> None:
+        gone = np.isin(ctx.candidates.post_ids, ctx.user.seen) | np.isin(ctx.candidates.post_ids, ctx.request.exclude)
+        ctx.candidates = ctx.candidates.take(~gone)
+
+
+@dataclass
+class HiddenFilter:
+    name: str = "filter:hidden"
+    group: str = "retrieval"
+
+    def __call__(self, ctx: FeedContext) -> None:
+        ctx.candidates = ctx.candidates.take(~np.isin(ctx.candidates.post_ids, ctx.user.hidden))
+
+
+@dataclass
+class BlockedAuthorsFilter:
+    corpus: PostCorpus
+    name: str = "filter:blocked_authors"
+    group: str = "retrieval"
+
+    def __call__(self, ctx: FeedContext) -> None:
+        authors = self.corpus.author_ids[ctx.candidates.rows]
+        ctx.candidates = ctx.candidates.take(~np.isin(authors, ctx.user.blocked_authors))
+
+
+@dataclass
+class OwnPostsFilter:
+    corpus: PostCorpus
+    name: str = "filter:own_posts"
+    group: str = "retrieval"
+
+    def __call__(self, ctx: FeedContext) -> None:
+        ctx.candidates = ctx.candidates.take(self.corpus.author_ids[ctx.candidates.rows] != ctx.user.user_id)

@@ -1,0 +1,63 @@
+"""Registered models as the feed uses them: the two-tower with its index and the corpus's
+post vectors, the ranker with its weight table and its prepared inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from newsfeed.feed.corpus import PostCorpus
+from newsfeed.feed.ranker_inputs import RankerInputs
+from newsfeed.index import PostIndex
+from newsfeed.models.ranker import HEADS, MultiTaskRanker
+from newsfeed.models.two_tower import TwoTower
+
+
+@dataclass
+class RetrievalModel:
+    version: str
+    model: TwoTower
+    index: PostIndex
+    post_vectors: np.ndarray  # per corpus row
+
+    @classmethod
+    def prepare(cls, version: str, model: TwoTower, index: PostIndex, corpus: PostCorpus) -> "RetrievalModel":
+        """Embeds the corpus (for pre-ranking) and adds to the index the posts published since
+        it was built, embedded by the same version."""
+        vectors = model.embed_posts(corpus.frame).astype(np.float32)
+        missing = ~np.isin(corpus.post_ids, index.ids())
+        if missing.any():
+            index.add(vectors[missing], corpus.post_ids[missing])
+        return cls(version, model, index, vectors)
+
+    def user_vector(self, user_id: int, features: dict) -> np.ndarray:
+        frame = pd.DataFrame([{**{c: features.get(c) for c in self.model.user_encoder.numeric
+                                  + [*self.model.user_encoder.categories, *self.model.user_encoder.vectors,
+                                     *self.model.user_encoder.bags]}, "user_id": user_id}])
+        return self.model.embed_users(frame)[0]
+
+
+@dataclass
+class RankingModel:
+    version: str
+    model: MultiTaskRanker
+    weights: dict[str, float]  # the registered table
+    inputs: RankerInputs
+
+    @classmethod
+    def prepare(cls, version: str, model: MultiTaskRanker, weights: dict[str, float] | None,
+                corpus: PostCorpus) -> "RankingModel":
+        from newsfeed.scoring import load_weights
+
+        return cls(version, model, weights or load_weights(), RankerInputs(model.encoder, corpus.frame))
+
+    @torch.no_grad()
+    def heads(self, rows: np.ndarray, user: dict, pair: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """P(reaction) per head at position 0 (relevance alone), ``p_<head>`` -> per row."""
+        self.model.eval()
+        logits, _ = self.model(self.inputs.batch(rows, user, pair))
+        probabilities = torch.sigmoid(logits).numpy()
+        return {f"p_{h}": probabilities[:, i] for i, h in enumerate(HEADS)}

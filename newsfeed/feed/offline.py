@@ -1,0 +1,113 @@
+"""The served feed judged by the simulator's world: what the candidate sources find of the
+oracle's choice, and how much of the attainable engagement the feed delivers.
+
+At the service's now (the data's end, on simulated data), for a sample of users: the pool
+is every post they have not seen, published by now and not their own. The oracle ranks
+the pool by true expected engagement (hides and blocks counted). Measured:
+- recall of the oracle's top ``oracle_k`` in each source's candidates (alone, after the
+  filters) and in the merged set;
+- the feed's true expected engagement under the world's position bias, 0 = ``limit``
+  random posts of the pool, 1 = the oracle's ``limit`` (the evaluation's primary measure),
+  beside a most-popular feed, a random feed, and the ranker alone over the whole pool;
+  intervals resample users.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from newsfeed import metrics
+from newsfeed.data.world import World, examine_probability
+from newsfeed.feed.arms import Arm
+from newsfeed.feed.context import SOURCES, FeedContext, FeedRequest
+from newsfeed.feed.ranking import Rank
+from newsfeed.feed.stages import run_pipeline
+from newsfeed.scoring import load_weights
+
+SOURCE_STAGES = {f"source:{s}": s for s in SOURCES}
+
+
+@dataclass
+class Pool:
+    users: np.ndarray  # per row
+    rows: np.ndarray  # corpus row per row
+    value: np.ndarray  # true expected engagement at position 0
+
+
+def _pool(service, world: World, users: np.ndarray, now_unix: float, weights: dict) -> Pool:
+    corpus = service.corpus
+    published = np.flatnonzero(corpus.created_unix <= now_unix)
+    user_parts, row_parts = [], []
+    for user in users:
+        view = service.activity.view(int(user))
+        keep = ~np.isin(corpus.post_ids[published], view.seen) & (corpus.author_ids[published] != user)
+        row_parts.append(published[keep])
+        user_parts.append(np.full(keep.sum(), user, np.int64))
+    rows, user_ids = np.concatenate(row_parts), np.concatenate(user_parts)
+    ts = np.full(len(rows), int(now_unix * 1e9), np.int64)
+    value = world.engagement(user_ids, corpus.post_ids[rows], ts, np.zeros(len(rows), np.int64), weights)
+    return Pool(user_ids, rows, value)
+
+
+def _truncated(limit: int):
+    return lambda rank: examine_probability(rank) * (np.asarray(rank) < limit)
+
+
+def _candidates(service, arm: Arm, user: int, now_unix: float, limit: int, only: str | None) -> FeedContext:
+    """The retrieval group of ``arm`` (``only`` one source, or all) without backfill and
+    pre-ranking: what the sources found that passes the filters."""
+    stages, _, _ = service.pipeline(arm)
+    kept = [s for s in stages if s.group == "retrieval" and s.name not in ("backfill", "prerank")
+            and (only is None or s.name not in SOURCE_STAGES or SOURCE_STAGES[s.name] == only)]
+    return run_pipeline(kept, FeedContext(FeedRequest(int(user), limit, now_unix), service.activity.view(int(user))))
+
+
+def evaluate(service, world: World, users: np.ndarray, limit: int = 10, oracle_k: int = 50, seed: int = 0) -> dict:
+    weights = load_weights()
+    arm = service.experiments.current().arms[0]
+    now = service.clock.now()
+    pool = _pool(service, world, users, now, weights)
+    corpus = service.corpus
+    rng = np.random.default_rng(seed)
+    # Oracle top-k per user, and recall of it per source.
+    recall: dict[str, list[float]] = {name: [] for name in (*SOURCES, "merged")}
+    served = np.full(len(pool.rows), -np.inf)
+    ranker_alone = np.full(len(pool.rows), -np.inf)
+    starts = np.flatnonzero(np.r_[True, pool.users[1:] != pool.users[:-1]])
+    ends = np.r_[starts[1:], len(pool.users)]
+    rank_stage = next(s for s in service.pipeline(arm)[0] if isinstance(s, Rank))
+    for start, end in zip(starts, ends):
+        user = int(pool.users[start])
+        rows, value = pool.rows[start:end], pool.value[start:end]
+        best = set(corpus.post_ids[rows[np.argsort(-value)[:oracle_k]]].tolist())
+        for source in (*SOURCES, None):
+            found = _candidates(service, arm, user, now, limit, source).candidates.post_ids
+            recall[source or "merged"].append(len(best & set(found.tolist())) / len(best))
+        # The served feed, without marking it seen (an evaluation, not a visit).
+        ctx = run_pipeline(service.pipeline(arm)[0], FeedContext(FeedRequest(user, limit, now),
+                                                                 service.activity.view(user)))
+        position = {int(p): i for i, p in enumerate(ctx.candidates.post_ids)}
+        ids = corpus.post_ids[rows]
+        served[start:end] = [limit - position[p] if p in position else -np.inf for p in ids.tolist()]
+        # The ranker alone, over the whole pool.
+        whole = FeedContext(FeedRequest(user, len(rows), now), service.activity.view(user))
+        whole.user.features = service.read_user(user) or {}
+        whole.candidates.extend(rows, ids, "ann")
+        rank_stage(whole)
+        order = {int(p): s for p, s in zip(whole.candidates.post_ids, whole.candidates.score)}
+        ranker_alone[start:end] = [order[p] for p in ids.tolist()]
+    popularity = corpus.popularity(weights)[pool.rows]
+    scorers = {"served feed": served, "ranker alone (whole pool)": ranker_alone, "most popular": popularity,
+               "random": rng.random(len(pool.rows)), "oracle": pool.value}
+    feed_quality = {}
+    for name, scores in scorers.items():
+        scores = np.where(np.isfinite(scores), scores, -1e12 - rng.random(len(scores)))
+        feed_quality[name] = metrics.normalised_slate_value(pool.users, pool.value, scores, _truncated(limit),
+                                                            clusters=pool.users).as_dict("engagement_vs_oracle")
+    return {"users": len(starts), "pool_posts_per_user": float(np.mean(ends - starts)), "limit": limit,
+            "oracle_k": oracle_k,
+            "candidate_recall": {k: metrics.mean_interval(np.array(v), np.arange(len(v))).as_dict("recall")
+                                 for k, v in recall.items()},
+            "feed": feed_quality}

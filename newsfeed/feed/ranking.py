@@ -1,0 +1,115 @@
+"""From merged candidates to scored ones: the user's online features (one read), backfill
+when the sources came up short, pre-ranking by the two-tower score, then the multi-task
+ranker's engagement score under the arm's weight table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from newsfeed.feed.context import Candidates, FeedContext
+from newsfeed.feed.corpus import PostCorpus
+from newsfeed.feed.models import RankingModel, RetrievalModel
+from newsfeed.feed.ranker_inputs import Affinity, pair_values
+from newsfeed.scoring import engagement_score
+
+USER_FEATURE_TIMEOUT_MS = 50.0
+
+
+@dataclass
+class UserFeatures:
+    """One online-store read of the user's features. Late or failing: the user is ranked
+    with missing features (what a brand-new user has), and the response says so."""
+
+    read: Callable[[int], dict | None]  # user id -> {view__feature: value}, None for an unknown user
+    timeout_ms: float = USER_FEATURE_TIMEOUT_MS
+    name: str = "user_features"
+    group: str = "retrieval"
+
+    def load(self, ctx: FeedContext):
+        return self.read(ctx.user.user_id)
+
+    def apply(self, ctx: FeedContext, value) -> None:
+        if value is None:
+            ctx.user.known = False
+        else:
+            ctx.user.features = value
+        if not ctx.user.known:
+            ctx.degrade("cold_start", "unknown user: fresh and popular posts")
+
+    def fallback(self, ctx: FeedContext) -> None:
+        ctx.user.features = {}
+
+
+@dataclass
+class Backfill:
+    """When filters left fewer than ``minimum`` candidates, adds the most popular posts of the
+    whole corpus that pass the same filters."""
+
+    corpus: PostCorpus
+    popularity: np.ndarray
+    filters: list
+    minimum: int
+    name: str = "backfill"
+    group: str = "retrieval"
+
+    def __call__(self, ctx: FeedContext) -> None:
+        if len(ctx.candidates) >= self.minimum:
+            return
+        order = np.argsort(-self.popularity, kind="stable")
+        pool = FeedContext(ctx.request, ctx.user)
+        pool.candidates.extend(order, self.corpus.post_ids[order], "popular")
+        for stage in self.filters:
+            stage(pool)
+        before = len(ctx.candidates)
+        extra = pool.candidates.take(~np.isin(pool.candidates.post_ids, ctx.candidates.post_ids))
+        need = self.minimum - before
+        ctx.candidates.extend(extra.rows[:need], extra.post_ids[:need], "popular")
+        ctx.degrade(self.name, f"only {before} candidates after filtering; {len(ctx.candidates) - before} popular added")
+
+
+@dataclass
+class PreRank:
+    """Two-tower similarity for every candidate; when there are more than the ranker's
+    ``budget``, only the best ``budget`` go on."""
+
+    retrieval: RetrievalModel
+    budget: int
+    name: str = "prerank"
+    group: str = "retrieval"
+
+    def __call__(self, ctx: FeedContext) -> None:
+        if not len(ctx.candidates):
+            return
+        if ctx.user.embedding is None:
+            ctx.user.embedding = self.retrieval.user_vector(ctx.user.user_id, ctx.user.features)
+        scores = self.retrieval.post_vectors[ctx.candidates.rows] @ ctx.user.embedding
+        ctx.candidates.retrieval_score = scores.astype(np.float32)
+        if len(scores) > self.budget:
+            keep = np.argpartition(-scores, self.budget - 1)[: self.budget]
+            ctx.candidates = ctx.candidates.take(np.sort(keep))
+
+
+@dataclass
+class Rank:
+    corpus: PostCorpus
+    ranking: RankingModel
+    weights: dict[str, float]
+    affinity: Callable[[int], Affinity | None]
+    name: str = "rank"
+    group: str = "ranking"
+
+    def __call__(self, ctx: FeedContext) -> None:
+        c = ctx.candidates
+        if not len(c):
+            return
+        rows = c.rows
+        mentioned = np.isin(rows, self.corpus.mentioned.get(ctx.user.user_id, np.zeros(0, np.int64)))
+        pair = pair_values(ctx.request.now_unix, ctx.user.user_id, ctx.user.features, self.affinity(ctx.user.user_id),
+                           self.corpus.author_ids[rows], self.corpus.created_unix[rows], self.corpus.topic_ids[rows],
+                           mentioned)
+        heads = self.ranking.heads(rows, ctx.user.features, pair)
+        c.score = engagement_score(heads, self.weights)
+        ctx.candidates = c.take(np.argsort(-c.score, kind="stable"))

@@ -1,0 +1,89 @@
+"""Candidate sources. Each adds up to ``k`` posts published within the freshness horizon,
+remembering itself as their source; a post another source offered first keeps that one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from newsfeed.feed.context import FeedContext
+from newsfeed.feed.corpus import PostCorpus
+from newsfeed.feed.models import RetrievalModel
+
+
+@dataclass
+class AnnSource:
+    """Nearest posts to the user's two-tower vector, searched in the registered FAISS index
+    among the fresh posts only. Skipped for a user the store does not know (cold start)."""
+
+    corpus: PostCorpus
+    retrieval: RetrievalModel
+    k: int
+    horizon_days: float
+    name: str = "source:ann"
+    group: str = "retrieval"
+
+    def __call__(self, ctx: FeedContext) -> None:
+        if not ctx.user.known or self.k <= 0:
+            return
+        if ctx.user.embedding is None:
+            ctx.user.embedding = self.retrieval.user_vector(ctx.user.user_id, ctx.user.features)
+        window = self.corpus.window(ctx.request.now_unix, self.horizon_days)
+        scores, ids = self.retrieval.index.search(ctx.user.embedding, self.k, among=window.ids)
+        scores, ids = scores[0], ids[0]
+        rows = self.corpus.rows_of(ids)
+        valid = (ids >= 0) & (rows >= 0)  # FAISS pads with -1 when fewer posts qualify
+        ctx.candidates.extend(rows[valid], ids[valid], "ann", scores[valid])
+
+
+@dataclass
+class InNetworkSource:
+    """Friends' fresh posts: close friends and family first, then the newest."""
+
+    corpus: PostCorpus
+    k: int
+    horizon_days: float
+    name: str = "source:in_network"
+    group: str = "retrieval"
+
+    def __call__(self, ctx: FeedContext) -> None:
+        if not len(ctx.user.friends) or self.k <= 0:
+            return
+        rows = self.corpus.window(ctx.request.now_unix, self.horizon_days).rows  # newest first
+        authors = self.corpus.author_ids[rows]
+        rows = rows[np.isin(authors, ctx.user.friends)]
+        close = np.isin(self.corpus.author_ids[rows], ctx.user.close_friends)
+        rows = rows[np.argsort(~close, kind="stable")][: self.k]
+        ctx.candidates.extend(rows, self.corpus.post_ids[rows], "in_network")
+
+
+@dataclass
+class FreshSource:
+    corpus: PostCorpus
+    k: int
+    horizon_days: float
+    name: str = "source:fresh"
+    group: str = "retrieval"
+
+    def __call__(self, ctx: FeedContext) -> None:
+        rows = self.corpus.window(ctx.request.now_unix, self.horizon_days).rows[: max(self.k, 0)]
+        ctx.candidates.extend(rows, self.corpus.post_ids[rows], "fresh")
+
+
+@dataclass
+class PopularSource:
+    """The posts of highest engagement per impression so far (``popularity``, one value per
+    corpus row): among fresh posts, or, as ``backfill``, among all when too few remain."""
+
+    corpus: PostCorpus
+    popularity: np.ndarray
+    k: int
+    horizon_days: float
+    name: str = "source:popular"
+    group: str = "retrieval"
+
+    def __call__(self, ctx: FeedContext) -> None:
+        rows = self.corpus.window(ctx.request.now_unix, self.horizon_days).rows
+        top = rows[np.argsort(-self.popularity[rows], kind="stable")[: max(self.k, 0)]]
+        ctx.candidates.extend(top, self.corpus.post_ids[top], "popular")

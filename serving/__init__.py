@@ -1,0 +1,1 @@
+"""Ray Serve: thin deployments over the feed pipeline in ``newsfeed.feed``."""

@@ -1,0 +1,173 @@
+"""The Ray Serve application: one ingress deployment (FastAPI) that runs the feed pipeline
+in process (``fused``), or calls one deployment per stage group through handles
+(``chained``: retrieval, ranking, re-ranking, each scalable on its own). Both run the
+stages ``newsfeed.feed.build`` wires; the executor does not know which mode it runs in.
+
+Routes: ``POST /v1/feed``, ``POST /v1/events``, ``GET|PUT /v1/experiments`` (bearer token
+``NEWSFEED_ADMIN_TOKEN``), ``GET /healthz``, ``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+
+from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+
+from serving.settings import ServingSettings
+
+ADMIN_TOKEN_ENV = "NEWSFEED_ADMIN_TOKEN"
+
+
+class FeedBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: int = Field(ge=0)
+    limit: int = Field(20, ge=1, le=200)
+    cursor: str | None = None
+    context: dict = Field(default_factory=dict)
+
+
+class EventsBody(BaseModel):
+    events: list[dict] = Field(min_length=1, max_length=10_000)
+
+
+class SharesBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    shares: dict[str, float]
+
+
+def open_service(settings: ServingSettings):
+    from newsfeed.feed.service import FeedService
+
+    return FeedService.open(settings.home, settings.data_dir, settings.store, settings.registry)
+
+
+api = FastAPI(title="newsfeed", description="Ranked feeds, events and experiments.")
+
+
+@serve.deployment(name="feed-ingress")
+@serve.ingress(api)
+class FeedIngress:
+    def __init__(self, settings: dict, groups: dict | None = None):
+        from serving.metrics import FeedMetrics
+
+        self.settings = ServingSettings.model_validate(settings)
+        self.service = open_service(self.settings)
+        self.groups = groups  # stage group -> handle (chained mode)
+        self.metrics = FeedMetrics()
+        self.token = os.environ.get(ADMIN_TOKEN_ENV, "")
+        if groups is None:
+            self.service.warm_up()
+
+    def _run_chained(self, arm, ctx):
+        from newsfeed.feed.stages import GROUPS, run_pipeline
+
+        return run_pipeline([RemoteGroup(self.groups[g], g) for g in GROUPS], ctx)
+
+    @api.post("/v1/feed")
+    def feed(self, body: FeedBody):
+        from newsfeed.feed.service import FeedRequestError
+
+        t0 = time.perf_counter()
+        try:
+            response = self.service.feed(body.user_id, body.limit, body.cursor, body.context,
+                                         run=self._run_chained if self.groups else None)
+        except FeedRequestError as err:
+            raise HTTPException(422, detail=str(err)) from None
+        self.metrics.observe_feed(response, time.perf_counter() - t0)
+        return response
+
+    @api.post("/v1/events")
+    def events(self, body: EventsBody):
+        result = self.service.ingest(body.events)
+        self.metrics.events.labels("accepted").inc(result["accepted"])
+        self.metrics.events.labels("duplicate").inc(result["duplicates"])
+        self.metrics.events.labels("rejected").inc(len(result["rejected"]))
+        return result
+
+    def _admin(self, authorization: str | None) -> None:
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not self.token or not secrets.compare_digest(given, self.token):
+            why = "set NEWSFEED_ADMIN_TOKEN on the server" if not self.token else "bearer token required"
+            raise HTTPException(401, detail=f"unauthorized: {why}", headers={"WWW-Authenticate": "Bearer"})
+
+    @api.get("/v1/experiments")
+    def get_experiment(self, authorization: str | None = Header(None)):
+        self._admin(authorization)
+        return self.service.experiments.read().model_dump(mode="json")
+
+    @api.put("/v1/experiments")
+    async def put_experiment(self, request: Request, authorization: str | None = Header(None)):
+        """The whole experiment, or ``{"shares": {arm: percent}}`` to change shares only."""
+        from pydantic import ValidationError
+
+        from newsfeed.feed.arms import Experiment
+
+        self._admin(authorization)
+        try:
+            body = await request.json()
+            current = self.service.experiments.read()
+            updated = (current.with_shares(SharesBody.model_validate(body).shares) if "shares" in body
+                       else Experiment.model_validate(body))
+        except ValidationError as err:
+            raise HTTPException(422, detail=[{k: e[k] for k in ("loc", "msg")} for e in err.errors()]) from None
+        except ValueError as err:
+            raise HTTPException(422, detail=str(err).splitlines()[0]) from None
+        return self.service.experiments.save(updated).model_dump(mode="json")
+
+    @api.get("/healthz")
+    def healthz(self):
+        return {**self.service.health(), "mode": self.settings.mode}
+
+    @api.get("/metrics")
+    def metrics(self):
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+class RemoteGroup:
+    """A stage group behind a deployment handle, called like a stage (see stages.run_pipeline)."""
+
+    def __init__(self, handle, group: str):
+        self.handle, self.name, self.group = handle, f"hop:{group}", group
+
+    def call_remote(self, ctx):
+        return self.handle.run_group.remote(ctx, self.group).result()
+
+
+@serve.deployment(name="feed-stages")
+class StageGroup:
+    """One stage group (retrieval, ranking or re-ranking) of every arm's pipeline."""
+
+    def __init__(self, settings: dict, group: str):
+        self.service = open_service(ServingSettings.model_validate(settings))
+        self.group = group
+        self.service.warm_up()
+
+    def run_group(self, ctx, group: str):
+        return self.service.run_group(ctx, group)
+
+
+def build_app(settings: ServingSettings):
+    """The bound application for ``serve.run`` (or a Serve config's import path)."""
+    from newsfeed.feed.stages import GROUPS
+
+    options = {"num_replicas": settings.replicas, "ray_actor_options": {"num_cpus": settings.replica_cpus}}
+    payload = settings.model_dump()
+    if settings.mode == "fused":
+        return FeedIngress.options(**options).bind(payload, None)
+    groups = {g: StageGroup.options(name=f"feed-{g}", **options).bind(payload, g) for g in GROUPS}
+    return FeedIngress.options(**options).bind(payload, groups)
+
+
+def app_builder(args: dict):
+    """Entry point of a Serve config (``import_path: serving.app:app_builder``, ``args``: the settings)."""
+    return build_app(ServingSettings.model_validate(args))
+
+
+@api.exception_handler(Exception)
+async def _never_a_bare_500(request: Request, err: Exception):  # pragma: no cover - the last resort
+    return JSONResponse(status_code=500, content={"detail": f"internal error: {type(err).__name__}"})
