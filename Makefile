@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_PORT ?= 8000
 export NEWSFEED_HOME ?= $(CURDIR)/.newsfeed
 export HF_HUB_OFFLINE := 1
 
@@ -23,6 +24,10 @@ demo: install
 	$(BIN)/newsfeed pipeline run
 	$(BIN)/newsfeed features get --user-id 7 --post-id 7990 --post-id 7995 --post-id 120
 	$(BIN)/newsfeed models list
+	@# The feed on Ray Serve: start it, show one user's feed through the HTTP API, stop it.
+	$(BIN)/newsfeed serve --port $(DEMO_PORT) & server=$$!; \
+	  $(BIN)/newsfeed feed 7 --limit 10 --url http://127.0.0.1:$(DEMO_PORT) --wait 300; status=$$?; \
+	  kill -TERM $$server; wait $$server; exit $$status
 
 test: install
 	$(BIN)/python -m pytest
@@ -34,6 +39,7 @@ bench: install
 	$(BIN)/python benchmarks/training_speed.py
 	$(BIN)/python benchmarks/movielens_retrieval.py
 	$(BIN)/python benchmarks/model_choices.py  # reads the demo's home: after make demo
+	$(BIN)/python benchmarks/serving_load.py  # the demo's home too
 
 # Re-pin the dependency tree after changing pyproject.toml.
 lock: install

@@ -43,7 +43,8 @@ class SharesBody(BaseModel):
 def open_service(settings: ServingSettings):
     from newsfeed.feed.service import FeedService
 
-    return FeedService.open(settings.home, settings.data_dir, settings.store, settings.registry)
+    return FeedService.open(settings.home, settings.data_dir, settings.store, settings.registry,
+                            replicate_posts=settings.replicate_posts)
 
 
 api = FastAPI(title="newsfeed", description="Ranked feeds, events and experiments.")

@@ -19,3 +19,5 @@ class ServingSettings(BaseModel):
     mode: Literal["fused", "chained"] = "fused"
     replicas: int = Field(1, ge=1, description="replicas of each deployment")
     replica_cpus: float = Field(0.5, gt=0, description="CPUs each replica reserves (fractions on small machines)")
+    replicate_posts: int = Field(1, ge=1, description="load benchmarks only: serve every post this many times over "
+                                                      "under new ids, to measure a larger corpus")

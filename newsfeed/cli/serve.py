@@ -68,7 +68,13 @@ def serve(
         return
     settings = _settings(home, data_dir, store, registry, mode, replicas, replica_cpus)
     _check_ready_to_serve(settings)
+    import signal
+
     from serving.local import LocalServer
+
+    def stop(*_):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)  # `kill` stops it like Ctrl-C (a background job ignores SIGINT)
 
     with LocalServer(settings, host, port) as server:
         console.print(f"serving feeds at {server.url} ({settings.mode}); Ctrl-C stops", highlight=False)

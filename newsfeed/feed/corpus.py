@@ -89,6 +89,15 @@ class PostCorpus:
     def __len__(self) -> int:
         return len(self.post_ids)
 
+    def replicated(self, times: int) -> "PostCorpus":
+        """Every post ``times`` over under new ids (the copies' ids follow the largest): a corpus
+        ``times`` as large with the same feature distribution, for load benchmarks."""
+        if times <= 1:
+            return self
+        step = int(self.post_ids.max()) + 1
+        copies = [self.frame.assign(post_id=self.frame["post_id"] + k * step) for k in range(times)]
+        return PostCorpus.from_frame(pd.concat(copies, ignore_index=True))
+
     def rows_of(self, post_ids: np.ndarray) -> np.ndarray:
         """Corpus rows of ``post_ids``; -1 for a post the replica does not hold."""
         post_ids = np.asarray(post_ids, np.int64)

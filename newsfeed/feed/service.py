@@ -220,13 +220,20 @@ class FeedService:
 
     @classmethod
     def open(cls, home: Path, data_dir: Path | None = None, store_kind: str | None = None,
-             registry_kind: str | None = None) -> "FeedService":
+             registry_kind: str | None = None, replicate_posts: int = 1) -> "FeedService":
+        """``replicate_posts``: see ``PostCorpus.replicated`` (load benchmarks)."""
+        from newsfeed.data.io import read_table
         from newsfeed.features.store import open_store
         from newsfeed.registry import Registry
 
         home = Path(home)
-        return cls(home, Path(data_dir) if data_dir else home / "data", open_store(home, store_kind),
-                   Registry.open(home, registry_kind))
+        data_dir = Path(data_dir) if data_dir else home / "data"
+        store = open_store(home, store_kind)
+        corpus = None
+        if replicate_posts > 1:
+            ids = read_table(data_dir, "posts")["post_id"].to_numpy(np.int64)
+            corpus = PostCorpus.from_store(store, ids).replicated(replicate_posts)
+        return cls(home, data_dir, store, Registry.open(home, registry_kind), corpus=corpus)
 
     # reading a user: one online-store read of one entity
     def read_user(self, user_id: int) -> dict | None:
