@@ -47,7 +47,11 @@ def stage_p50(timings: list[dict]) -> dict[str, float]:
 
 
 def in_process(home: Path, replicate: int, users: np.ndarray) -> dict:
+    import torch
+
     from newsfeed.feed.service import FeedService
+
+    torch.set_num_threads(1)  # as a replica runs (serving/app.py)
 
     service = FeedService.open(home, replicate_posts=replicate)
     service.warm_up()

@@ -41,7 +41,13 @@ class SharesBody(BaseModel):
 
 
 def open_service(settings: ServingSettings):
+    import torch
+
     from newsfeed.feed.service import FeedService
+
+    # One thread per replica: replicas and concurrent requests share the cores, and a
+    # second thread slows a 500-candidate forward pass down on a busy 2-core machine.
+    torch.set_num_threads(1)
 
     return FeedService.open(settings.home, settings.data_dir, settings.store, settings.registry,
                             replicate_posts=settings.replicate_posts)

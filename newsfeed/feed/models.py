@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from newsfeed.feed.corpus import PostCorpus
+from newsfeed.feed.fast_ranker import FastRanker
 from newsfeed.feed.ranker_inputs import RankerInputs
 from newsfeed.index import PostIndex
 from newsfeed.models.ranker import HEADS, MultiTaskRanker
@@ -45,19 +46,25 @@ class RankingModel:
     version: str
     model: MultiTaskRanker
     weights: dict[str, float]  # the registered table
-    inputs: RankerInputs
+    prepared: tuple[RankerInputs, FastRanker]  # replaced whole when the corpus's values change
 
     @classmethod
     def prepare(cls, version: str, model: MultiTaskRanker, weights: dict[str, float] | None,
                 corpus: PostCorpus) -> "RankingModel":
         from newsfeed.scoring import load_weights
 
-        return cls(version, model, weights or load_weights(), RankerInputs(model.encoder, corpus.frame))
+        ranking = cls(version, model, weights or load_weights(), None)
+        ranking.encode_corpus(corpus.frame)
+        return ranking
+
+    def encode_corpus(self, frame: pd.DataFrame) -> None:
+        """Encode the corpus's post side (again, when its values changed: live counters)."""
+        inputs = RankerInputs(self.model.encoder, frame)
+        self.prepared = (inputs, FastRanker(self.model, inputs))
 
     @torch.no_grad()
     def heads(self, rows: np.ndarray, user: dict, pair: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """P(reaction) per head at position 0 (relevance alone), ``p_<head>`` -> per row."""
-        self.model.eval()
-        logits, _ = self.model(self.inputs.batch(rows, user, pair))
-        probabilities = torch.sigmoid(logits).numpy()
+        inputs, fast = self.prepared
+        probabilities = fast.probabilities(rows, inputs.batch(rows, user, pair))
         return {f"p_{h}": probabilities[:, i] for i, h in enumerate(HEADS)}

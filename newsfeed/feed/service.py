@@ -353,14 +353,12 @@ class FeedService:
             threading.Thread(target=self._refresh_now, name="live-counters", daemon=True).start()
 
     def _refresh_now(self) -> None:
-        from newsfeed.feed.ranker_inputs import RankerInputs
-
         with self._refreshing:
             try:
                 self.corpus.refresh_live(self.store)
                 for model in list(self.models._loaded.values()):
                     if isinstance(model, RankingModel):  # its post-side inputs hold the counters
-                        model.inputs = RankerInputs(model.model.encoder, self.corpus.frame)
+                        model.encode_corpus(self.corpus.frame)
             except Exception:  # noqa: BLE001 - stale counters are better than a failed refresh loop
                 pass
 
