@@ -39,7 +39,8 @@ bench: install
 	$(BIN)/python benchmarks/training_speed.py
 	$(BIN)/python benchmarks/movielens_retrieval.py
 	$(BIN)/python benchmarks/model_choices.py  # reads the demo's home: after make demo
-	$(BIN)/python benchmarks/serving_load.py  # the demo's home too
+	$(BIN)/python benchmarks/feed_quality.py  # the demo's home too
+	$(BIN)/python benchmarks/serving_load.py
 
 # Re-pin the dependency tree after changing pyproject.toml.
 lock: install

@@ -7,7 +7,6 @@ Routes: ``POST /v1/feed``, ``POST /v1/events``, ``GET|PUT /v1/experiments`` (bea
 ``NEWSFEED_ADMIN_TOKEN``), ``GET /healthz``, ``GET /metrics``.
 """
 
-from __future__ import annotations
 
 import os
 import secrets
@@ -71,9 +70,10 @@ class FeedIngress:
             self.service.warm_up()
 
     def _run_chained(self, arm, ctx):
-        from newsfeed.feed.stages import GROUPS, run_pipeline
+        from newsfeed.feed.stages import GROUPS, RemoteGroup, run_pipeline
 
-        return run_pipeline([RemoteGroup(self.groups[g], g) for g in GROUPS], ctx)
+        return run_pipeline([RemoteGroup(lambda c, g=g: self.groups[g].run_group.remote(c, g).result(), g)
+                             for g in GROUPS], ctx)
 
     @api.post("/v1/feed")
     def feed(self, body: FeedBody):
@@ -133,16 +133,6 @@ class FeedIngress:
     @api.get("/metrics")
     def metrics(self):
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
-
-
-class RemoteGroup:
-    """A stage group behind a deployment handle, called like a stage (see stages.run_pipeline)."""
-
-    def __init__(self, handle, group: str):
-        self.handle, self.name, self.group = handle, f"hop:{group}", group
-
-    def call_remote(self, ctx):
-        return self.handle.run_group.remote(ctx, self.group).result()
 
 
 @serve.deployment(name="feed-stages")

@@ -163,6 +163,7 @@ class ModelCache:
 
     def version(self, name: str, ref: str) -> str:
         if str(ref).isdigit():
+            self._resolved[(name, str(ref))] = (str(ref), float("inf"))
             return str(ref)
         hit = self._resolved.get((name, ref))
         if hit and time.monotonic() - hit[1] < ALIAS_TTL_SECONDS:
@@ -180,6 +181,10 @@ class ModelCache:
             with self._lock:  # one load per version, however many requests wait for it
                 if key not in self._loaded:
                     self._loaded[key] = self._load(name, version, name == TWO_TOWER)
+                    # Versions no alias or arm points at any more are let go (memory).
+                    current = {(n, v) for (n, _), (v, _) in self._resolved.items()}
+                    for stale in [k for k in self._loaded if k not in current]:
+                        del self._loaded[stale]
         return self._loaded[key]
 
     def _load(self, name: str, version: str, two_tower: bool):
@@ -268,10 +273,10 @@ class FeedService:
                          "champion served")
             retrieval, ranking = self.models.get(TWO_TOWER, "champion"), self.models.get(RANKER, "champion")
         key = (arm.model_dump_json(), retrieval.version, ranking.version)
-        stages = self._pipelines.get(key)
-        if stages is None:
-            stages = self._pipelines[key] = build_pipeline(arm, retrieval, ranking, self.resources)
-        return stages, {"two_tower": retrieval.version, "ranker": ranking.version}, notes
+        cached = self._pipelines.get(arm.name)
+        if cached is None or cached[0] != key:  # one pipeline per arm: a changed arm replaces its own
+            cached = self._pipelines[arm.name] = (key, build_pipeline(arm, retrieval, ranking, self.resources))
+        return cached[1], {"two_tower": retrieval.version, "ranker": ranking.version}, notes
 
     def new_context(self, arm: Arm, request: FeedRequest) -> FeedContext:
         return FeedContext(request, self.activity.view(request.user_id), arm=arm.name)

@@ -94,17 +94,18 @@ def _remote_result(stage, ctx: FeedContext) -> FeedContext | None:
     except Exception as err:  # noqa: BLE001 - a failed hop degrades like a failed stage
         ctx.degrade(stage.name, _short(err))
         out = ctx
-    out.timings_ms[f"{stage.name} (hop)"] = (time.perf_counter() - t0) * 1000.0 - sum(
+    # The hop's own cost: its wall time less the stages it ran (transport, queueing, pickling).
+    out.timings_ms[stage.name] = (time.perf_counter() - t0) * 1000.0 - sum(
         v for k, v in out.timings_ms.items() if k not in ctx.timings_ms)
     return out
 
 
-def grouped(stages) -> list[tuple[str, list]]:
-    """Consecutive stages by group, in order: what a chained deployment runs per hop."""
-    out: list[tuple[str, list]] = []
-    for stage in stages:
-        if out and out[-1][0] == stage.group:
-            out[-1][1].append(stage)
-        else:
-            out.append((stage.group, [stage]))
-    return out
+class RemoteGroup:
+    """A stage group run elsewhere (chained mode: a deployment, through its handle), placed in
+    a pipeline like a stage: ``call(ctx)`` returns the context the group changed."""
+
+    def __init__(self, call, group: str):
+        self.call, self.group, self.name = call, group, f"hop:{group}"
+
+    def call_remote(self, ctx: FeedContext) -> FeedContext:
+        return self.call(ctx)

@@ -1,0 +1,67 @@
+"""The served feed against the simulator's oracle: candidate recall per source and merged,
+and the feed's true expected engagement (0 = random, 1 = oracle) beside most-popular and
+random feeds and the ranker alone over every unseen post (``newsfeed.feed.offline``).
+
+    .venv/bin/python benchmarks/feed_quality.py [--home .newsfeed] [--users 300]
+
+Needs the demo's home (`make demo`). Prints two tables, writes benchmarks/results/feed_quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", type=Path, default=Path(os.environ.get("NEWSFEED_HOME", ".newsfeed")))
+    parser.add_argument("--users", type=int, default=300, help="users sampled (every n-th by id)")
+    parser.add_argument("--limit", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/feed_quality.json"))
+    args = parser.parse_args()
+    if args.users < 10 or args.limit < 1:
+        parser.error("--users >= 10, --limit >= 1")
+    from newsfeed.data.world import World
+    from newsfeed.feed import offline
+    from newsfeed.feed.service import FeedService
+
+    world = World.of_dataset(args.home / "data")
+    if world is None:
+        parser.error(f"{args.home}/data: not simulated data (no world to judge by); run `make demo`")
+    console = Console()
+    t0 = time.perf_counter()
+    service = FeedService.open(args.home)
+    users = np.array(sorted(service.activity.known_users))
+    users = users[:: max(1, len(users) // args.users)][: args.users]
+    with console.status(f"{len(users)} users"):
+        report = offline.evaluate(service, world, users, limit=args.limit)
+    recall = Table(title=f"candidates: share of the oracle's top {report['oracle_k']} unseen posts found "
+                         f"({report['users']} users, {report['pool_posts_per_user']:,.0f} unseen posts each)")
+    recall.add_column("source")
+    recall.add_column("recall [95% CI]", justify="right")
+    for name, row in report["candidate_recall"].items():
+        recall.add_row(name, f"{row['recall']:.3f} [{row['recall_low']:.3f}, {row['recall_high']:.3f}]")
+    feed = Table(title=f"feed of {args.limit}: true expected engagement, 0 = random posts, 1 = the oracle's")
+    feed.add_column("feed")
+    feed.add_column("engagement_vs_oracle [95% CI]", justify="right")
+    for name, row in report["feed"].items():
+        v = "engagement_vs_oracle"
+        feed.add_row(name, f"{row[v]:.3f} [{row[v + '_low']:.3f}, {row[v + '_high']:.3f}]")
+    console.print(recall, feed)
+    console.print(f"{time.perf_counter() - t0:.0f} s")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(args.out)
+
+
+if __name__ == "__main__":
+    main()
