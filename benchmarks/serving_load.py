@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=8)
     parser.add_argument("--concurrent-requests", type=int, default=1_200)
     parser.add_argument("--modes", default="fused,chained")
+    parser.add_argument("--replicas", type=int, default=2, help="replicas per deployment (2 cores: 2)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serving_load.json"))
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
@@ -129,7 +130,7 @@ def main() -> None:
     from serving.settings import ServingSettings
 
     for mode in modes:
-        settings = ServingSettings(home=str(args.home.resolve()), mode=mode, replicas=1,
+        settings = ServingSettings(home=str(args.home.resolve()), mode=mode, replicas=args.replicas,
                                    replica_cpus=0.5 if mode == "fused" else 0.25, replicate_posts=args.replicate)
         with console.status(f"{mode}: starting Ray Serve"), LocalServer(settings, port=PORT) as server:
             over_http(server.url, rng.choice(known, 20), 1)  # warm the HTTP path

@@ -8,6 +8,7 @@ Routes: ``POST /v1/feed``, ``POST /v1/events``, ``GET|PUT /v1/experiments`` (bea
 """
 
 
+import json
 import os
 import secrets
 import time
@@ -86,7 +87,8 @@ class FeedIngress:
         except FeedRequestError as err:
             raise HTTPException(422, detail=str(err)) from None
         self.metrics.observe_feed(response, time.perf_counter() - t0)
-        return response
+        # Plain values already: serialised directly, not through FastAPI's generic encoder.
+        return Response(json.dumps(response, separators=(",", ":")), media_type="application/json")
 
     @api.post("/v1/events")
     def events(self, body: EventsBody):

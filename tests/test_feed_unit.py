@@ -130,3 +130,27 @@ def test_epsilon_greedy_records_the_probability_of_each_shown_post():
     # Without exploration every shown post had probability 1.
     plain = run_pipeline([Order(), Truncate()], _context(n, limit))
     assert np.all(plain.candidates.show_probability == 1)
+
+
+def _ranked(n: int = 30, limit: int = 10) -> FeedContext:
+    ctx = _context(n, limit)
+    ctx.candidates.score = np.arange(n, 0, -1).astype(float)  # row 0 best
+    return ctx
+
+
+def test_author_diversity_and_mmr_spread_a_feed_that_one_author_or_one_theme_would_fill():
+    from types import SimpleNamespace
+
+    from newsfeed.feed.reranking import AuthorDiversity, TopicMMR
+
+    authors = np.r_[np.ones(10, np.int64), np.arange(2, 22)]  # the 10 best posts: one author
+    corpus = SimpleNamespace(author_ids=authors)
+    plain = run_pipeline([Order(), Truncate()], _ranked())
+    assert (authors[plain.candidates.rows] == 1).all()
+    diverse = run_pipeline([Order(), AuthorDiversity(corpus, 0.5), Truncate()], _ranked())
+    assert diverse.candidates.rows[0] == 0 and (authors[diverse.candidates.rows] == 1).sum() <= 3
+    vectors = np.eye(30, dtype=np.float32)
+    vectors[:10] = vectors[0]  # the 10 best posts: the same content
+    mmr = run_pipeline([Order(), TopicMMR(vectors, 0.5), Truncate()], _ranked())
+    assert mmr.candidates.rows[0] == 0 and (mmr.candidates.rows < 10).sum() <= 2
+    assert len(set(mmr.candidates.rows.tolist())) == 10

@@ -31,6 +31,24 @@ def _reorder(ctx: FeedContext, head: np.ndarray) -> None:
     ctx.candidates = ctx.candidates.take(np.r_[head, rest].astype(np.int64))
 
 
+def _leading(ctx: FeedContext) -> int:
+    """How many of the leading candidates a greedy re-ranker chooses among."""
+    return min(len(ctx.candidates), LOOKAHEAD * ctx.request.limit)
+
+
+def _greedy(n: int, limit: int, value, placed) -> np.ndarray:
+    """Positions filled one at a time: the candidate (of ``n``) of highest ``value()`` not yet
+    taken, then ``placed(pick)`` updates what ``value`` depends on."""
+    taken = np.zeros(n, bool)
+    order = []
+    for _ in range(min(n, limit)):
+        pick = int(np.argmax(np.where(taken, -np.inf, value())))
+        order.append(pick)
+        taken[pick] = True
+        placed(pick)
+    return np.array(order, np.int64)
+
+
 @dataclass
 class Order:
     """Candidates by score, highest first (by the two-tower score where ranking failed)."""
@@ -87,22 +105,18 @@ class AuthorDiversity:
     group: str = "reranking"
 
     def __call__(self, ctx: FeedContext) -> None:
-        n = min(len(ctx.candidates), LOOKAHEAD * ctx.request.limit)
+        n = _leading(ctx)
         if n < 2:
             return
         score = _ordering_score(ctx)[:n]
         score = score - score.min() + 1e-6
         authors = self.corpus.author_ids[ctx.candidates.rows[:n]]
         placed = np.zeros(n, np.int64)  # per candidate: posts of its author already placed
-        taken = np.zeros(n, bool)
-        order = []
-        for _ in range(min(n, ctx.request.limit)):
-            value = np.where(taken, -np.inf, score * self.decay ** placed)
-            pick = int(np.argmax(value))
-            order.append(pick)
-            taken[pick] = True
-            placed += authors == authors[pick]
-        _reorder(ctx, np.array(order))
+
+        def count(pick: int) -> None:
+            placed[:] += authors == authors[pick]
+
+        _reorder(ctx, _greedy(n, ctx.request.limit, lambda: score * self.decay ** placed, count))
 
 
 @dataclass
@@ -116,7 +130,7 @@ class TopicMMR:
     group: str = "reranking"
 
     def __call__(self, ctx: FeedContext) -> None:
-        n = min(len(ctx.candidates), LOOKAHEAD * ctx.request.limit)
+        n = _leading(ctx)
         if n < 2:
             return
         score = _ordering_score(ctx)[:n]
@@ -124,16 +138,13 @@ class TopicMMR:
         relevance = (score - score.min()) / spread if spread > 0 else np.zeros(n)
         vectors = self.vectors[ctx.candidates.rows[:n]]
         similarity = vectors @ vectors.T
-        closest = np.full(n, -1.0)
-        taken = np.zeros(n, bool)
-        order = []
-        for _ in range(min(n, ctx.request.limit)):
-            value = np.where(taken, -np.inf, self.lam * relevance - (1 - self.lam) * np.maximum(closest, 0))
-            pick = int(np.argmax(value))
-            order.append(pick)
-            taken[pick] = True
-            closest = np.maximum(closest, similarity[pick])
-        _reorder(ctx, np.array(order))
+        closest = np.full(n, -1.0)  # per candidate: its highest similarity to a post placed
+
+        def note(pick: int) -> None:
+            np.maximum(closest, similarity[pick], out=closest)
+
+        value = lambda: self.lam * relevance - (1 - self.lam) * np.maximum(closest, 0)  # noqa: E731
+        _reorder(ctx, _greedy(n, ctx.request.limit, value, note))
 
 
 @dataclass
@@ -151,7 +162,7 @@ class Exploration:
     group: str = "reranking"
 
     def __call__(self, ctx: FeedContext) -> None:
-        n = min(len(ctx.candidates), LOOKAHEAD * ctx.request.limit)
+        n = _leading(ctx)
         if n == 0:
             return
         rng = np.random.default_rng(self.seed)
