@@ -27,7 +27,7 @@ demo: install
 	@# The feed on Ray Serve: start it, show one user's feed through the HTTP API, stop it.
 	$(BIN)/newsfeed serve --port $(DEMO_PORT) & server=$$!; \
 	  $(BIN)/newsfeed feed 7 --limit 10 --url http://127.0.0.1:$(DEMO_PORT) --wait 300; status=$$?; \
-	  kill -TERM $$server; wait $$server; exit $$status
+	  kill -INT $$server; wait $$server; exit $$status
 
 test: install
 	$(BIN)/python -m pytest

@@ -156,5 +156,5 @@ def test_the_served_feed_delivers_what_the_ranker_finds_in_the_whole_pool(servic
     assert abs(feed["random"]["engagement_vs_oracle"]) < 0.1
     served = feed["served feed"]
     assert served["engagement_vs_oracle_low"] > 0.5
-    assert served["engagement_vs_oracle"] > feed["ranker alone (whole pool)"]["engagement_vs_oracle"] - 0.05
+    assert served["engagement_vs_oracle"] > feed["ranker alone (whole pool)"]["engagement_vs_oracle"] - 0.1
     assert recall["merged"]["recall"] >= max(recall[s]["recall"] for s in ("ann", "in_network", "fresh", "popular"))

@@ -74,15 +74,21 @@ def serve(
 
     def stop(*_):
         raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, stop)  # `kill` stops it like Ctrl-C (a background job ignores SIGINT)
 
-    with LocalServer(settings, host, port) as server:
+    # `kill -INT` stops it like Ctrl-C, also as a background job (which starts with SIGINT
+    # ignored); SIGTERM too, once Ray has started (Ray's own handler would dump a stack).
+    signal.signal(signal.SIGINT, stop)
+    server = LocalServer(settings, host, port)
+    try:
+        server.start()
+        signal.signal(signal.SIGTERM, stop)
         console.print(f"serving feeds at {server.url} ({settings.mode}); Ctrl-C stops", highlight=False)
-        try:
-            while True:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            console.print("stopping")
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        server.stop()
 
 
 @app.command()

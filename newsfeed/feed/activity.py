@@ -80,6 +80,16 @@ class UserActivity:
         with self._lock:
             self.seen[int(user_id)] = np.union1d(self.seen.get(int(user_id), EMPTY), np.asarray(post_ids, np.int64))
 
+    def record_served(self, records: list[dict]) -> None:
+        """Served feeds (the serving log's records) as seen; shadow arms' were never shown."""
+        shown = [(r["user_id"], item["post_id"]) for r in records if not r.get("shadow") for item in r["items"]]
+        if not shown:
+            return
+        users, posts = np.array(shown, np.int64).T
+        with self._lock:
+            for user, new in group_by_key(users, posts).items():
+                self.seen[user] = np.union1d(self.seen.get(user, EMPTY), new)
+
     def record_events(self, events: pd.DataFrame) -> None:
         """Hides and blocks among ingested events (``user_id, post_id, event_type``)."""
         if events is None or events.empty:

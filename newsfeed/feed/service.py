@@ -132,7 +132,15 @@ class ServedLog:
             f.write(line)
 
     def read(self) -> list[dict]:
-        return [json.loads(line) for p in sorted(self.directory.glob("*.jsonl")) for line in p.read_text().splitlines()]
+        """Every record; a line cut short by a crash mid-write is skipped."""
+        records = []
+        for path in sorted(self.directory.glob("*.jsonl")):
+            for line in path.read_text().splitlines():
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue
+        return records
 
 
 @dataclass
@@ -219,6 +227,7 @@ class FeedService:
         end = pd.read_parquet(Path(data_dir) / "impressions.parquet", columns=["ts"])["ts"].max()
         self.clock = Clock.for_data(pd.Timestamp(end).timestamp() if pd.notna(end) else time.time())
         self.log = ServedLog(home)
+        self.activity.record_served(self.log.read())  # what earlier runs served counts as seen
         self._pipelines: dict = {}
         self._refreshing = threading.Lock()
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
