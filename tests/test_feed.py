@@ -158,3 +158,29 @@ def test_the_served_feed_delivers_what_the_ranker_finds_in_the_whole_pool(servic
     assert served["engagement_vs_oracle_low"] > 0.5
     assert served["engagement_vs_oracle"] > feed["ranker alone (whole pool)"]["engagement_vs_oracle"] - 0.1
     assert recall["merged"]["recall"] >= max(recall[s]["recall"] for s in ("ann", "in_network", "fresh", "popular"))
+
+
+def test_a_shadow_arm_is_scored_beside_each_request_and_only_logged(service, served_home):
+    from newsfeed.feed.arms import Arm, Experiment
+    from newsfeed.feed.service import ServedLog
+
+    store = service.experiments
+    previous = store.read()
+    store.save(Experiment(arms=[Arm(name="champion", share=100),
+                                Arm(name="shadow", share=0, weights={"hide": -100, "block": -200})],
+                          shadow="shadow"))
+    service.experiments._checked = 0.0
+    try:
+        response = service.feed(31, limit=10)
+        service._background.submit(lambda: None).result()  # the shadow runs off the request path
+    finally:
+        store.save(previous)
+        service.experiments._checked = 0.0
+    assert response["arm"] == "champion"
+    records = [r for r in ServedLog(served_home).read() if r["request_id"] == response["request_id"]]
+    shadow = [r for r in records if r.get("shadow")]
+    assert len(records) == 2 and len(shadow) == 1 and shadow[0]["arm"] == "shadow"
+    assert len(shadow[0]["items"]) == 10
+    # Only the served page counts as seen: the shadow's posts may still be served later.
+    assert not set(i["post_id"] for i in shadow[0]["items"]) & set(service.activity.view(31).seen) - {
+        i["post_id"] for i in response["items"]}

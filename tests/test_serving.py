@@ -73,6 +73,20 @@ def test_health_and_a_feed_over_http(server, served_home):
     assert all(i["show_probability"] == 1.0 for i in record["items"])
 
 
+def test_feeds_over_http_hold_no_seen_hidden_blocked_or_own_posts(server, served_home):
+    from newsfeed.data.io import read_table
+
+    impressions = read_table(served_home / "data", "impressions")
+    authors = read_table(served_home / "data", "posts").set_index("post_id")["author_id"]
+    for user in impressions.loc[impressions["block"] == 1, "user_id"].unique()[:5]:
+        status, feed = call("POST", "/v1/feed", {"user_id": int(user), "limit": 25})
+        assert status == 200 and len(feed["items"]) == 25
+        mine = impressions[impressions["user_id"] == user]
+        blocked = set(authors.reindex(mine.loc[mine["block"] == 1, "post_id"]))
+        posts, by = {i["post_id"] for i in feed["items"]}, {i["author_id"] for i in feed["items"]}
+        assert not posts & set(mine["post_id"]) and not by & blocked and int(user) not in by
+
+
 @pytest.mark.parametrize("body, field", [
     ({}, "user_id"), ({"user_id": "abc"}, "user_id"), ({"user_id": 1, "limit": 0}, "limit"),
     ({"user_id": -3}, "user_id"), ({"user_id": 1, "colour": "red"}, "colour"),
