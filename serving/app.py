@@ -14,7 +14,7 @@ import secrets
 import time
 
 from fastapi import FastAPI, Header, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
@@ -165,8 +165,3 @@ def build_app(settings: ServingSettings):
 def app_builder(args: dict):
     """Entry point of a Serve config (``import_path: serving.app:app_builder``, ``args``: the settings)."""
     return build_app(ServingSettings.model_validate(args))
-
-
-@api.exception_handler(Exception)
-async def _never_a_bare_500(request: Request, err: Exception):  # pragma: no cover - the last resort
-    return JSONResponse(status_code=500, content={"detail": f"internal error: {type(err).__name__}"})

@@ -5,7 +5,6 @@ degrades instead of failing the request."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from newsfeed.data.io import read_table

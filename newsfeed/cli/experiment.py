@@ -45,7 +45,7 @@ def set_experiment(
 
     from newsfeed.feed.arms import Arm, Experiment
 
-    shares = {name: value for name, value in _pairs(arm, "--arm").items()}
+    shares = _pairs(arm, "--arm")
     models = _pairs(model, "--model")
     try:
         numbers = {name: float(value) for name, value in shares.items()}
@@ -75,16 +75,18 @@ def set_experiment(
         raise fail(f"invalid experiment: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     except (OSError, yaml.YAMLError) as err:
         raise fail(f"{file}: {err}") from None
-    saved = store.save(experiment)
-    show(home=home, experiment=saved)
+    _print(store.save(experiment))
 
 
 @app.command()
-def show(home: HomeOption = None, experiment=None) -> None:
+def show(home: HomeOption = None) -> None:
     """The experiment's arms, shares and models."""
+    _print(_store(home).read())
+
+
+def _print(experiment) -> None:
     from rich.table import Table
 
-    experiment = experiment or _store(home).read()
     table = Table(title=f"experiment {experiment.name!r} version {experiment.version} (salt {experiment.salt!r})")
     for column in ("arm", "share %", "two-tower", "ranker", "weights", "re-ranking"):
         table.add_column(column, justify="right" if column == "share %" else "left")

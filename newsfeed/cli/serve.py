@@ -45,9 +45,8 @@ def _check_ready_to_serve(settings) -> None:
         raise fail(f"{settings.data_dir}: no data to serve (run `newsfeed data generate` and `newsfeed pipeline run`)")
     try:
         registry = Registry.open(Path(settings.home), settings.registry)
-        for name in (TWO_TOWER, RANKER):
-            version = registry.version(name, "champion")
-        if not version.tags.get(INDEX_TAG) and not registry.version(TWO_TOWER, "champion").tags.get(INDEX_TAG):
+        registry.version(RANKER, "champion")
+        if not registry.version(TWO_TOWER, "champion").tags.get(INDEX_TAG):
             raise RegistryError(f"{TWO_TOWER} champion has no index: run `newsfeed index build --model champion`")
     except RegistryError as err:
         raise fail(f"{err} (train and register models first: `newsfeed pipeline run`)") from None

@@ -41,6 +41,7 @@ class UserActivity:
     close_friends: dict[int, np.ndarray] = field(default_factory=dict)
     author_of: pd.Series = field(default_factory=lambda: pd.Series(dtype=np.int64))  # post_id -> author_id
     known_users: frozenset = frozenset()
+    latest_unix: float | None = None  # the newest impression in the data: where a replayed dataset's clock stands
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -51,7 +52,9 @@ class UserActivity:
         author_of = pd.Series(posts["author_id"].fillna(-1).to_numpy(np.int64), index=posts["post_id"].to_numpy(np.int64))
         users, post_ids = imp["user_id"].to_numpy(np.int64), imp["post_id"].to_numpy(np.int64)
         hide, block = imp["hide"].to_numpy(bool), imp["block"].to_numpy(bool)
-        activity = cls(seen=group_by_key(users, post_ids), hidden=group_by_key(users[hide], post_ids[hide]),
+        latest = pd.to_datetime(imp["ts"], utc=True).max() if len(imp) else None
+        activity = cls(latest_unix=latest.timestamp() if latest is not None and pd.notna(latest) else None,
+                       seen=group_by_key(users, post_ids), hidden=group_by_key(users[hide], post_ids[hide]),
                        blocked_authors=group_by_key(users[block], author_of.reindex(post_ids[block]).fillna(-1)
                                                 .to_numpy(np.int64)),
                        author_of=author_of,

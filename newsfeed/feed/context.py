@@ -64,7 +64,9 @@ class Candidates:
         """Add the posts not already here, remembering ``source``; return how many were new."""
         new = ~np.isin(post_ids, self.post_ids)
         _, first = np.unique(post_ids, return_index=True)  # a source may repeat itself
-        new &= np.isin(np.arange(len(post_ids)), first)
+        repeated = np.ones(len(post_ids), bool)
+        repeated[first] = False
+        new &= ~repeated
         n = int(new.sum())
         score = np.full(len(post_ids), np.nan, np.float32) if retrieval_score is None else retrieval_score
         self.rows = np.concatenate([self.rows, rows[new]])

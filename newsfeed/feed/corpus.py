@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from newsfeed.feed.activity import group_by_key
+from newsfeed.index import IdFilter
 from newsfeed.schema import REACTIONS
 
 POST_VIEWS = ("post_content", "post_engagement", "post_engagement_live")
@@ -29,19 +30,15 @@ WINDOW_SECONDS = 60
 @dataclass
 class FreshWindow:
     rows: np.ndarray  # newest first
-    ids: object  # newsfeed.index.IdFilter over their post ids
-
-
-def _stream_view(store):
-    return store.get_stream_feature_view(LIVE_VIEW)
+    ids: IdFilter  # over their post ids, for the index search
 
 
 def read_posts(store, post_ids: np.ndarray, views: tuple[str, ...] = POST_VIEWS) -> pd.DataFrame:
-    """Online features of ``post_ids`` (``view__feature`` columns), read in chunks."""
-    refs = []
-    for name in views:
-        view = _stream_view(store) if name == LIVE_VIEW else store.get_feature_view(name)
-        refs += [f"{name}:{f.name}" for f in view.features]
+    """Online features of ``post_ids`` (``view__feature`` columns, the ranker service's ``views``),
+    read in chunks."""
+    from newsfeed.models.datasets import view_features
+
+    refs = view_features(store, "ranker", views)
     parts = [store.get_online_features(features=refs, entity_rows=[{"post_id": int(p)} for p in chunk],
                                        full_feature_names=True).to_df()
              for chunk in np.array_split(post_ids, max(1, -(-len(post_ids) // READ_CHUNK)))]
@@ -117,8 +114,6 @@ class PostCorpus:
         key = (int(now_unix // WINDOW_SECONDS), horizon_days)
         cached = self._windows.get(key)
         if cached is None:
-            from newsfeed.index import IdFilter
-
             rows = self.fresh_rows(now_unix, horizon_days)
             cached = FreshWindow(rows, IdFilter(self.post_ids[rows]))
             self._windows = {key: cached}  # one minute at a time: the old one is dropped

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 
 from newsfeed.feed.corpus import PostCorpus
 from newsfeed.feed.fast_ranker import FastRanker
@@ -35,9 +34,7 @@ class RetrievalModel:
         return cls(version, model, index, vectors)
 
     def user_vector(self, user_id: int, features: dict) -> np.ndarray:
-        frame = pd.DataFrame([{**{c: features.get(c) for c in self.model.user_encoder.numeric
-                                  + [*self.model.user_encoder.categories, *self.model.user_encoder.vectors,
-                                     *self.model.user_encoder.bags]}, "user_id": user_id}])
+        frame = pd.DataFrame([{**{c: features.get(c) for c in self.model.config.user_inputs}, "user_id": user_id}])
         return self.model.embed_users(frame)[0]
 
 
@@ -62,7 +59,6 @@ class RankingModel:
         inputs = RankerInputs(self.model.encoder, frame)
         self.prepared = (inputs, FastRanker(self.model, inputs))
 
-    @torch.no_grad()
     def heads(self, rows: np.ndarray, user: dict, pair: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """P(reaction) per head at position 0 (relevance alone), ``p_<head>`` -> per row."""
         inputs, fast = self.prepared

@@ -5,11 +5,11 @@ ranker's engagement score under the arm's weight table."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from newsfeed.feed.context import Candidates, FeedContext
+from newsfeed.feed.context import FeedContext
 from newsfeed.feed.corpus import PostCorpus
 from newsfeed.feed.models import RankingModel, RetrievalModel
 from newsfeed.feed.ranker_inputs import Affinity, pair_values

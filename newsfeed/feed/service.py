@@ -208,15 +208,18 @@ class ModelCache:
 # -- the service -------------------------------------------------------------------------------
 
 class FeedService:
-    def __init__(self, home: Path, data_dir: Path, store, registry, corpus: PostCorpus | None = None):
+    def __init__(self, home: Path, data_dir: Path, store, registry, corpus: PostCorpus | None = None,
+                 replicate_posts: int = 1):
+        """``corpus``: share another replica's (tests); ``replicate_posts``: see
+        ``PostCorpus.replicated`` (load benchmarks)."""
         from newsfeed.data.io import read_table
         from newsfeed.features.online_load import latest_rows
         from newsfeed.models.datasets import view_features
         from newsfeed.scoring import load_weights
 
         self.home, self.data_dir, self.store, self.registry = Path(home), Path(data_dir), store, registry
-        posts = read_table(data_dir, "posts")
-        self.corpus = corpus or PostCorpus.from_store(store, posts["post_id"].to_numpy(np.int64))
+        self.corpus = corpus or PostCorpus.from_store(
+            store, read_table(data_dir, "posts")["post_id"].to_numpy(np.int64)).replicated(replicate_posts)
         self.activity = UserActivity.from_data(data_dir)
         self.affinity = affinity_tables(latest_rows(home, "user_author_affinity"))
         self.user_refs = view_features(store, "ranker", USER_VIEWS)
@@ -224,8 +227,7 @@ class FeedService:
                                    self.affinity.get)
         self.models = ModelCache(registry, self.corpus)
         self.experiments = ExperimentStore(home)
-        end = pd.read_parquet(Path(data_dir) / "impressions.parquet", columns=["ts"])["ts"].max()
-        self.clock = Clock.for_data(pd.Timestamp(end).timestamp() if pd.notna(end) else time.time())
+        self.clock = Clock.for_data(self.activity.latest_unix or time.time())
         self.log = ServedLog(home)
         self.activity.record_served(self.log.read())  # what earlier runs served counts as seen
         self._pipelines: dict = {}
@@ -235,19 +237,12 @@ class FeedService:
     @classmethod
     def open(cls, home: Path, data_dir: Path | None = None, store_kind: str | None = None,
              registry_kind: str | None = None, replicate_posts: int = 1) -> "FeedService":
-        """``replicate_posts``: see ``PostCorpus.replicated`` (load benchmarks)."""
-        from newsfeed.data.io import read_table
         from newsfeed.features.store import open_store
         from newsfeed.registry import Registry
 
         home = Path(home)
-        data_dir = Path(data_dir) if data_dir else home / "data"
-        store = open_store(home, store_kind)
-        corpus = None
-        if replicate_posts > 1:
-            ids = read_table(data_dir, "posts")["post_id"].to_numpy(np.int64)
-            corpus = PostCorpus.from_store(store, ids).replicated(replicate_posts)
-        return cls(home, data_dir, store, Registry.open(home, registry_kind), corpus=corpus)
+        return cls(home, Path(data_dir) if data_dir else home / "data", open_store(home, store_kind),
+                   Registry.open(home, registry_kind), replicate_posts=replicate_posts)
 
     # reading a user: one online-store read of one entity
     def read_user(self, user_id: int) -> dict | None:
@@ -300,8 +295,8 @@ class FeedService:
 
     def run_group(self, ctx: FeedContext, group: str) -> FeedContext:
         """One stage group on a context (what a chained deployment does per hop)."""
-        arm = self.experiments.current().arm(ctx.arm) or self.experiments.current().arms[0]
-        return self.run(arm, ctx, groups=(group,))
+        experiment = self.experiments.current()
+        return self.run(experiment.arm(ctx.arm) or experiment.arms[0], ctx, groups=(group,))
 
     def feed(self, user_id: int, limit: int = 20, cursor: str | None = None, context: dict | None = None,
              run=None) -> dict:
