@@ -11,8 +11,12 @@ STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{bord
 
 
 def _cell(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.4f}" if value == value else ""
+        if value != value:
+            return ""
+        return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
     if isinstance(value, int):
         return f"{value:,}"
     return escape(str(value))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from newsfeed.cli import data, experiment, features, index, models, package, pipeline, serve, train
+from newsfeed.cli import data, drift, experiment, features, index, models, ope, package, pipeline, serve, train
 from newsfeed.cli.common import CommandGroup
 
 app = typer.Typer(
@@ -32,6 +32,8 @@ app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(serve.app, name="serve")
 app.command("feed")(serve.feed)
 app.add_typer(experiment.app, name="experiment")
+app.add_typer(drift.app, name="drift")
+app.add_typer(ope.app, name="ope")
 
 
 def main() -> None:

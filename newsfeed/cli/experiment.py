@@ -97,3 +97,201 @@ def _print(experiment) -> None:
                       a.ranker, ", ".join(f"{k}={v:g}" for k, v in a.weights.items()) or "registered",
                       ", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults")
     console.print(table)
+
+
+def _control(experiment) -> str:
+    """The arm serving the champions (by name ``champion`` or by its models), else the first."""
+    if experiment.arm("champion"):
+        return "champion"
+    return next((a.name for a in experiment.arms if a.ranker == "champion"), experiment.arms[0].name)
+
+
+def _rollback(store, experiment, arms: list[str]):
+    """A new version where ``arms`` have share 0 and the control takes their traffic."""
+    control = _control(experiment)
+    freed = sum(experiment.arm(a).share for a in arms)
+    shares = {a: 0.0 for a in arms}
+    shares[control] = experiment.arm(control).share + freed
+    return store.save(experiment.with_shares(shares))
+
+
+@app.command()
+def report(
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Read this data folder's impressions "
+                                                                     "[default: what this home's servers logged].")] = None,
+    control: Annotated[str | None, typer.Option(help="Control arm [default: the experiment's champion arm].")] = None,
+    expected: Annotated[list[str], typer.Option("--expected", help="NAME=PERCENT: the configured share of an arm, "
+                                                                   "for the SRM test; repeat per arm [default: the "
+                                                                   "experiment's shares].")] = [],
+    rollback: Annotated[bool, typer.Option(help="Roll back challengers that breach a guardrail (in the "
+                                                "experiment serving reads).")] = True,
+    html: Annotated[Path | None, typer.Option(help="Also write the report as an HTML page here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Per-arm results with 95% intervals at the user level, the SRM test and guardrails."""
+    import json
+
+    from monitoring import experiment as analysis
+    from monitoring import impression_log, pages
+    from newsfeed import atomic
+    from newsfeed.config import Paths
+
+    pairs = _pairs(expected, "--expected")
+    try:
+        shares = {name: float(value) for name, value in pairs.items()}
+    except ValueError:
+        raise fail(f"--expected: shares must be numbers, got {pairs}") from None
+    if any(not 0 <= s <= 100 for s in shares.values()):
+        raise fail(f"--expected: shares must be percentages (0-100), got {shares}")
+    paths = Paths.resolve(home)
+    store = _store(home)
+    experiment = store.read()
+    if data_dir is not None:
+        impressions, posts = impression_log.from_data_dir(data_dir)
+    else:
+        impressions = impression_log.from_served_log(paths.home, paths.data_dir)
+        posts = impression_log.from_data_dir(paths.data_dir)[1] if paths.data_dir.is_dir() else None
+    arms = sorted(impressions["variant"].unique())
+    configured = {a.name for a in experiment.arms}
+    control = control or (_control(experiment) if _control(experiment) in arms else arms[0])
+    if not shares:
+        shares = ({a.name: a.share for a in experiment.arms} if set(arms) <= configured
+                  else {a: 100 / len(arms) for a in arms})
+    try:
+        result = analysis.analyse(impressions, control, shares, posts)
+    except ValueError as err:
+        raise fail(str(err)) from None
+    breached = [name for name, arm in result["arms"].items() if arm.get("guardrails")
+                and experiment.arm(name) is not None and experiment.arm(name).share > 0]
+    if rollback and breached:
+        saved = _rollback(store, experiment, breached)
+        result["rolled_back"] = breached
+        result["experiment_version"] = saved.version
+    if html:
+        atomic.write_text(html, pages.experiment_page(result))
+    if as_json:
+        print(json.dumps(result, default=float))
+        return
+    _print_report(result)
+    if html:
+        console.print(f"page: {html}")
+
+
+def _print_report(result: dict) -> None:
+    from rich.table import Table
+
+    control = result["control"]
+
+    def interval(value):
+        return f"{value['estimate']:+.1%} [{value['ci'][0]:+.1%}, {value['ci'][1]:+.1%}]" if value else ""
+
+    table = Table(title=f"experiment report (control: {control})")
+    for column in ("arm", "users", "impressions", "CTR", "lift CTR (95% CI)", "hide rate", "lift hide",
+                   "engagement/impr.", "lift engagement/user", "topics/feed", "coverage"):
+        table.add_column(column, justify="left" if column == "arm" else "right")
+    for name, arm in result["arms"].items():
+        table.add_row(name, f"{arm['users']:,}", f"{arm['impressions']:,}", f"{arm['ctr']:.4f}",
+                      interval(arm.get("lift_ctr")), f"{arm['hide_rate']:.4f}", interval(arm.get("lift_hide_rate")),
+                      f"{arm['engagement_per_impression']:.3f}", interval(arm.get("lift_engagement_per_user")),
+                      f"{arm.get('topics_per_feed', float('nan')):.2f}", f"{arm.get('coverage', float('nan')):.1%}")
+    console.print(table)
+    srm = result["srm"]
+    verdict = "[bold red]SAMPLE RATIO MISMATCH[/]: the split is broken" if srm["mismatch"] else "split as configured"
+    console.print(f"SRM: p = {srm['p_value']:.3g} ({verdict}; observed users {srm['observed']}, "
+                  f"expected shares {srm['expected']})", soft_wrap=True)
+    for name, arm in result["arms"].items():
+        for breach in arm.get("guardrails", []):
+            console.print(f"[bold red]guardrail[/] {name}: {breach}", soft_wrap=True)
+    for name in result.get("rolled_back", []):
+        console.print(f"[bold red]rolled back[/] {name}: share 0, control {control} takes its traffic "
+                      f"(experiment version {result['experiment_version']})")
+
+
+@app.command()
+def rollback(
+    arm: Annotated[list[str] | None, typer.Argument(help="Arms to roll back [default: every arm but the control].")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Send a challenger's traffic back to the control arm; servers follow within a second."""
+    store = _store(home)
+    experiment = store.read()
+    control = _control(experiment)
+    names = arm or [a.name for a in experiment.arms if a.name != control and a.share > 0]
+    unknown = [n for n in names if experiment.arm(n) is None]
+    if unknown or control in names:
+        raise fail(f"cannot roll back {unknown or [control]}: arms are {[a.name for a in experiment.arms]}, "
+                   f"control {control!r}")
+    if not names:
+        raise fail(f"nothing to roll back: {control!r} already serves all traffic")
+    _print(_rollback(store, experiment, names))
+
+
+@app.command()
+def promote(
+    arm: Annotated[str, typer.Argument(help="The arm whose models become champion.")],
+    registry: Annotated[str | None, typer.Option(help="embedded | production [env NEWSFEED_REGISTRY].")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Make an arm's models the champions and give the control arm (now serving them) all traffic."""
+    from newsfeed.cli.common import open_registry
+    from newsfeed.registry import RANKER, TWO_TOWER
+
+    store = _store(home)
+    experiment = store.read()
+    chosen = experiment.arm(arm)
+    if chosen is None:
+        raise fail(f"no arm {arm!r}: arms are {[a.name for a in experiment.arms]}")
+    reg = open_registry(home, registry)
+    versions = {name: reg.version(name, ref).version for name, ref in ((TWO_TOWER, chosen.two_tower),
+                                                                        (RANKER, chosen.ranker))}
+    for name, version in versions.items():
+        reg.set_alias(name, "champion", version)
+    control = _control(experiment)
+    shares = {a.name: (100.0 if a.name == control else 0.0) for a in experiment.arms}
+    saved = store.save(experiment.with_shares(shares))
+    console.print(f"champion now: {', '.join(f'{n} v{v}' for n, v in versions.items())}; "
+                  f"arm {control!r} serves them to all users")
+    _print(saved)
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option("--out", help="Data folder to write the experiment's impressions to.")],
+    quality: Annotated[list[str], typer.Option("--quality", help="NAME=Q: how well an arm ranks (1: by the "
+                                                                 "truth, 0: at random, <0: badly); repeat per arm.")],
+    days: Annotated[float, typer.Option(help="Days of the data's last sessions to replay.")] = 2.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    home: HomeOption = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Simulated dataset whose users and world "
+                                                                     "serve [default <home>/data].")] = None,
+) -> None:
+    """Replay simulated users through the experiment's arms (its sticky split) with arms of known
+    quality: traffic to try `experiment report` on."""
+    from newsfeed.config import Paths
+    from newsfeed.data import ab_simulation
+    from newsfeed.data.io import read_dataset, write_dataset
+    from newsfeed.data.world import World
+
+    levels = _pairs(quality, "--quality")
+    try:
+        levels = {name: float(value) for name, value in levels.items()}
+    except ValueError:
+        raise fail(f"--quality: expected numbers, got {levels}") from None
+    if days <= 0:
+        raise fail(f"--days: must be positive, got {days:g}")
+    experiment = _store(home).read()
+    missing = sorted({a.name for a in experiment.arms if a.share > 0} - set(levels))
+    if missing:
+        raise fail(f"--quality: give every arm with traffic a quality; missing {missing}")
+    source = Paths.resolve(home, data_dir).data_dir
+    world = World.of_dataset(source)
+    if world is None:
+        raise fail(f"{source}: not a simulated dataset (no world to draw reactions from)")
+    tables = read_dataset(source, ("impressions", "posts", "users"))
+    impressions = ab_simulation.simulate(tables["impressions"], world, lambda u: experiment.assign(u).name,
+                                         levels, days, seed)
+    write_dataset(out, {"impressions": impressions, "posts": tables["posts"], "users": tables["users"]},
+                  source="ab-simulation", arms=levels, experiment_version=experiment.version)
+    console.print(f"{len(impressions):,} impressions of {impressions['user_id'].nunique():,} users in "
+                  f"{impressions['variant'].nunique()} arms written to {out}")

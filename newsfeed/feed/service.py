@@ -326,7 +326,7 @@ class FeedService:
         self.activity.mark_seen(user_id, c.post_ids)
         self.log.write({"request_id": request.request_id, "ts": request.now_unix, "user_id": int(user_id),
                         "arm": arm.name, "experiment_version": experiment.version, "model_versions": versions,
-                        "degraded": ctx.degraded,
+                        "degraded": ctx.degraded, "latency_ms": round(sum(ctx.timings_ms.values()), 3),
                         "items": [{k: it[k] for k in ("post_id", "position", "score", "source", "show_probability")}
                                   for it in items]})
         return response
