@@ -62,6 +62,14 @@ def relative_lift(treatment: tuple[float, float], control: tuple[float, float]) 
     return {"estimate": float(lift - 1), "ci": [low, high]}
 
 
+def difference(treatment: tuple[float, float], control: tuple[float, float]) -> dict:
+    """t - c with a 95% interval: for measures that can be negative (engagement counts hides and
+    blocks against), where a relative lift would flip its sign."""
+    (t, var_t), (c, var_c) = treatment, control
+    se = float(np.sqrt(var_t + var_c))
+    return {"estimate": float(t - c), "ci": [float(t - c - Z * se), float(t - c + Z * se)]}
+
+
 def srm(users: dict[str, int], expected: dict[str, float]) -> dict:
     """Chi-square goodness of fit of users per arm against the expected shares (percent)."""
     arms = [a for a in expected if expected[a] > 0]
@@ -94,9 +102,10 @@ def analyse(impressions: pd.DataFrame, control: str, expected: dict[str, float] 
             posts: pd.DataFrame | None = None, guardrails: Guardrails = Guardrails(),
             weights: dict[str, float] | None = None) -> dict:
     """Per arm: users, impressions, CTR and every reaction rate, engagement per impression and
-    per user, dwell, beyond-accuracy measures; lifts against ``control`` with 95% intervals;
+    per user, dwell, beyond-accuracy measures; against ``control``, relative lifts of the rates
+    and differences of engagement (which can be negative), each with a 95% interval;
     the SRM test against ``expected`` shares; and each challenger's guardrail breaches."""
-    arms = sorted(impressions["variant"].unique())
+    arms = sorted(impressions["variant"].unique(), key=lambda a: (a != control, a))
     if control not in arms:
         raise ValueError(f"control arm {control!r} has no impressions (arms in the log: {', '.join(arms) or 'none'})")
     weights = weights or load_weights(None)
@@ -132,10 +141,10 @@ def analyse(impressions: pd.DataFrame, control: str, expected: dict[str, float] 
         summaries[arm]["lift_ctr"] = relative_lift(ratios[arm]["click"], ratios[control]["click"])
         for r in REACTIONS[1:]:
             summaries[arm][f"lift_{r}_rate"] = relative_lift(ratios[arm][r], ratios[control][r])
-        summaries[arm]["lift_engagement_per_impression"] = relative_lift(ratios[arm]["engagement"],
-                                                                         ratios[control]["engagement"])
-        summaries[arm]["lift_engagement_per_user"] = relative_lift(ratios[arm]["engagement_per_user"],
-                                                                   ratios[control]["engagement_per_user"])
+        summaries[arm]["diff_engagement_per_impression"] = difference(ratios[arm]["engagement"],
+                                                                      ratios[control]["engagement"])
+        summaries[arm]["diff_engagement_per_user"] = difference(ratios[arm]["engagement_per_user"],
+                                                                ratios[control]["engagement_per_user"])
         summaries[arm]["guardrails"] = breaches(summaries[arm], guardrails)
     users = {arm: s["users"] for arm, s in summaries.items()}
     return {"control": control, "arms": summaries,

@@ -14,6 +14,10 @@ def _interval(value: dict | None) -> str:
     return f"{value['estimate']:+.1%} [{value['ci'][0]:+.1%}, {value['ci'][1]:+.1%}]"
 
 
+def _difference(value: dict) -> str:
+    return f"{value['estimate']:+.3f} [{value['ci'][0]:+.3f}, {value['ci'][1]:+.3f}]"
+
+
 def drift_page(summary: dict, decision: dict, evidently_file: str | None) -> str:
     verdict = "DRIFT" if summary["drifted"] else "no drift"
     retrain = "retrain fired" if decision["retrain"] else ("retrain held: " + decision["suppressed"]
@@ -59,16 +63,19 @@ def experiment_page(report: dict) -> str:
     srm = report["srm"]
     arms = [{"arm": name + (" (control)" if name == control else ""),
              **{c: arm[c] for c in ARM_COLUMNS if c in arm}} for name, arm in report["arms"].items()]
-    lifts = [{"arm": name, **{k.removeprefix("lift_"): _interval(v) for k, v in arm.items() if k.startswith("lift_")},
-              "guardrails": "; ".join(arm.get("guardrails", [])) or "ok"}
-             for name, arm in report["arms"].items() if name != control]
+    lifts = [{"arm": name, "measure": key, "estimate": _interval(value) if key.startswith("lift_") else _difference(value)}
+             for name, arm in report["arms"].items() if name != control
+             for key, value in arm.items() if key.startswith(("lift_", "diff_"))]
+    lifts += [{"arm": name, "measure": "guardrails", "estimate": "; ".join(arm["guardrails"]) or "ok"}
+              for name, arm in report["arms"].items() if name != control]
     verdict = ("SAMPLE RATIO MISMATCH: the split is broken, do not trust the lifts"
                if srm["mismatch"] else "split as configured")
     sections = [
         reports.paragraph(f"Control: {control}. SRM p = {srm['p_value']:.4g}: {verdict}.",
                           "fail" if srm["mismatch"] else "pass"),
         reports.table(arms, "per arm"),
-        reports.table(lifts, "relative lift against control, 95% interval (users as units)"),
+        reports.table(lifts, "against control: relative lift of rates, difference of engagement (diff_); "
+                             "95% interval, users as units"),
     ]
     sections += [reports.paragraph(f"Rolled back: {arm}", "fail") for arm in report.get("rolled_back", [])]
     return reports.page(f"Experiment report ({control} vs {', '.join(a for a in report['arms'] if a != control)})",

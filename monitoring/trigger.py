@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from newsfeed import atomic
-from newsfeed.errors import NewsfeedError, option_message
+from newsfeed.errors import NewsfeedError
 
 
 class TriggerError(NewsfeedError, ValueError):
@@ -54,7 +54,9 @@ class RetrainPolicy(BaseModel):
         except yaml.YAMLError as err:
             raise TriggerError(f"{path}: not YAML: {str(err).splitlines()[0]}") from None
         except ValidationError as err:
-            raise TriggerError(f"{path}: {option_message(err).lstrip('-')}") from None
+            first = err.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            raise TriggerError(f"{path}: {field}: {first['msg']} (got {first.get('input')!r})") from None
 
     def check(self) -> None:
         if self.action == "kubeflow" and not self.kubeflow_host:

@@ -182,20 +182,27 @@ def _print_report(result: dict) -> None:
     from rich.table import Table
 
     control = result["control"]
-
-    def interval(value):
-        return f"{value['estimate']:+.1%} [{value['ci'][0]:+.1%}, {value['ci'][1]:+.1%}]" if value else ""
-
-    table = Table(title=f"experiment report (control: {control})")
-    for column in ("arm", "users", "impressions", "CTR", "lift CTR (95% CI)", "hide rate", "lift hide",
-                   "engagement/impr.", "lift engagement/user", "topics/feed", "coverage"):
-        table.add_column(column, justify="left" if column == "arm" else "right")
+    arms = Table(title=f"experiment report: per arm (control {control})")
+    for column in ("arm", "users", "impr.", "CTR", "hide", "eng/impr", "topics", "cover"):
+        arms.add_column(column, justify="left" if column == "arm" else "right")
+    lifts = Table(title=f"against {control}: relative lift of rates, difference of engagement; 95% interval "
+                        "(users as units)")
+    for column in ("arm", "measure", "lift", "95% interval"):
+        lifts.add_column(column, justify="left" if column in ("arm", "measure") else "right")
     for name, arm in result["arms"].items():
-        table.add_row(name, f"{arm['users']:,}", f"{arm['impressions']:,}", f"{arm['ctr']:.4f}",
-                      interval(arm.get("lift_ctr")), f"{arm['hide_rate']:.4f}", interval(arm.get("lift_hide_rate")),
-                      f"{arm['engagement_per_impression']:.3f}", interval(arm.get("lift_engagement_per_user")),
-                      f"{arm.get('topics_per_feed', float('nan')):.2f}", f"{arm.get('coverage', float('nan')):.1%}")
-    console.print(table)
+        arms.add_row(name, f"{arm['users']:,}", f"{arm['impressions']:,}", f"{arm['ctr']:.4f}", f"{arm['hide_rate']:.4f}",
+                     f"{arm['engagement_per_impression']:.3f}", f"{arm.get('topics_per_feed', float('nan')):.2f}",
+                     f"{arm.get('coverage', float('nan')):.1%}")
+        for measure in ("ctr", "hide_rate", "block_rate"):
+            lift = arm.get(f"lift_{measure}")
+            if lift:
+                lifts.add_row(name, measure, f"{lift['estimate']:+.1%}", f"[{lift['ci'][0]:+.1%}, {lift['ci'][1]:+.1%}]")
+        for measure in ("engagement_per_impression", "engagement_per_user"):
+            diff = arm.get(f"diff_{measure}")
+            if diff:
+                lifts.add_row(name, measure, f"{diff['estimate']:+.3f}", f"[{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}]")
+    console.print(arms)
+    console.print(lifts)
     srm = result["srm"]
     verdict = "[bold red]SAMPLE RATIO MISMATCH[/]: the split is broken" if srm["mismatch"] else "split as configured"
     console.print(f"SRM: p = {srm['p_value']:.3g} ({verdict}; observed users {srm['observed']}, "
