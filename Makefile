@@ -28,6 +28,12 @@ demo: install
 	$(BIN)/newsfeed serve --port $(DEMO_PORT) & server=$$!; \
 	  $(BIN)/newsfeed feed 7 --limit 10 --url http://127.0.0.1:$(DEMO_PORT) --wait 300; status=$$?; \
 	  kill -INT $$server; wait $$server; exit $$status
+	@# Monitoring: drift between the champion's training data and the last day (decide, start nothing),
+	@# then a simulated A/B test of the two arms with its report.
+	$(BIN)/newsfeed drift report --dry-run
+	$(BIN)/newsfeed experiment set --arm champion=50 --arm challenger=50
+	$(BIN)/newsfeed experiment simulate --out $(NEWSFEED_HOME)/ab-test --quality champion=0.5 --quality challenger=0.8
+	$(BIN)/newsfeed experiment report --data-dir $(NEWSFEED_HOME)/ab-test --html $(NEWSFEED_HOME)/ab-test/report.html
 
 test: install
 	$(BIN)/python -m pytest

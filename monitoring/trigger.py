@@ -122,11 +122,15 @@ class Trigger:
             return Decision(False, found, f"cooldown: fired at {when}, quiet for {self.policy.cooldown_hours:g} h")
         return Decision(True, found)
 
-    def act(self, decision: Decision, data_dir: Path, report: str | None = None, now: float | None = None) -> dict:
-        """Carry out ``decision`` (start the retrain where it fires) and append the audit line."""
+    def act(self, decision: Decision, data_dir: Path, report: str | None = None, now: float | None = None,
+            dry_run: bool = False) -> dict:
+        """Carry out ``decision`` (start the retrain where it fires) and append the audit line.
+        ``dry_run``: say what would start, start nothing, hold no cooldown."""
         now = time.time() if now is None else now
         action = {"action": "none"}
-        if decision.retrain:
+        if decision.retrain and dry_run:
+            action = {"action": f"dry run ({self.policy.action})", "command": self._command(data_dir)}
+        elif decision.retrain:
             action = self._start(data_dir, now)
             atomic.write_text(self.state_path, json.dumps({"fired_at": now, "reasons": decision.reasons, **action}))
         line = {"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), **decision.to_dict(), **action,

@@ -124,7 +124,8 @@ def _joined(home: Path, store, data_dir: Path, start, end, seed: int) -> tuple[p
     picked = inside.sample(min(SAMPLE, len(inside)), random_state=seed)
     entities = training_set.entity_frame(picked, tables["posts"])
     joined = training_set.build(store, entities.sort_values("event_timestamp", kind="stable"), "ranker")
-    history = (pd.to_datetime(inside["ts"], utc=True).min() - ts.min()) / pd.Timedelta(days=1)
+    # Trailing features are daily snapshots: a window's history counts from the first day's start.
+    history = (pd.to_datetime(inside["ts"], utc=True).min() - ts.min().floor("D")) / pd.Timedelta(days=1)
     return joined.reset_index(drop=True), len(inside), float(history)
 
 

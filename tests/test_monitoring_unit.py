@@ -24,9 +24,6 @@ from newsfeed.data.io import write_dataset
 from newsfeed.data.simulator import SimConfig, generate
 from newsfeed.feed.arms import Arm, Experiment
 
-OPEN_BANDIT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "open-bandit"
-
-
 @pytest.fixture(scope="module")
 def world_data():
     """1,500 simulated users over 3 days: enough users per arm to see a real difference."""
@@ -198,10 +195,9 @@ def test_ope_refuses_logs_without_propensities():
 
 
 @pytest.mark.shared_data
-def test_ope_on_the_open_bandit_men_campaign_has_the_promised_json_shape():
-    if not OPEN_BANDIT.is_dir():
-        pytest.skip(f"{OPEN_BANDIT} absent (../shared/datasets is not beside this checkout)")
-    result = CliRunner().invoke(app, ["ope", "estimate", "--open-bandit", str(OPEN_BANDIT), "--campaign", "men",
+def test_ope_on_the_open_bandit_men_campaign_has_the_promised_json_shape(shared_datasets):
+    open_bandit = shared_datasets / "open-bandit"
+    result = CliRunner().invoke(app, ["ope", "estimate", "--open-bandit", str(open_bandit), "--campaign", "men",
                                       "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
@@ -215,7 +211,7 @@ def test_ope_on_the_open_bandit_men_campaign_has_the_promised_json_shape():
     for value in out["estimators"].values():
         assert truth["estimate"] / 3 < value["estimate"] < truth["estimate"] * 3
     assert set(out["coverage"]) == {"ips", "snips", "dr"}
-    women = CliRunner().invoke(app, ["ope", "estimate", "--open-bandit", str(OPEN_BANDIT), "--campaign", "women"])
+    women = CliRunner().invoke(app, ["ope", "estimate", "--open-bandit", str(open_bandit), "--campaign", "women"])
     assert women.exit_code == 1 and "women" in women.output
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from newsfeed.cli.common import DataDirOption, HomeOption, StoreOption, console, open_feature_store, open_registry
+from newsfeed.cli.common import DataDirOption, HomeOption, StoreOption, console, fail, open_feature_store, open_registry
 
 app = typer.Typer(help="Drift between the champion's training data and recent traffic; the retrain trigger.",
                   no_args_is_help=True)
@@ -21,25 +21,27 @@ CurrentOption = Annotated[Path | None, typer.Option(
 CurrentDaysOption = Annotated[float, typer.Option(help="Days of recent impressions in the current window.")]
 ReferenceDaysOption = Annotated[float, typer.Option(
     help="Last days of the champion's training window compared (0: all of it; its first days are a cold start).")]
+DryRunOption = Annotated[bool, typer.Option(
+    "--dry-run", help="Decide and audit, but start no retrain and hold no cooldown.")]
 PolicyOption = Annotated[Path | None, typer.Option(
     "--policy", help="Retrain policy YAML (thresholds, cooldown, action) [default: <home>/monitoring/policy.yaml "
                      "if present, else built-in].")]
 
 
-def _run(home, data_dir, store, registry, reference, current, current_days, reference_days, policy_file, write: bool):
+def _run(home, data_dir, store, registry, reference, current, current_days, reference_days, policy_file, dry_run,
+         write: bool):
     from monitoring import drift, report_store, windows
     from monitoring.trigger import RetrainPolicy, Trigger
     from newsfeed.config import Paths
 
     paths = Paths.resolve(home, data_dir)
-    for option, value in (("--current-days", current_days),):
-        if value <= 0:
-            raise typer.BadParameter(f"must be positive, got {value:g}", param_hint=option)
+    if current_days <= 0:
+        raise fail(f"--current-days: must be positive, got {current_days:g}")
     if reference_days < 0:
-        raise typer.BadParameter(f"must be 0 or more, got {reference_days:g}", param_hint="--reference-days")
+        raise fail(f"--reference-days: must be 0 or more, got {reference_days:g}")
     for option, folder in (("--reference", reference), ("--current", current)):
         if folder is not None and not folder.is_dir():
-            raise typer.BadParameter(f"{folder}: no such folder", param_hint=option)
+            raise fail(f"{option}: {folder}: no such folder")
     default_policy = paths.home / "monitoring" / "policy.yaml"
     policy = RetrainPolicy.load(policy_file or (default_policy if default_policy.exists() else None))
     policy.check()
@@ -52,7 +54,7 @@ def _run(home, data_dir, store, registry, reference, current, current_days, refe
     decision = trigger.decide(summary)
     summary["drifted"] = bool(decision.reasons)
     folder = report_store.write(paths.home, summary, decision.to_dict(), snapshot) if write else None
-    action = trigger.act(decision, paths.data_dir, str(folder / "report.html") if folder else None)
+    action = trigger.act(decision, paths.data_dir, str(folder / "report.html") if folder else None, dry_run=dry_run)
     return summary, decision, action, folder
 
 
@@ -64,7 +66,8 @@ def _print(summary, decision, action, folder) -> None:
     for reason in decision.reasons:
         console.print(f"  why: {reason}", highlight=False)
     if decision.retrain:
-        console.print(f"retrain fired ({action['action']}): {' '.join(action.get('command', []))}", soft_wrap=True)
+        console.print(f"retrain fired ({action['action']}): {' '.join(action.get('command', []))}", soft_wrap=True,
+                      highlight=False)
     elif decision.suppressed:
         console.print(f"retrain held: {decision.suppressed}")
     if folder:
@@ -74,7 +77,7 @@ def _print(summary, decision, action, folder) -> None:
 @app.command()
 def check(
     reference: ReferenceOption = None, current: CurrentOption = None, current_days: CurrentDaysOption = 1.0,
-    reference_days: ReferenceDaysOption = 3.0, policy: PolicyOption = None,
+    reference_days: ReferenceDaysOption = 3.0, policy: PolicyOption = None, dry_run: DryRunOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None,
     registry: Annotated[str | None, typer.Option(help="embedded | production [env NEWSFEED_REGISTRY].")] = None,
@@ -82,7 +85,7 @@ def check(
     """Compare the windows, decide, fire the retrain trigger when the policy says so (audit line
     in <home>/monitoring/audit.log). Exit 0 either way."""
     summary, decision, action, _ = _run(home, data_dir, store, registry, reference, current, current_days,
-                                        reference_days, policy, write=False)
+                                        reference_days, policy, dry_run, write=False)
     if as_json:
         print(json.dumps({"drifted": summary["drifted"], "drifted_features": summary["drifted_features"],
                           "retrain": decision.retrain, "reasons": decision.reasons,
@@ -94,10 +97,10 @@ def check(
 @app.command()
 def report(
     reference: ReferenceOption = None, current: CurrentOption = None, current_days: CurrentDaysOption = 1.0,
-    reference_days: ReferenceDaysOption = 3.0, policy: PolicyOption = None,
+    reference_days: ReferenceDaysOption = 3.0, policy: PolicyOption = None, dry_run: DryRunOption = False,
     home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None,
     registry: Annotated[str | None, typer.Option(help="embedded | production [env NEWSFEED_REGISTRY].")] = None,
 ) -> None:
     """As `check`, and write the HTML and JSON report under <home>/monitoring/drift/ with its index."""
-    _print(*_run(home, data_dir, store, registry, reference, current, current_days, reference_days, policy,
+    _print(*_run(home, data_dir, store, registry, reference, current, current_days, reference_days, policy, dry_run,
                  write=True))
