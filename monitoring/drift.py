@@ -92,8 +92,7 @@ def _rates(frame: pd.DataFrame) -> dict[str, float]:
 
 def compare(reference: Window, current: Window, lineage: dict | None = None):
     """(summary for machines, Evidently snapshot for people)."""
-    history = min(reference.history_days, current.history_days)
-    numeric = [c for c in compared_numeric(reference.frame, history) if c in current.frame.columns]
+    numeric = [c for c in compared_numeric(reference.frame, (reference, current)) if c in current.frame.columns]
     frame_ref = reference.frame.assign(**{c: reference.frame[c].astype(np.int64).astype(str) for c in TARGETS})
     frame_cur = current.frame.assign(**{c: current.frame[c].astype(np.int64).astype(str) for c in TARGETS})
     snapshot = _report(frame_ref, frame_cur, numeric + list(PREDICTIONS), list(CATEGORICAL) + list(TARGETS))

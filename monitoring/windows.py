@@ -38,12 +38,12 @@ class Window:
     end: pd.Timestamp
     impressions: int  # in the window, before sampling
     frame: pd.DataFrame  # features, predictions and labels of the sampled impressions
-    history_days: float  # of data before the window: how mature its trailing features are
+    data_start: pd.Timestamp  # the first day of its data: how mature its trailing features are
 
     def describe(self) -> dict:
         return {"name": self.name, "source": self.source, "start": self.start.isoformat(),
                 "end": self.end.isoformat(), "impressions": self.impressions, "compared": len(self.frame),
-                "history_days": round(self.history_days, 2)}
+                "data_start": self.data_start.isoformat()}
 
 
 def champion_lineage(registry, name: str = "newsfeed-ranker") -> dict:
@@ -76,15 +76,25 @@ def maturity_days(column: str) -> float:
     return 0.0
 
 
-def compared_numeric(frame: pd.DataFrame, history_days: float = float("inf")) -> list[str]:
-    """Numeric served features compared: rates, means and derived values whose history is
-    mature in both windows (``history_days``: data before the reference window starts).
+IMMATURE_SHARE = 0.05
+"""A trailing feature is compared when at most this share of a window's rows came before it
+had its full history."""
+
+
+def mature(window: "Window", column: str) -> bool:
+    filled = window.data_start + pd.Timedelta(days=maturity_days(column))
+    return float((window.frame["event_timestamp"] < filled).mean()) <= IMMATURE_SHARE
+
+
+def compared_numeric(frame: pd.DataFrame, windows: tuple["Window", ...] = ()) -> list[str]:
+    """Numeric served features compared: rates, means and derived values, mature in every
+    one of ``windows``.
     Counts (and log counts) are left out, and so are trailing features still filling up:
     both grow with the platform's history, so an older window differs from a newer one
     whatever users do."""
     return [c for c in frame.columns if "__" in c and pd.api.types.is_numeric_dtype(frame[c])
             and c not in CATEGORICAL and ("_rate" in c or "dwell_mean" in c)
-            and maturity_days(c) <= history_days] + list(DERIVED_NUMERIC)
+            and all(mature(w, c) for w in windows)] + list(DERIVED_NUMERIC)
 
 
 def with_derived(frame: pd.DataFrame) -> pd.DataFrame:
@@ -106,12 +116,11 @@ def with_derived(frame: pd.DataFrame) -> pd.DataFrame:
 
 # -- building a window ------------------------------------------------------------------------
 
-def _joined(home: Path, store, data_dir: Path, start, end, seed: int) -> tuple[pd.DataFrame, int, float]:
+def _joined(store, data_dir: Path, start, end, seed: int) -> tuple[pd.DataFrame, int, pd.Timestamp]:
     """A sample of ``data_dir``'s impressions in [start, end) with their point-in-time features
     (the home's feature store: the folder's impressions must be ones it has features for)."""
     from newsfeed.data.io import read_dataset
     from newsfeed.features import training_set
-    from newsfeed.models import datasets
 
     tables = read_dataset(data_dir, ("impressions", "posts"))
     if "impressions" not in tables or tables["impressions"].empty:
@@ -124,9 +133,8 @@ def _joined(home: Path, store, data_dir: Path, start, end, seed: int) -> tuple[p
     picked = inside.sample(min(SAMPLE, len(inside)), random_state=seed)
     entities = training_set.entity_frame(picked, tables["posts"])
     joined = training_set.build(store, entities.sort_values("event_timestamp", kind="stable"), "ranker")
-    # Trailing features are daily snapshots: a window's history counts from the first day's start.
-    history = (pd.to_datetime(inside["ts"], utc=True).min() - ts.min().floor("D")) / pd.Timedelta(days=1)
-    return joined.reset_index(drop=True), len(inside), float(history)
+    # Trailing features are daily snapshots: their history counts from the first day's start.
+    return joined.reset_index(drop=True), len(inside), ts.min().floor("D")
 
 
 def _score(frame: pd.DataFrame, model, weights: dict) -> pd.DataFrame:
@@ -137,7 +145,7 @@ def _score(frame: pd.DataFrame, model, weights: dict) -> pd.DataFrame:
     return frame.assign(**columns, engagement_score=engagement_score(columns, weights))
 
 
-def build(home: Path, store, registry, data_dir: Path, reference: Path | None = None, current: Path | None = None,
+def build(store, registry, data_dir: Path, reference: Path | None = None, current: Path | None = None,
           current_days: float = 1.0, reference_days: float = 3.0, seed: int = 0) -> tuple[Window, Window, dict]:
     """(reference, current, champion lineage). By default the reference is the last
     ``reference_days`` of the champion's training window (0: all of it) and the current window
@@ -164,10 +172,10 @@ def build(home: Path, store, registry, data_dir: Path, reference: Path | None = 
     windows = []
     for name, folder, span in (("reference", ref_dir, ref_span), ("current", cur_dir, cur_span)):
         try:
-            frame, count, history = _joined(home, store, folder, *span, seed)
+            frame, count, data_start = _joined(store, folder, *span, seed)
         except FileNotFoundError as err:
             raise DriftError(str(err)) from None
         frame = _score(with_derived(frame), model, weights)
         ts = frame["event_timestamp"]
-        windows.append(Window(name, str(folder), ts.min(), ts.max(), count, frame, history))
+        windows.append(Window(name, str(folder), ts.min(), ts.max(), count, frame, data_start))
     return windows[0], windows[1], lineage

@@ -145,3 +145,22 @@ def test_experiment_report_page_renders_with_lifts_and_srm(steady_home, tmp_path
     assert lift["ci"][0] > 0
     assert f"{lift['estimate']:+.1%} [{lift['ci'][0]:+.1%}, {lift['ci'][1]:+.1%}]" in text
     assert f"{report['arms']['champion']['users']:,}" in text
+
+
+def test_promote_moves_the_champion_alias_and_the_traffic(steady_home):
+    from newsfeed.feed.service import ExperimentStore
+    from newsfeed.registry import RANKER, TWO_TOWER, Registry
+
+    runner = CliRunner()
+    home = str(steady_home)
+    result = runner.invoke(app, ["experiment", "set", "--arm", "champion=90", "--arm", "canary=10",
+                                 "--model", "canary=1", "--home", home])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["experiment", "promote", "canary", "--home", home])
+    assert result.exit_code == 0, result.output
+    registry = Registry.open(steady_home)
+    assert registry.aliases(TWO_TOWER)["champion"] == "1" and registry.aliases(RANKER)["champion"] == "1"
+    shares = {a.name: a.share for a in ExperimentStore(steady_home).read().arms}
+    assert shares == {"champion": 100.0, "canary": 0.0}
+    unknown = runner.invoke(app, ["experiment", "promote", "nobody", "--home", home])
+    assert unknown.exit_code == 1 and "nobody" in unknown.output

@@ -276,3 +276,35 @@ def test_a_bad_policy_file_is_one_clear_line(tmp_path):
     assert result.exit_code == 1 and "cooldown" in result.output
     with pytest.raises(TriggerError, match="kubeflow_host"):
         RetrainPolicy(action="kubeflow").check()
+
+
+def test_a_homes_served_log_is_labelled_by_the_reactions_that_came_back(tmp_path):
+    """What servers logged (shadow records left out) joined to the event log: a reaction counts
+    for the impression it followed, not one it preceded."""
+    from monitoring.impression_log import from_served_log
+    from newsfeed.data import event_log
+    from newsfeed.feed.service import ServedLog
+
+    home, data = tmp_path / "home", tmp_path / "home" / "data"
+    log = ServedLog(home)
+    shown_at = 1_790_000_000.0
+    for request, (user, arm) in enumerate([(1, "champion"), (2, "canary"), (3, "champion")]):
+        log.write({"request_id": f"r{request}", "ts": shown_at, "user_id": user, "arm": arm, "degraded": [],
+                   "latency_ms": 12.5, "model_versions": {"ranker": "3"},
+                   "items": [{"post_id": 10 + i, "position": i, "score": 1.0, "source": "ann",
+                              "show_probability": 0.9} for i in range(3)]})
+    log.write({"request_id": "r0", "ts": shown_at, "user_id": 1, "arm": "shadow", "shadow": True,
+               "items": [{"post_id": 99, "position": 0, "score": 1.0}]})
+    ts = pd.to_datetime([shown_at + 5, shown_at + 6, shown_at - 60, shown_at + 7], unit="s", utc=True)
+    event_log.append(data, pd.DataFrame({"user_id": [1, 1, 2, 3], "post_id": [10, 10, 11, 12],
+                                         "event_type": ["click", "dwell", "click", "hide"],
+                                         "value": [1.0, 4.5, 1.0, 1.0], "ts": ts}))
+    frame = from_served_log(home, data)
+    assert len(frame) == 9 and set(frame["variant"]) == {"champion", "canary"}
+    labelled = frame.set_index(["user_id", "post_id"])
+    assert labelled.loc[(1, 10), "click"] == 1 and labelled.loc[(1, 10), "dwell_seconds"] == 4.5
+    assert labelled.loc[(2, 11), "click"] == 0  # the click came before the post was shown
+    assert labelled.loc[(3, 12), "hide"] == 1 and frame["click"].sum() == 1
+    assert (frame["propensity"] == 0.9).all() and (frame["latency_ms"] == 12.5).all()
+    report = analysis.analyse(frame, "champion", {"champion": 50, "canary": 50})
+    assert report["arms"]["champion"]["users"] == 2 and report["arms"]["canary"]["impressions"] == 3

@@ -47,7 +47,7 @@ def _run(home, data_dir, store, registry, reference, current, current_days, refe
     policy.check()
     feast_store, _ = open_feature_store(paths.home, store)
     reg = open_registry(paths.home, registry)
-    ref, cur, lineage = windows.build(paths.home, feast_store, reg, paths.data_dir, reference, current,
+    ref, cur, lineage = windows.build(feast_store, reg, paths.data_dir, reference, current,
                                       current_days, reference_days)
     summary, snapshot = drift.compare(ref, cur, lineage)
     trigger = Trigger(paths.home, policy)
@@ -66,8 +66,8 @@ def _print(summary, decision, action, folder) -> None:
     for reason in decision.reasons:
         console.print(f"  why: {reason}", highlight=False)
     if decision.retrain:
-        console.print(f"retrain fired ({action['action']}): {' '.join(action.get('command', []))}", soft_wrap=True,
-                      highlight=False)
+        verb = "would fire (dry run)" if action["action"].startswith("dry run") else f"fired ({action['action']})"
+        console.print(f"retrain {verb}: {' '.join(action.get('command', []))}", soft_wrap=True, highlight=False)
     elif decision.suppressed:
         console.print(f"retrain held: {decision.suppressed}")
     if folder:
