@@ -1,4 +1,5 @@
-"""`newsfeed experiment set | show`: the arms that split feed traffic."""
+"""`newsfeed experiment set | show | report | promote | rollback | simulate`: the arms that split
+feed traffic, and how each arm did."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import typer
 
 from newsfeed.cli.common import HomeOption, console, fail
 
-app = typer.Typer(help="Experiment arms: traffic shares, models, weights, re-rankers.", no_args_is_help=True)
+app = typer.Typer(help="Experiment arms (traffic shares, models, weights, re-rankers); per-arm reports, promote, "
+                       "roll back.", no_args_is_help=True)
 
 
 def _store(home):
