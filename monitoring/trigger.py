@@ -151,7 +151,10 @@ class Trigger:
             return {"action": "none (policy: record only)"}
         command = self._command(data_dir)
         if self.policy.action == "kubeflow":  # quick: the run itself happens on the cluster
-            done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+            try:
+                done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+            except (subprocess.TimeoutExpired, OSError) as err:  # audited as a failed submission, not a crash
+                return {"action": "kubeflow", "command": command, "exit_code": None, "output": str(err)}
             output = (done.stdout + done.stderr).strip().splitlines()
             return {"action": "kubeflow", "command": command, "exit_code": done.returncode,
                     "output": output[-1] if output else ""}

@@ -311,3 +311,11 @@ def test_a_homes_served_log_is_labelled_by_the_reactions_that_came_back(tmp_path
     assert (frame["propensity"] == 0.9).all() and (frame["latency_ms"] == 12.5).all()
     report = analysis.analyse(frame, "champion", {"champion": 50, "canary": 50})
     assert report["arms"]["champion"]["users"] == 2 and report["arms"]["canary"]["impressions"] == 3
+
+
+def test_a_kubeflow_retrain_that_cannot_reach_its_host_is_audited_not_raised(tmp_path):
+    policy = RetrainPolicy(action="kubeflow", kubeflow_host="http://127.0.0.1:9")
+    trigger = Trigger(tmp_path, policy)
+    line = trigger.act(trigger.decide(summary(True)), tmp_path / "data")
+    assert line["action"] == "kubeflow" and line["exit_code"] == 1
+    assert "127.0.0.1:9" in line["output"]
