@@ -18,11 +18,13 @@ app = typer.Typer(help="Serve feeds on Ray Serve (local Ray), or write the Serve
 DEFAULT_PORT = 8000
 PortOption = Annotated[int, typer.Option(help="HTTP port.", min=1, max=65535)]
 ModeOption = Annotated[str, typer.Option(help="fused (one deployment) | chained (one per stage group).")]
-ReplicasOption = Annotated[int, typer.Option(help="Replicas of each deployment.", min=1)]
+ReplicasOption = Annotated[int, typer.Option(help="Replicas of each deployment (the floor, when autoscaling).", min=1)]
+MaxReplicasOption = Annotated[int | None, typer.Option(help="Autoscale each deployment up to this many replicas "
+                                                            "[default: no autoscaling].", min=1)]
 CpusOption = Annotated[float, typer.Option(help="CPUs each replica reserves.", min=0.01)]
 
 
-def _settings(home, data_dir, store, registry, mode, replicas, replica_cpus):
+def _settings(home, data_dir, store, registry, mode, replicas, replica_cpus, max_replicas=None):
     from pydantic import ValidationError
 
     from newsfeed.config import Paths
@@ -32,7 +34,8 @@ def _settings(home, data_dir, store, registry, mode, replicas, replica_cpus):
     paths = Paths.resolve(home, data_dir)
     try:
         return ServingSettings(home=str(paths.home.resolve()), data_dir=str(paths.data_dir.resolve()), store=store,
-                               registry=registry, mode=mode, replicas=replicas, replica_cpus=replica_cpus)
+                               registry=registry, mode=mode, replicas=replicas, replica_cpus=replica_cpus,
+                               max_replicas=max_replicas)
     except ValidationError as err:
         raise fail(option_message(err)) from None
 
@@ -57,15 +60,15 @@ def serve(
     ctx: typer.Context,
     port: PortOption = DEFAULT_PORT, host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     mode: ModeOption = "fused", replicas: ReplicasOption = 1, replica_cpus: CpusOption = 0.5,
-    home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None, registry: RegistryOption = None,
+    max_replicas: MaxReplicasOption = None, home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None, registry: RegistryOption = None,
 ) -> None:
     """Start the feed service on a local Ray and stay in the foreground until Ctrl-C; ready
     when `GET /healthz` answers."""
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"home": home, "data_dir": data_dir, "store": store, "registry": registry, "mode": mode,
-                   "replicas": replicas, "replica_cpus": replica_cpus}
+                   "replicas": replicas, "replica_cpus": replica_cpus, "max_replicas": max_replicas}
         return
-    settings = _settings(home, data_dir, store, registry, mode, replicas, replica_cpus)
+    settings = _settings(home, data_dir, store, registry, mode, replicas, replica_cpus, max_replicas)
     _check_ready_to_serve(settings)
     import signal
 
@@ -102,9 +105,12 @@ def build(
 
     options = ctx.obj or {}
     settings = _settings(options.get("home"), options.get("data_dir"), options.get("store"), options.get("registry"),
-                         options.get("mode", "fused"), options.get("replicas", 1), options.get("replica_cpus", 0.5))
+                         options.get("mode", "fused"), options.get("replicas", 1), options.get("replica_cpus", 0.5),
+                         options.get("max_replicas"))
     path = write_serve_config(settings, output)
-    console.print(f"wrote {path} ({settings.mode}, {settings.replicas} replica(s) per deployment)")
+    scaling = (f"{settings.replicas}-{settings.max_replicas} replicas (autoscaling)" if settings.max_replicas
+               else f"{settings.replicas} replica(s)")
+    console.print(f"wrote {path} ({settings.mode}, {scaling} per deployment)")
 
 
 def feed(
