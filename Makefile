@@ -8,7 +8,7 @@ DEMO_PORT ?= 8000
 export NEWSFEED_HOME ?= $(CURDIR)/.newsfeed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test bench lock clean
+.PHONY: install demo test bench lock clean k8s-serve-config
 
 install: $(STAMP)
 
@@ -54,6 +54,12 @@ lock: install
 	{ echo "# The whole dependency tree, pinned (pip freeze of a working install, Python 3.11)."; \
 	  echo "# Regenerate with: make lock"; \
 	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(newsfeed|pip|setuptools)=='; } > requirements.lock
+
+# The Serve config each Kubernetes overlay embeds in its RayService (tests fail when it is stale).
+k8s-serve-config: install
+	for env in local prod; do \
+	  $(BIN)/newsfeed serve $$(cat k8s/overlays/$$env/serve-build-args) build -o k8s/overlays/$$env/serve-config.yaml; \
+	done
 
 clean:
 	rm -rf $(NEWSFEED_HOME)
