@@ -7,9 +7,10 @@
 The same definition runs locally (``pipelines.local``, kfp's SubprocessRunner) and on
 Kubeflow Pipelines (the IR YAML under ``pipelines/compiled/``). The parameters' defaults are
 the cluster's: the home folder is the shared volume ``newsfeed-home`` mounted at
-``/var/lib/newsfeed`` in every step, and the stores' settings come from the optional
-ConfigMap ``newsfeed-config`` (keys = the NEWSFEED_* environment variables); the local
-runner ignores both and passes its own home.
+``/var/lib/newsfeed`` in every step, the stores' settings come from the optional ConfigMap
+``newsfeed-config`` (keys = the NEWSFEED_* environment variables) and their credentials
+from the optional Secret ``newsfeed-stores`` (what ``k8s/`` creates and names); the local
+runner ignores all three and passes its own home.
 """
 
 from kfp import dsl, kubernetes
@@ -20,9 +21,12 @@ from pipelines import components as c
 NAME = "newsfeed-training"
 CLUSTER_HOME = "/var/lib/newsfeed"
 HOME_VOLUME = "newsfeed-home"
-CONFIG_MAP = "newsfeed-config"
-CONFIG_ENV = ("NEWSFEED_FEATURE_STORE", "NEWSFEED_REGISTRY", "NEWSFEED_FEAST_PROJECT", "NEWSFEED_FEAST_REGISTRY_URL",
-              "NEWSFEED_REDIS", "NEWSFEED_RAY_ADDRESS", "NEWSFEED_MLFLOW_URI", "NEWSFEED_MLFLOW_ARTIFACTS")
+CONFIG_MAP = "newsfeed-config"  # the same names the manifests in k8s/ create
+CONFIG_ENV = ("NEWSFEED_FEATURE_STORE", "NEWSFEED_REGISTRY", "NEWSFEED_FEAST_PROJECT", "NEWSFEED_RAY_ADDRESS",
+              "NEWSFEED_MLFLOW_URI", "NEWSFEED_MLFLOW_ARTIFACTS")
+SECRET = "newsfeed-stores"
+SECRET_ENV = {"feast-registry-url": "NEWSFEED_FEAST_REGISTRY_URL", "redis": "NEWSFEED_REDIS"}
+"""Credentials come from the Secret, never from the ConfigMap."""
 
 
 def _on_cluster(task: dsl.PipelineTask, cpu: str = "1", memory: str = "4G") -> dsl.PipelineTask:
@@ -30,6 +34,7 @@ def _on_cluster(task: dsl.PipelineTask, cpu: str = "1", memory: str = "4G") -> d
     no step caching (each reads the shared stores, which change under the same inputs)."""
     kubernetes.mount_pvc(task, pvc_name=HOME_VOLUME, mount_path=CLUSTER_HOME)
     kubernetes.use_config_map_as_env(task, CONFIG_MAP, {k: k for k in CONFIG_ENV}, optional=True)
+    kubernetes.use_secret_as_env(task, SECRET, SECRET_ENV, optional=True)
     task.set_env_variable("HF_HUB_OFFLINE", "1")  # the sentence model ships in the image
     task.set_cpu_request(cpu).set_memory_request(memory).set_memory_limit(memory)
     task.set_caching_options(False)

@@ -139,3 +139,20 @@ def test_the_image_runs_as_a_non_root_user_from_a_pinned_base():
                   for pod in k8s.pod_specs(d) for c in pod["containers"]}
     assert referenced == {"ghcr.io/newsfeed-platform/newsfeed:0.1.0"}
     assert Path(k8s.ROOT / ".dockerignore").read_text().count(".venv")
+
+
+def test_the_pipeline_steps_find_what_the_manifests_create(rendered):
+    """The compiled pipeline mounts a volume and reads a ConfigMap and a Secret by name: the
+    manifests must create the first two with the keys it reads, and their pods must name the third."""
+    from pipelines import training_pipeline as tp
+
+    for docs in rendered.values():
+        objects = by_name(docs)
+        assert f"PersistentVolumeClaim/{tp.HOME_VOLUME}" in objects
+        config = objects[f"ConfigMap/{tp.CONFIG_MAP}"]["data"]
+        assert set(tp.CONFIG_ENV) <= set(config)
+        assert not set(tp.SECRET_ENV.values()) & set(config)  # credentials never in the ConfigMap
+        referenced = {(ref["name"], ref["key"]) for doc in docs for pod in k8s.pod_specs(doc)
+                      for c in pod["containers"] for env in c.get("env", [])
+                      for ref in [env.get("valueFrom", {}).get("secretKeyRef")] if ref}
+        assert {(tp.SECRET, key) for key in tp.SECRET_ENV} <= referenced
