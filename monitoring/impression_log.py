@@ -51,12 +51,12 @@ def from_served_log(home: Path, data_dir: Path) -> pd.DataFrame:
     events = events.assign(ts=pd.to_datetime(events["ts"], utc=True))
     first_shown = frame.groupby(["user_id", "post_id"])["ts"].min().rename("shown").reset_index()
     after = events.merge(first_shown, on=["user_id", "post_id"])
-    after = after[after["ts"] >= after["shown"]]
-    for reaction in REACTIONS:
-        pairs = after[after["event_type"] == reaction][["user_id", "post_id"]].drop_duplicates().assign(**{reaction: 1})
-        frame = frame.merge(pairs, on=["user_id", "post_id"], how="left")
-        frame[reaction] = frame[reaction].fillna(0).astype(np.int8)
-    dwell = after[after["event_type"] == "dwell"].groupby(["user_id", "post_id"])["value"].sum().rename("dwell_seconds")
-    frame = frame.merge(dwell.reset_index(), on=["user_id", "post_id"], how="left")
-    frame["dwell_seconds"] = frame["dwell_seconds"].fillna(0.0)
+    after = after[after["ts"] >= after["shown"]]  # a reaction counts for what it followed
+    reacted = after[after["event_type"].isin(REACTIONS)].assign(value=1).pivot_table(
+        index=["user_id", "post_id"], columns="event_type", values="value", aggfunc="max")
+    dwell = after[after["event_type"] == "dwell"].groupby(["user_id", "post_id"])["value"].sum()
+    labels = reacted.reindex(columns=list(REACTIONS)).join(dwell.rename("dwell_seconds"), how="outer")
+    frame = frame.merge(labels.reset_index(), on=["user_id", "post_id"], how="left")
+    frame[list(REACTIONS)] = frame[list(REACTIONS)].apply(pd.to_numeric).fillna(0).astype(np.int8)
+    frame["dwell_seconds"] = pd.to_numeric(frame["dwell_seconds"]).fillna(0.0)
     return frame

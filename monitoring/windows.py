@@ -116,25 +116,33 @@ def with_derived(frame: pd.DataFrame) -> pd.DataFrame:
 
 # -- building a window ------------------------------------------------------------------------
 
-def _joined(store, data_dir: Path, start, end, seed: int) -> tuple[pd.DataFrame, int, pd.Timestamp]:
-    """A sample of ``data_dir``'s impressions in [start, end) with their point-in-time features
-    (the home's feature store: the folder's impressions must be ones it has features for)."""
-    from newsfeed.data.io import read_dataset
+def _joined(store, tables: dict[str, pd.DataFrame], start, end, seed: int) -> tuple[pd.DataFrame, int, pd.Timestamp]:
+    """A sample of the impressions in [start, end) with their point-in-time features (the
+    home's feature store: they must be impressions it has features for)."""
     from newsfeed.features import training_set
 
-    tables = read_dataset(data_dir, ("impressions", "posts"))
-    if "impressions" not in tables or tables["impressions"].empty:
-        raise DriftError(f"{data_dir}: no impressions")
     impressions = tables["impressions"]
     ts = pd.to_datetime(impressions["ts"], utc=True)
     inside = impressions[(ts >= start) & (ts < end)]
     if inside.empty:
-        raise DriftError(f"{data_dir}: no impressions between {start} and {end}")
+        raise DriftError(f"no impressions between {start} and {end}")
     picked = inside.sample(min(SAMPLE, len(inside)), random_state=seed)
     entities = training_set.entity_frame(picked, tables["posts"])
     joined = training_set.build(store, entities.sort_values("event_timestamp", kind="stable"), "ranker")
     # Trailing features are daily snapshots: their history counts from the first day's start.
     return joined.reset_index(drop=True), len(inside), ts.min().floor("D")
+
+
+def _tables(folder: Path) -> dict[str, pd.DataFrame]:
+    from newsfeed.data.io import read_dataset
+
+    try:
+        tables = read_dataset(folder, ("impressions", "posts"))
+    except FileNotFoundError as err:
+        raise DriftError(str(err)) from None
+    if "impressions" not in tables or tables["impressions"].empty:
+        raise DriftError(f"{folder}: no impressions")
+    return tables
 
 
 def _score(frame: pd.DataFrame, model, weights: dict) -> pd.DataFrame:
@@ -154,27 +162,27 @@ def build(store, registry, data_dir: Path, reference: Path | None = None, curren
     from newsfeed.models.registered import load_registered
 
     lineage = champion_lineage(registry)
-    model, weights, _ = load_registered(registry, "newsfeed-ranker", "champion")
+    model, weights, _ = load_registered(registry, "newsfeed-ranker", lineage["version"])
     whole = (pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC"))
+    ref_dir, cur_dir = Path(reference or lineage["data_dir"]), Path(current or data_dir)
+    tables = {folder: _tables(folder) for folder in {ref_dir, cur_dir}}  # each folder read once
     if reference is None:
         start = lineage["start"] if reference_days <= 0 else max(
             lineage["start"], lineage["end"] - pd.Timedelta(days=reference_days))
-        ref_dir, ref_span = lineage["data_dir"], (start, lineage["end"])
+        ref_span = (start, lineage["end"])
     else:
-        ref_dir, ref_span = Path(reference), whole
+        ref_span = whole
     if current is None:
-        from newsfeed.data.io import read_table
-
-        last = pd.to_datetime(read_table(data_dir, "impressions")["ts"], utc=True).max()
-        cur_dir, cur_span = Path(data_dir), (last - pd.Timedelta(days=current_days), last + pd.Timedelta(seconds=1))
+        last = pd.to_datetime(tables[cur_dir]["impressions"]["ts"], utc=True).max()
+        cur_span = (last - pd.Timedelta(days=current_days), last + pd.Timedelta(seconds=1))
     else:
-        cur_dir, cur_span = Path(current), whole
+        cur_span = whole
     windows = []
     for name, folder, span in (("reference", ref_dir, ref_span), ("current", cur_dir, cur_span)):
         try:
-            frame, count, data_start = _joined(store, folder, *span, seed)
-        except FileNotFoundError as err:
-            raise DriftError(str(err)) from None
+            frame, count, data_start = _joined(store, tables[folder], *span, seed)
+        except DriftError as err:
+            raise DriftError(f"{folder}: {err}") from None
         frame = _score(with_derived(frame), model, weights)
         ts = frame["event_timestamp"]
         windows.append(Window(name, str(folder), ts.min(), ts.max(), count, frame, data_start))

@@ -154,14 +154,25 @@ def slate_gains(groups: np.ndarray, values: np.ndarray, scores: np.ndarray,
     return SlateGains(np.bincount(unit, gain[matters]), np.bincount(unit, attainable[matters]), int(matters.sum()))
 
 
-def _ratio_interval(numerator: np.ndarray, denominator: np.ndarray, requests: int, resamples: int, level: float,
-                    seed: int) -> Interval:
-    """sum(numerator) / sum(denominator) with a Poisson(1) bootstrap interval over units."""
+DRAWS_PER_CHUNK = 20_000_000
+"""Bootstrap weights drawn at a time (160 MB): long logs are resampled in chunks of resamples."""
+
+
+def ratio_interval(numerator: np.ndarray, denominator: np.ndarray, requests: int, resamples: int = 1_000,
+                   level: float = 0.95, seed: int = 0) -> Interval:
+    """sum(numerator) / sum(denominator) with a Poisson(1) bootstrap interval over units
+    (one weight per unit per resample; a mean is the ratio to a column of ones)."""
     if requests == 0:
         return Interval(float("nan"), float("nan"), float("nan"), 0)
-    draws = np.random.default_rng(seed).poisson(1.0, size=(resamples, len(numerator)))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        resampled = (draws @ numerator) / (draws @ denominator)
+    numerator, denominator = np.asarray(numerator, np.float64), np.asarray(denominator, np.float64)
+    rng = np.random.default_rng(seed)
+    step = max(1, DRAWS_PER_CHUNK // max(len(numerator), 1))
+    parts = []
+    for start in range(0, resamples, step):  # the same stream of weights as one draw of them all
+        draws = rng.poisson(1.0, size=(min(step, resamples - start), len(numerator)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            parts.append((draws @ numerator) / (draws @ denominator))
+    resampled = np.concatenate(parts)
     tail = (1 - level) / 2 * 100
     low, high = np.nanpercentile(resampled, [tail, 100 - tail])
     return Interval(float(numerator.sum() / denominator.sum()), float(low), float(high), requests)
@@ -173,7 +184,7 @@ def mean_interval(values: np.ndarray, clusters: np.ndarray, resamples: int = 1_0
     one user's queries are not independent)."""
     unit = np.unique(np.asarray(clusters), return_inverse=True)[1]
     values = np.asarray(values, np.float64)
-    return _ratio_interval(np.bincount(unit, values), np.bincount(unit).astype(np.float64), len(values),
+    return ratio_interval(np.bincount(unit, values), np.bincount(unit).astype(np.float64), len(values),
                            resamples, level, seed)
 
 
@@ -185,7 +196,7 @@ def normalised_slate_value(groups: np.ndarray, values: np.ndarray, scores: np.nd
     interval that resamples ``clusters`` (users: one user's requests are not independent;
     default the requests)."""
     gains = slate_gains(groups, values, scores, discount, clusters, seed)
-    return _ratio_interval(gains.gain, gains.attainable, gains.requests, resamples, level, seed)
+    return ratio_interval(gains.gain, gains.attainable, gains.requests, resamples, level, seed)
 
 
 def paired_slate_difference(groups: np.ndarray, values: np.ndarray, scores: np.ndarray, baseline: np.ndarray,
@@ -196,7 +207,7 @@ def paired_slate_difference(groups: np.ndarray, values: np.ndarray, scores: np.n
     challenger gains or loses against a champion, beyond the noise of which users were drawn."""
     ours = slate_gains(groups, values, scores, discount, clusters, seed)
     theirs = slate_gains(groups, values, baseline, discount, clusters, seed)
-    return _ratio_interval(ours.gain - theirs.gain, ours.attainable, ours.requests, resamples, level, seed)
+    return ratio_interval(ours.gain - theirs.gain, ours.attainable, ours.requests, resamples, level, seed)
 
 
 def weighted_auc(labels: np.ndarray, scores: np.ndarray) -> Callable[[np.ndarray], float]:

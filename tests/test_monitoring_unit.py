@@ -23,6 +23,7 @@ from newsfeed.data import ab_simulation
 from newsfeed.data.io import write_dataset
 from newsfeed.data.simulator import SimConfig, generate
 from newsfeed.feed.arms import Arm, Experiment
+from newsfeed.schema import REACTIONS
 
 @pytest.fixture(scope="module")
 def world_data():
@@ -311,6 +312,12 @@ def test_a_homes_served_log_is_labelled_by_the_reactions_that_came_back(tmp_path
     assert (frame["propensity"] == 0.9).all() and (frame["latency_ms"] == 12.5).all()
     report = analysis.analyse(frame, "champion", {"champion": 50, "canary": 50})
     assert report["arms"]["champion"]["users"] == 2 and report["arms"]["canary"]["impressions"] == 3
+
+    quiet = tmp_path / "quiet"  # served, nothing came back: no event log at all
+    ServedLog(quiet).write({"request_id": "q", "ts": shown_at, "user_id": 4, "arm": "champion", "degraded": [],
+                            "items": [{"post_id": 5, "position": 0}]})
+    unlabelled = from_served_log(quiet, quiet / "data")
+    assert unlabelled[list(REACTIONS)].to_numpy().sum() == 0 and unlabelled["dwell_seconds"].tolist() == [0.0]
 
 
 def test_a_kubeflow_retrain_that_cannot_reach_its_host_is_audited_not_raised(tmp_path):

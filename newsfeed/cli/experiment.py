@@ -156,7 +156,8 @@ def report(
         posts = impression_log.from_data_dir(paths.data_dir)[1] if paths.data_dir.is_dir() else None
     arms = sorted(impressions["variant"].unique())
     configured = {a.name for a in experiment.arms}
-    control = control or (_control(experiment) if _control(experiment) in arms else arms[0])
+    configured_control = _control(experiment)
+    control = control or (configured_control if configured_control in arms else arms[0])
     if not shares:
         shares = ({a.name: a.share for a in experiment.arms} if set(arms) <= configured
                   else {a: 100 / len(arms) for a in arms})
