@@ -39,7 +39,7 @@ def main() -> None:
     console = Console()
     t0 = time.perf_counter()
     service = FeedService.open(args.home)
-    users = np.array(sorted(service.activity.known_users))
+    users = np.array(sorted(service.directory.known_users))
     users = users[:: max(1, len(users) // args.users)][: args.users]
     with console.status(f"{len(users)} users"):
         report = offline.evaluate(service, world, users, limit=args.limit)

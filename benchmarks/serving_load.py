@@ -68,7 +68,7 @@ def in_process(home: Path, replicate: int, users: np.ndarray) -> dict:
     from newsfeed.feed.context import FeedContext, FeedRequest
     from newsfeed.feed.stages import run_pipeline
 
-    ctx = FeedContext(FeedRequest(int(users[0]) + 1, 20, service.clock.now()), service.activity.view(int(users[0]) + 1))
+    ctx = FeedContext(FeedRequest(int(users[0]) + 1, 20, service.clock.now()), service.user_view(int(users[0]) + 1)[0])
     ranked = run_pipeline([s for s in stages if s.group == "retrieval"], ctx)
     candidates.append(len(ranked.candidates))
     return {**summary(latencies, seconds), "stages_p50_ms": stage_p50(timings), "posts": len(service.corpus),

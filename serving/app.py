@@ -3,41 +3,62 @@ in process (``fused``), or calls one deployment per stage group through handles
 (``chained``: retrieval, ranking, re-ranking, each scalable on its own). Both run the
 stages ``newsfeed.feed.build`` wires; the executor does not know which mode it runs in.
 
-Routes: ``POST /v1/feed``, ``POST /v1/events``, ``GET|PUT /v1/experiments`` (bearer token
-``NEWSFEED_ADMIN_TOKEN``), ``GET /healthz``, ``GET /metrics``.
+Routes: ``POST /v1/feed``, ``POST /v1/events`` (bearer token ``NEWSFEED_INGEST_TOKEN`` when
+set), ``GET|PUT /v1/experiments`` (bearer token ``NEWSFEED_ADMIN_TOKEN``), ``GET /healthz``,
+``GET /metrics``. Every field is bounded (ids fit int64, bodies at most ``MAX_BODY_BYTES``,
+cursors signed and capped); what a client sends can degrade its own answer, never a replica.
 """
 
 
 import json
 import os
 import secrets
+import socket
 import time
+from typing import Any
 
-from fastapi import FastAPI, Header, HTTPException, Request
-from fastapi.responses import Response
+from fastapi import Body, FastAPI, Header, HTTPException
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from newsfeed.feed.cursor import MAX_CURSOR_CHARS
+from serving.limits import INT64_MAX, BodyLimit
 from serving.settings import ServingSettings
 
 ADMIN_TOKEN_ENV = "NEWSFEED_ADMIN_TOKEN"
+INGEST_TOKEN_ENV = "NEWSFEED_INGEST_TOKEN"
+MAX_EVENTS = 10_000
 
 
 class FeedBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user_id: int = Field(ge=0)
+    user_id: int = Field(ge=0, le=INT64_MAX)
     limit: int = Field(20, ge=1, le=200)
-    cursor: str | None = None
-    context: dict = Field(default_factory=dict)
+    cursor: str | None = Field(None, max_length=MAX_CURSOR_CHARS)
+    context: dict[str, str | int | float | bool | None] = Field(default_factory=dict, max_length=32)
+
+
+class EventItem(BaseModel):
+    """One reaction. Types are checked here (422 for the request); whether the user and post
+    exist and the time makes sense is checked per event (its index in ``rejected``)."""
+    model_config = ConfigDict(extra="forbid")
+    user_id: int = Field(ge=0, le=INT64_MAX)
+    post_id: int = Field(ge=0, le=INT64_MAX)
+    event_type: str = Field(min_length=1, max_length=32)
+    value: float | None = Field(None, allow_inf_nan=False, ge=-1e9, le=1e9)
+    ts: str | None = Field(None, max_length=64, description="ISO 8601; default: when it arrives")
+    event_id: str | None = Field(None, min_length=1, max_length=128, description="makes a retry idempotent")
 
 
 class EventsBody(BaseModel):
-    events: list[dict] = Field(min_length=1, max_length=10_000)
+    model_config = ConfigDict(extra="forbid")
+    events: list[EventItem] = Field(min_length=1, max_length=MAX_EVENTS)
 
 
 class SharesBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    shares: dict[str, float]
+    shares: dict[str, float] = Field(max_length=64)
 
 
 def open_service(settings: ServingSettings):
@@ -50,10 +71,20 @@ def open_service(settings: ServingSettings):
     torch.set_num_threads(1)
 
     return FeedService.open(settings.home, settings.data_dir, settings.store, settings.registry,
-                            replicate_posts=settings.replicate_posts)
+                            replicate_posts=settings.replicate_posts, state_kind=settings.state)
 
 
 api = FastAPI(title="newsfeed", description="Ranked feeds, events and experiments.")
+api.add_middleware(BodyLimit)
+
+
+def bearer_matches(authorization: str | None, token: str) -> bool:
+    """``Authorization: Bearer <token>``, compared in constant time as bytes (a header may hold
+    any byte: Starlette decodes it as latin-1)."""
+    if not token or not authorization or not authorization.startswith("Bearer "):
+        return False
+    given = authorization[len("Bearer "):].strip().encode("latin-1", "replace")
+    return secrets.compare_digest(given, token.encode())
 
 
 @serve.deployment(name="feed-ingress")
@@ -67,6 +98,9 @@ class FeedIngress:
         self.groups = groups  # stage group -> handle (chained mode)
         self.metrics = FeedMetrics()
         self.token = os.environ.get(ADMIN_TOKEN_ENV, "")
+        self.ingest_token = os.environ.get(INGEST_TOKEN_ENV, "")
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"  # which replica answered (X-Replica, /healthz)
+        self.metrics.served_log_skipped.set(self.service.log.skipped)
         if groups is None:
             self.service.warm_up()
 
@@ -78,59 +112,80 @@ class FeedIngress:
 
     @api.post("/v1/feed")
     def feed(self, body: FeedBody):
-        from newsfeed.feed.service import FeedRequestError
+        from newsfeed.feed.cursor import CursorError
 
         t0 = time.perf_counter()
         try:
             response = self.service.feed(body.user_id, body.limit, body.cursor, body.context,
                                          run=self._run_chained if self.groups else None)
-        except FeedRequestError as err:
+        except CursorError as err:
             raise HTTPException(422, detail=str(err)) from None
         self.metrics.observe_feed(response, time.perf_counter() - t0)
         # Plain values already: serialised directly, not through FastAPI's generic encoder.
-        return Response(json.dumps(response, separators=(",", ":")), media_type="application/json")
+        return Response(json.dumps(response, separators=(",", ":")), media_type="application/json",
+                        headers={"X-Replica": self.replica})
 
     @api.post("/v1/events")
-    def events(self, body: EventsBody):
-        result = self.service.ingest(body.events)
+    def events(self, body: EventsBody, authorization: str | None = Header(None)):
+        """Reactions (ingest token, when ``NEWSFEED_INGEST_TOKEN`` is set): durable, idempotent by
+        ``event_id``, counted once on every replica."""
+        if self.ingest_token and not bearer_matches(authorization, self.ingest_token):
+            raise HTTPException(401, detail="unauthorized: the ingest token is required",
+                                headers={"WWW-Authenticate": "Bearer"})
+        result = self.service.ingest([e.model_dump(exclude_none=True) for e in body.events])
         self.metrics.events.labels("accepted").inc(result["accepted"])
         self.metrics.events.labels("duplicate").inc(result["duplicates"])
         self.metrics.events.labels("rejected").inc(len(result["rejected"]))
         return result
 
     def _admin(self, authorization: str | None) -> None:
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not self.token or not secrets.compare_digest(given, self.token):
-            why = "set NEWSFEED_ADMIN_TOKEN on the server" if not self.token else "bearer token required"
+        if not bearer_matches(authorization, self.token):
+            why = "set NEWSFEED_ADMIN_TOKEN on the server" if not self.token else "the admin token is required"
             raise HTTPException(401, detail=f"unauthorized: {why}", headers={"WWW-Authenticate": "Bearer"})
+
+    @staticmethod
+    def _versioned(experiment, status: int = 200) -> JSONResponse:
+        from newsfeed.feed.experiments import etag
+
+        return JSONResponse(experiment.model_dump(mode="json"), status, headers={"ETag": etag(experiment)})
 
     @api.get("/v1/experiments")
     def get_experiment(self, authorization: str | None = Header(None)):
+        """The experiment; its version is the ``ETag`` a ``PUT`` names in ``If-Match``."""
         self._admin(authorization)
-        return self.service.experiments.read().model_dump(mode="json")
+        return self._versioned(self.service.experiments.read())
 
     @api.put("/v1/experiments")
-    async def put_experiment(self, request: Request, authorization: str | None = Header(None)):
-        """The whole experiment, or ``{"shares": {arm: percent}}`` to change shares only."""
+    def put_experiment(self, body: dict[str, Any] = Body(..., max_length=64),
+                       authorization: str | None = Header(None), if_match: str | None = Header(None)):
+        """The whole experiment, or ``{"shares": {arm: percent}}`` to change shares only. With
+        ``If-Match: "<version>"`` the change is refused (409, the current version in ``ETag``)
+        when another writer changed the experiment since that version."""
         from pydantic import ValidationError
 
         from newsfeed.feed.arms import Experiment
+        from newsfeed.feed.experiments import VersionConflict, etag, parse_if_match
 
         self._admin(authorization)
         try:
-            body = await request.json()
+            expected = parse_if_match(if_match)
             current = self.service.experiments.read()
+            if expected is None and "shares" in body:
+                expected = current.version  # a relative change: based on what was read
             updated = (current.with_shares(SharesBody.model_validate(body).shares) if "shares" in body
                        else Experiment.model_validate(body))
+            return self._versioned(self.service.experiments.save(updated, expected))
+        except VersionConflict as err:
+            return JSONResponse({"detail": str(err), "current_version": err.current.version}, 409,
+                                headers={"ETag": etag(err.current)})
         except ValidationError as err:
             raise HTTPException(422, detail=[{k: e[k] for k in ("loc", "msg")} for e in err.errors()]) from None
         except ValueError as err:
             raise HTTPException(422, detail=str(err).splitlines()[0]) from None
-        return self.service.experiments.save(updated).model_dump(mode="json")
 
     @api.get("/healthz")
     def healthz(self):
-        return {**self.service.health(), "mode": self.settings.mode}
+        return {**self.service.health(), "mode": self.settings.mode, "replica": self.replica}
 
     @api.get("/metrics")
     def metrics(self):

@@ -44,6 +44,16 @@ class LocalServer:
         serve.run(build_app(self.settings), name=APP_NAME, route_prefix="/", blocking=False)
         self.wait_ready()
 
+    def redeploy(self) -> dict:
+        """Delete the app and deploy it again (every replica starts anew), ready when it answers."""
+        from ray import serve
+
+        from serving.app import build_app
+
+        serve.delete(APP_NAME)
+        serve.run(build_app(self.settings), name=APP_NAME, route_prefix="/", blocking=False)
+        return self.wait_ready()
+
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> dict:
         deadline = time.monotonic() + timeout
         while True:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
@@ -18,6 +18,9 @@ class FeedMetrics:
         self.degraded = Counter("newsfeed_degradations", "Stages that degraded", ["arm", "stage"],
                                 registry=self.registry)
         self.events = Counter("newsfeed_events", "Ingested events", ["outcome"], registry=self.registry)
+        self.served_log_skipped = Gauge("newsfeed_served_log_lines_skipped",
+                                        "Lines of the served log this replica could not read at start",
+                                        registry=self.registry)
 
     def observe_feed(self, response: dict, seconds: float) -> None:
         arm = response["arm"]

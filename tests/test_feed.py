@@ -28,7 +28,7 @@ def test_serving_scores_exactly_what_the_ranker_scores_on_feasts_own_online_feat
 
     ranking = service.models.get(RANKER, "champion")
     corpus, now = service.corpus, service.clock.now()
-    friends = service.activity.friends
+    friends = service.directory.friends
     user = next(u for u in sorted(friends) if len(friends[u]) > 3 and u in service.affinity)
     # Candidates by friends (affinity rows exist), and others (they do not), some mentioning someone.
     by_friend = np.flatnonzero(np.isin(corpus.author_ids, friends[user]))[:40]
@@ -128,12 +128,10 @@ def test_an_arm_whose_model_cannot_load_is_served_by_the_champion(service, serve
     previous = store.read()
     store.save(Experiment(arms=[Arm(name="broken", share=100, ranker="99")]))
     try:
-        service.experiments._checked = 0.0
-        response = service.feed(21, limit=10)
+            response = service.feed(21, limit=10)
     finally:
         store.save(previous)
-        service.experiments._checked = 0.0
-    registry = Registry.open(served_home)
+        registry = Registry.open(served_home)
     assert response["arm"] == "broken" and len(response["items"]) == 10
     assert response["model_versions"]["ranker"] == registry.aliases(RANKER)["champion"]
     assert any(d.startswith("models:") and "champion served" in d for d in response["degraded"])
@@ -148,7 +146,7 @@ def test_the_served_feed_delivers_what_the_ranker_finds_in_the_whole_pool(servic
     from newsfeed.feed import offline
 
     world = World.of_dataset(served_home / "data")
-    users = np.array(sorted(service.activity.known_users))[::3][:60]
+    users = np.array(sorted(service.directory.known_users))[::3][:60]
     report = offline.evaluate(service, world, users)
     feed, recall = report["feed"], report["candidate_recall"]
     assert feed["oracle"]["engagement_vs_oracle"] == pytest.approx(1.0)
@@ -168,18 +166,16 @@ def test_a_shadow_arm_is_scored_beside_each_request_and_only_logged(service, ser
     store.save(Experiment(arms=[Arm(name="champion", share=100),
                                 Arm(name="shadow", share=0, weights={"hide": -100, "block": -200})],
                           shadow="shadow"))
-    service.experiments._checked = 0.0
     try:
         response = service.feed(31, limit=10)
-        service._background.submit(lambda: None).result()  # the shadow runs off the request path
+        service.effects.drain()  # the shadow runs off the request path
     finally:
         store.save(previous)
-        service.experiments._checked = 0.0
-    assert response["arm"] == "champion"
+        assert response["arm"] == "champion"
     records = [r for r in ServedLog(served_home).read() if r["request_id"] == response["request_id"]]
     shadow = [r for r in records if r.get("shadow")]
     assert len(records) == 2 and len(shadow) == 1 and shadow[0]["arm"] == "shadow"
     assert len(shadow[0]["items"]) == 10
     # Only the served page counts as seen: the shadow's posts may still be served later.
-    assert not set(i["post_id"] for i in shadow[0]["items"]) & set(service.activity.view(31).seen) - {
+    assert not set(i["post_id"] for i in shadow[0]["items"]) & set(service.user_view(31)[0].seen) - {
         i["post_id"] for i in response["items"]}

@@ -148,7 +148,7 @@ def test_experiment_report_page_renders_with_lifts_and_srm(steady_home, tmp_path
 
 
 def test_promote_moves_the_champion_alias_and_the_traffic(steady_home):
-    from newsfeed.feed.service import ExperimentStore
+    from newsfeed.feed.experiments import ExperimentStore
     from newsfeed.registry import RANKER, TWO_TOWER, Registry
 
     runner = CliRunner()
@@ -160,7 +160,7 @@ def test_promote_moves_the_champion_alias_and_the_traffic(steady_home):
     assert result.exit_code == 0, result.output
     registry = Registry.open(steady_home)
     assert registry.aliases(TWO_TOWER)["champion"] == "1" and registry.aliases(RANKER)["champion"] == "1"
-    shares = {a.name: a.share for a in ExperimentStore(steady_home).read().arms}
+    shares = {a.name: a.share for a in ExperimentStore.open(steady_home).read().arms}
     assert shares == {"champion": 100.0, "canary": 0.0}
     unknown = runner.invoke(app, ["experiment", "promote", "nobody", "--home", home])
     assert unknown.exit_code == 1 and "nobody" in unknown.output

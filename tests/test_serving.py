@@ -1,13 +1,18 @@
-"""The feed on a real Ray Serve app over really registered models and a materialized store:
-HTTP contract, filters, experiments changed at run time, exact counters with several
-replicas writing, an alias moved under load, and the chained mode."""
+"""The feed on a real Ray Serve app over really registered models and a materialized store,
+two fused replicas sharing the production user-state store (the machine's Redis): the HTTP
+contract and its bounds, one user's state across replicas (no post twice, hides and blocks
+everywhere at once), experiments changed by compare-and-swap, exact counters with several
+replicas writing, an alias moved under load, a fuzzed API, a restart over hostile logs, and
+the chained mode."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -17,44 +22,65 @@ from newsfeed.registry import RANKER, Registry
 
 pytestmark = pytest.mark.slow
 TOKEN = "test-admin-token"
+INGEST = "test-ingest-token"
 PORT = 8765
+PREFIX = f"nftest-serving-{uuid.uuid4().hex[:8]}"
 
 
-def call(method: str, path: str, body=None, token: str | None = None) -> tuple[int, dict]:
-    headers = {"Content-Type": "application/json"}
+def call(method: str, path: str, body=None, token: str | None = None, headers: dict | None = None,
+         raw: bytes | None = None, with_headers: bool = False):
+    sent = {"Content-Type": "application/json", **(headers or {})}
     if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"http://127.0.0.1:{PORT}{path}", data, headers, method=method)
+        sent["Authorization"] = f"Bearer {token}"
+    data = raw if raw is not None else json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"http://127.0.0.1:{PORT}{path}", data, sent, method=method)
     try:
         with urllib.request.urlopen(request, timeout=60) as reply:
             text = reply.read()
-            return reply.status, (json.loads(text) if reply.headers.get_content_type() == "application/json"
-                                  else {"text": text.decode()})
+            status, got = reply.status, reply.headers
+            parsed = (json.loads(text) if reply.headers.get_content_type() == "application/json"
+                      else {"text": text.decode()})
     except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
+        text = err.read()
+        status, got = err.code, err.headers
+        parsed = json.loads(text or b"{}") if err.headers.get_content_type() == "application/json" else {
+            "text": text.decode(errors="replace")}
+    return (status, parsed, got) if with_headers else (status, parsed)
+
+
+def state():
+    from newsfeed.feed.user_state import RedisUserState
+
+    return RedisUserState("127.0.0.1:6379", PREFIX)
 
 
 @pytest.fixture(scope="module")
 def server(served_home):
-    """The fused app with two ingress replicas (events from both write one log and one store)."""
+    """The fused app with two ingress replicas on the production user-state store (Redis, keys
+    under a prefix of this module's own); events need the ingest token."""
     import os
 
     from serving.local import LocalServer
     from serving.settings import ServingSettings
 
-    os.environ["NEWSFEED_ADMIN_TOKEN"] = TOKEN
-    settings = ServingSettings(home=str(served_home), mode="fused", replicas=2, replica_cpus=0.5)
+    env = {"NEWSFEED_ADMIN_TOKEN": TOKEN, "NEWSFEED_INGEST_TOKEN": INGEST, "NEWSFEED_STATE_PREFIX": PREFIX}
+    os.environ.update(env)
+    settings = ServingSettings(home=str(served_home), mode="fused", replicas=2, replica_cpus=0.5, state="production")
     server = LocalServer(settings, port=PORT, num_cpus=4)
     server.start()
     yield server
     server.stop()
-    os.environ.pop("NEWSFEED_ADMIN_TOKEN", None)
+    for key in env:
+        os.environ.pop(key, None)
+    keys = list(state().client.scan_iter(match=f"{PREFIX}:*"))
+    if keys:
+        state().client.delete(*keys)
 
 
 def test_health_and_a_feed_over_http(server, served_home):
     status, health = call("GET", "/healthz")
     assert status == 200 and health["status"] == "ok" and health["posts"] == 1_200
+    assert health["state"] == "Redis at 127.0.0.1:6379"
     status, feed = call("POST", "/v1/feed", {"user_id": 12, "limit": 10})
     assert status == 200, feed
     assert set(feed) >= {"request_id", "user_id", "arm", "model_versions", "items", "degraded", "next_cursor"}
@@ -90,7 +116,8 @@ def test_feeds_over_http_hold_no_seen_hidden_blocked_or_own_posts(server, served
 @pytest.mark.parametrize("body, field", [
     ({}, "user_id"), ({"user_id": "abc"}, "user_id"), ({"user_id": 1, "limit": 0}, "limit"),
     ({"user_id": -3}, "user_id"), ({"user_id": 1, "colour": "red"}, "colour"),
-    ({"user_id": 1, "cursor": "forged"}, "cursor"),
+    ({"user_id": 1, "cursor": "forged"}, "cursor"), ({"user_id": 2**63}, "user_id"),
+    ({"user_id": 1, "cursor": "A" * 20_000}, "cursor"), ({"user_id": 1, "context": {"k": {"deep": 1}}}, "context"),
 ])
 def test_an_invalid_request_is_a_422_that_says_what_is_wrong(server, body, field):
     status, reply = call("POST", "/v1/feed", body)
@@ -107,9 +134,82 @@ def test_an_unknown_user_gets_a_cold_start_feed_not_an_error(server):
 def test_experiments_need_the_admin_token(server):
     assert call("GET", "/v1/experiments")[0] == 401
     assert call("GET", "/v1/experiments", token="wrong")[0] == 401
+    assert call("GET", "/v1/experiments", token=INGEST)[0] == 401  # the ingest token is not the admin's
+    assert call("GET", "/v1/experiments", headers={"Authorization": "Bearer \xe9\xff t"})[0] == 401  # non-ASCII
+    assert call("GET", "/v1/experiments", headers={"Authorization": TOKEN})[0] == 401  # the scheme is required
     assert call("PUT", "/v1/experiments", {"shares": {"champion": 100}})[0] == 401
-    status, experiment = call("GET", "/v1/experiments", token=TOKEN)
+    status, experiment, headers = call("GET", "/v1/experiments", token=TOKEN, with_headers=True)
     assert status == 200 and [a["name"] for a in experiment["arms"]] == ["champion"]
+    assert headers["ETag"] == f'"{experiment["version"]}"'
+
+
+def test_what_is_not_an_experiment_or_too_large_is_refused_and_events_need_the_ingest_token(server):
+    for raw in (b"null", b"42", b"[1, 2]", b'"text"', b"{not json"):
+        assert call("PUT", "/v1/experiments", raw=raw, token=TOKEN)[0] == 422, raw
+    assert call("PUT", "/v1/experiments", {"arms": "none"}, token=TOKEN)[0] == 422
+    assert call("PUT", "/v1/experiments", token=TOKEN, headers={"If-Match": '"seven"'},
+                body={"shares": {"champion": 100}})[0] == 422
+    huge = b'{"user_id": 1, "context": {"k": "' + b"x" * (5 * 1024 * 1024) + b'"}}'
+    assert call("POST", "/v1/feed", raw=huge)[0] == 413
+    like = {"events": [{"user_id": 5, "post_id": 1_100, "event_type": "like"}]}
+    assert call("POST", "/v1/events", like)[0] == 401
+    assert call("POST", "/v1/events", like, token=TOKEN)[0] == 401
+    status, reply = call("POST", "/v1/events", {"events": [{"user_id": 2**63, "post_id": 1, "event_type": "like"}]},
+                         token=INGEST)
+    assert status == 422 and "user_id" in json.dumps(reply)
+
+
+def test_a_user_who_refreshes_20_times_on_two_replicas_never_sees_a_post_twice(server):
+    seen, replicas = [], set()
+    for _ in range(20):
+        status, feed, headers = call("POST", "/v1/feed", {"user_id": 21, "limit": 10}, with_headers=True)
+        assert status == 200 and not [d for d in feed["degraded"] if d.startswith("user_state")], feed["degraded"]
+        seen += [i["post_id"] for i in feed["items"]]
+        replicas.add(headers["X-Replica"])
+    assert len(seen) >= 150 and len(seen) == len(set(seen))
+    assert len(replicas) == 2  # both replicas answered: neither had served the other's pages
+
+
+def test_a_hide_and_a_block_reach_every_replica_at_once(server):
+    user = 8
+    first = call("POST", "/v1/feed", {"user_id": user, "limit": 10})[1]["items"]
+    hidden, blocked = first[0], next(i for i in first[1:] if i["author_id"] != first[0]["author_id"])
+    status, reply = call("POST", "/v1/events", {"events": [
+        {"user_id": user, "post_id": hidden["post_id"], "event_type": "hide"},
+        {"user_id": user, "post_id": blocked["post_id"], "event_type": "block"}]}, token=INGEST)
+    assert status == 200 and reply["accepted"] == 2 and reply["state_error"] is None, reply
+    later, replicas = [], set()
+    for _ in range(30):
+        status, feed, headers = call("POST", "/v1/feed", {"user_id": user, "limit": 10}, with_headers=True)
+        later += feed["items"]
+        replicas.add(headers["X-Replica"])
+    assert len(replicas) == 2 and len(later) >= 100
+    assert hidden["post_id"] not in {i["post_id"] for i in later}
+    assert blocked["author_id"] not in {i["author_id"] for i in later}
+
+
+def test_two_concurrent_puts_of_one_version_give_one_success_and_one_409(server):
+    status, experiment, headers = call("GET", "/v1/experiments", token=TOKEN, with_headers=True)
+    etag = headers["ETag"]
+    bodies = [{"name": "feed", "salt": experiment["salt"], "arms": [{"name": "champion", "share": 100}]},
+              {"name": "feed", "salt": experiment["salt"], "arms": [{"name": "champion", "share": 100},
+                                                                    {"name": "other", "share": 0}]}]
+    barrier = threading.Barrier(2)
+
+    def put(body):
+        barrier.wait()
+        return call("PUT", "/v1/experiments", body, token=TOKEN, headers={"If-Match": etag}, with_headers=True)
+
+    with ThreadPoolExecutor(2) as pool:
+        replies = list(pool.map(put, bodies))
+    statuses = sorted(r[0] for r in replies)
+    assert statuses == [200, 409], [r[1] for r in replies]
+    won, lost = (replies[0], replies[1]) if replies[0][0] == 200 else (replies[1], replies[0])
+    assert won[1]["version"] == experiment["version"] + 1 and won[2]["ETag"] == f'"{won[1]["version"]}"'
+    assert lost[1]["current_version"] == won[1]["version"] and lost[2]["ETag"] == won[2]["ETag"]
+    # Without If-Match a whole experiment is written over whatever is current (never the same version twice).
+    status, latest = call("PUT", "/v1/experiments", bodies[0], token=TOKEN)
+    assert status == 200 and latest["version"] == won[1]["version"] + 1
 
 
 def test_a_share_change_takes_effect_without_a_restart_and_assignment_is_sticky(server):
@@ -121,8 +221,6 @@ def test_a_share_change_takes_effect_without_a_restart_and_assignment_is_sticky(
     assert status == 422 and "sum to 100" in json.dumps(bad)
     status, changed = call("PUT", "/v1/experiments", {"shares": {"champion": 70, "canary": 30}}, token=TOKEN)
     assert status == 200 and changed["version"] == saved["version"] + 1
-    import time
-
     time.sleep(1.5)  # replicas re-read the experiment within a second
     users = range(1000, 1240)  # unknown users: cold-start feeds are cheap
     with ThreadPoolExecutor(4) as pool:
@@ -142,25 +240,29 @@ def test_concurrent_event_writers_on_two_replicas_leave_exact_counters(server, s
     store = open_store(served_home)
     post = 1_100
 
-    def likes() -> int:
-        row = store.get_online_features(features=["post_engagement_live:like_count"],
-                                        entity_rows=[{"post_id": post}]).to_dict()
-        return int(row["like_count"][0] or 0)
+    def likes() -> int:  # the shared store's counter: what every replica's ranker reads
+        posts, counts = state().counters(("like",))["like"]
+        return int(dict(zip(posts.tolist(), counts.tolist())).get(post, materialised))
 
+    materialised = int(store.get_online_features(features=["post_engagement_live:like_count"],
+                                                 entity_rows=[{"post_id": post}]).to_dict()["like_count"][0] or 0)
     before = likes()
     batches = [[{"user_id": (b * 7 + i) % 300, "post_id": post, "event_type": "like"} for i in range(10)]
                for b in range(16)]
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda batch: call("POST", "/v1/events", {"events": batch}), batches))
-    assert all(status == 200 and r["accepted"] == 10 and r["online_error"] is None for status, r in results), results
+        results = list(pool.map(lambda batch: call("POST", "/v1/events", {"events": batch}, token=INGEST), batches))
+    assert all(status == 200 and r["accepted"] == 10 and r["online_error"] is None for status, r in results), json.dumps([
+        {k: r[k] for k in ("online_error", "state_error")} for _, r in results])  # noqa: E501
     assert likes() == before + 160
     # A retried batch (same event ids) sent to both replicas at once is counted once.
     retried = [{"user_id": 5, "post_id": post, "event_type": "like", "event_id": f"retry-{i}"} for i in range(5)]
     with ThreadPoolExecutor(4) as pool:
-        replies = list(pool.map(lambda _: call("POST", "/v1/events", {"events": retried})[1], range(4)))
+        replies = list(pool.map(lambda _: call("POST", "/v1/events", {"events": retried}, token=INGEST)[1],
+                                range(4)))
     assert sum(r["accepted"] for r in replies) == 5 and sum(r["duplicates"] for r in replies) == 15
     assert likes() == before + 165
-    status, reply = call("POST", "/v1/events", {"events": [{"user_id": 5, "post_id": 10**9, "event_type": "like"}]})
+    status, reply = call("POST", "/v1/events", {"events": [{"user_id": 5, "post_id": 10**9, "event_type": "like"}]},
+                         token=INGEST)
     assert status == 200 and reply["accepted"] == 0 and "unknown post" in reply["rejected"][0]["reason"]
 
 
@@ -184,8 +286,6 @@ def test_moving_the_champion_alias_is_served_without_errors(server, served_home)
     workers = [threading.Thread(target=load) for _ in range(3)]
     for w in workers:
         w.start()
-    import time
-
     time.sleep(2)
     result = CliRunner().invoke(app, ["models", "promote", "ranker", "--version", v2, "--home", str(served_home)])
     assert result.exit_code == 0, result.output
@@ -205,6 +305,53 @@ def test_metrics_count_requests_and_stage_latency(server):
     status, reply = call("GET", "/metrics")
     assert status == 200
     assert "newsfeed_feed_requests_total" in reply["text"] and 'stage="rank"' in reply["text"]
+    assert "newsfeed_served_log_lines_skipped 0.0" in reply["text"]
+
+
+def test_a_fuzzed_api_never_answers_5xx(server, tmp_path):
+    """schemathesis, from the app's own OpenAPI schema: over 1,000 generated requests, tokens
+    given so the fuzzing reaches past the door; no response of 500 or more."""
+    import subprocess
+    import sys
+
+    status, before = call("GET", "/v1/experiments", token=TOKEN)
+    st = [sys.executable, "-m", "schemathesis.cli", "run", f"http://127.0.0.1:{PORT}/openapi.json",
+          "--checks", "not_a_server_error", "--seed", "23", "--no-color", "--request-timeout", "30",
+          "--suppress-health-check", "all", "--phases", "examples,coverage,fuzzing"]
+    runs = [("events", ["--include-path", "/v1/events", "-n", "400", "-H", f"Authorization: Bearer {INGEST}"]),
+            ("rest", ["--exclude-path", "/v1/events", "-n", "250", "-H", f"Authorization: Bearer {TOKEN}"])]
+    requests = 0
+    for name, extra in runs:
+        har = tmp_path / f"{name}.har"
+        done = subprocess.run([*st, *extra, "--report-har-path", str(har)], capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+        entries = json.loads(har.read_text())["log"]["entries"]
+        assert all(e["response"]["status"] < 500 for e in entries)
+        requests += len(entries)
+    assert requests >= 1_000, requests
+    assert call("PUT", "/v1/experiments", before, token=TOKEN)[0] == 200  # what the fuzzer set is undone
+    assert call("GET", "/healthz")[0] == 200
+
+
+def test_the_service_starts_again_over_a_hostile_served_log(server, served_home):
+    """A record no store can hold (a user id past int64), a torn line and garbage in the served
+    log while the store has lost its keys (Redis restarted empty), so replicas must load it
+    again: each bad line skipped and counted, never a failed start."""
+    assert call("POST", "/v1/feed", {"user_id": 2**63, "limit": 5})[0] == 422  # refused at the door
+    log = served_home / "serving" / "impressions" / "19990101-1.jsonl"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(json.dumps({"request_id": "x", "ts": 1.0, "user_id": 2**63, "items": [{"post_id": 1}]}) + "\n"
+                   + '{"request_id": "torn", "ts": 1.0, "user_\n' + "\x00\xff not json\n")
+    state().reset()
+    try:
+        health = server.redeploy()
+        assert health["status"] == "ok"
+        status, feed = call("POST", "/v1/feed", {"user_id": 12, "limit": 5})
+        assert status == 200 and len(feed["items"]) == 5
+        assert "newsfeed_served_log_lines_skipped 3.0" in call("GET", "/metrics")[1]["text"]
+    finally:
+        log.unlink()
 
 
 def test_the_chained_mode_serves_the_same_pipeline_through_one_deployment_per_stage_group(server, served_home):

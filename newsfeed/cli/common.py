@@ -50,6 +50,11 @@ StoreOption = Annotated[
     typer.Option("--store", help="embedded (sqlite, file registry) | production (Redis, SQL registry on "
                                  "PostgreSQL) [env NEWSFEED_FEATURE_STORE, default embedded]."),
 ]
+StateOption = Annotated[
+    str | None,
+    typer.Option("--state", help="Where the experiment and user state live: embedded (files under the home) | "
+                                 "production (Redis at NEWSFEED_REDIS) [env NEWSFEED_STATE, default embedded]."),
+]
 RegistryOption = Annotated[
     str | None,
     typer.Option("--registry", help="embedded (sqlite + local artifacts) | production (PostgreSQL backend) "

@@ -8,17 +8,17 @@ from typing import Annotated
 
 import typer
 
-from newsfeed.cli.common import HomeOption, console, fail
+from newsfeed.cli.common import HomeOption, StateOption, console, fail
 
 app = typer.Typer(help="Experiment arms (traffic shares, models, weights, re-rankers); per-arm reports, promote, "
                        "roll back.", no_args_is_help=True)
 
 
-def _store(home):
+def _store(home, state: str | None = None):
     from newsfeed.config import Paths
-    from newsfeed.feed.service import ExperimentStore
+    from newsfeed.feed.experiments import ExperimentStore
 
-    return ExperimentStore(Paths.resolve(home).home)
+    return ExperimentStore.open(Paths.resolve(home).home, state)
 
 
 def _pairs(values: list[str], option: str) -> dict[str, str]:
@@ -40,6 +40,7 @@ def set_experiment(
     salt: Annotated[str | None, typer.Option(help="New assignment salt (reshuffles users).")] = None,
     file: Annotated[Path | None, typer.Option("--file", help="A whole experiment as YAML.")] = None,
     home: HomeOption = None,
+    state: StateOption = None,
 ) -> None:
     """Change the experiment; running servers on this home follow within a second."""
     import yaml
@@ -53,10 +54,11 @@ def set_experiment(
         numbers = {name: float(value) for name, value in shares.items()}
     except ValueError:
         raise fail(f"--arm: shares must be numbers, got {shares}") from None
-    store = _store(home)
+    store = _store(home, state)
     try:
+        based_on = store.read()
         experiment = (Experiment.model_validate(yaml.safe_load(file.read_text()) or {}) if file
-                      else store.read())
+                      else based_on)
         arms = {a.name: a for a in experiment.arms}
         for name in {*numbers, *models}:
             if name not in arms:
@@ -77,13 +79,13 @@ def set_experiment(
         raise fail(f"invalid experiment: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     except (OSError, yaml.YAMLError) as err:
         raise fail(f"{file}: {err}") from None
-    _print(store.save(experiment))
+    _print(store.save(experiment, based_on.version))  # refused if another writer changed it meanwhile
 
 
 @app.command()
-def show(home: HomeOption = None) -> None:
+def show(home: HomeOption = None, state: StateOption = None) -> None:
     """The experiment's arms, shares and models."""
-    _print(_store(home).read())
+    _print(_store(home, state).read())
 
 
 def _print(experiment) -> None:
@@ -101,22 +103,6 @@ def _print(experiment) -> None:
     console.print(table)
 
 
-def _control(experiment) -> str:
-    """The arm serving the champions (by name ``champion`` or by its models), else the first."""
-    if experiment.arm("champion"):
-        return "champion"
-    return next((a.name for a in experiment.arms if a.ranker == "champion"), experiment.arms[0].name)
-
-
-def _rollback(store, experiment, arms: list[str]):
-    """A new version where ``arms`` have share 0 and the control takes their traffic."""
-    control = _control(experiment)
-    freed = sum(experiment.arm(a).share for a in arms)
-    shares = {a: 0.0 for a in arms}
-    shares[control] = experiment.arm(control).share + freed
-    return store.save(experiment.with_shares(shares))
-
-
 @app.command()
 def report(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Read this data folder's impressions "
@@ -130,6 +116,7 @@ def report(
     html: Annotated[Path | None, typer.Option(help="Also write the report as an HTML page here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     home: HomeOption = None,
+    state: StateOption = None,
 ) -> None:
     """Per-arm results with 95% intervals at the user level, the SRM test and guardrails."""
     import json
@@ -138,6 +125,7 @@ def report(
     from monitoring import impression_log, pages
     from newsfeed import atomic
     from newsfeed.config import Paths
+    from newsfeed.feed.experiments import control_arm, rolled_back
 
     pairs = _pairs(expected, "--expected")
     try:
@@ -147,7 +135,7 @@ def report(
     if any(not 0 <= s <= 100 for s in shares.values()):
         raise fail(f"--expected: shares must be percentages (0-100), got {shares}")
     paths = Paths.resolve(home)
-    store = _store(home)
+    store = _store(home, state)
     experiment = store.read()
     if data_dir is not None:
         impressions, posts = impression_log.from_data_dir(data_dir)
@@ -156,7 +144,7 @@ def report(
         posts = impression_log.from_data_dir(paths.data_dir)[1] if paths.data_dir.is_dir() else None
     arms = sorted(impressions["variant"].unique())
     configured = {a.name for a in experiment.arms}
-    configured_control = _control(experiment)
+    configured_control = control_arm(experiment)
     control = control or (configured_control if configured_control in arms else arms[0])
     if not shares:
         shares = ({a.name: a.share for a in experiment.arms} if set(arms) <= configured
@@ -168,7 +156,7 @@ def report(
     breached = [name for name, arm in result["arms"].items() if arm.get("guardrails")
                 and experiment.arm(name) is not None and experiment.arm(name).share > 0]
     if rollback and breached:
-        saved = _rollback(store, experiment, breached)
+        saved = store.save(rolled_back(experiment, breached), experiment.version)
         result["rolled_back"] = breached
         result["experiment_version"] = saved.version
     if html:
@@ -222,19 +210,18 @@ def _print_report(result: dict) -> None:
 def rollback(
     arm: Annotated[list[str] | None, typer.Argument(help="Arms to roll back [default: every arm but the control].")] = None,
     home: HomeOption = None,
+    state: StateOption = None,
 ) -> None:
     """Send a challenger's traffic back to the control arm; servers follow within a second."""
-    store = _store(home)
+    from newsfeed.feed.experiments import control_arm, rolled_back
+
+    store = _store(home, state)
     experiment = store.read()
-    control = _control(experiment)
+    control = control_arm(experiment)
     names = arm or [a.name for a in experiment.arms if a.name != control and a.share > 0]
-    unknown = [n for n in names if experiment.arm(n) is None]
-    if unknown or control in names:
-        raise fail(f"cannot roll back {unknown or [control]}: arms are {[a.name for a in experiment.arms]}, "
-                   f"control {control!r}")
     if not names:
         raise fail(f"nothing to roll back: {control!r} already serves all traffic")
-    _print(_rollback(store, experiment, names))
+    _print(store.save(rolled_back(experiment, names), experiment.version))
 
 
 @app.command()
@@ -242,12 +229,14 @@ def promote(
     arm: Annotated[str, typer.Argument(help="The arm whose models become champion.")],
     registry: Annotated[str | None, typer.Option(help="embedded | production [env NEWSFEED_REGISTRY].")] = None,
     home: HomeOption = None,
+    state: StateOption = None,
 ) -> None:
     """Make an arm's models the champions and give the control arm (now serving them) all traffic."""
     from newsfeed.cli.common import open_registry
+    from newsfeed.feed.experiments import all_to_control, control_arm
     from newsfeed.registry import RANKER, TWO_TOWER
 
-    store = _store(home)
+    store = _store(home, state)
     experiment = store.read()
     chosen = experiment.arm(arm)
     if chosen is None:
@@ -257,11 +246,9 @@ def promote(
                                                                         (RANKER, chosen.ranker))}
     for name, version in versions.items():
         reg.set_alias(name, "champion", version)
-    control = _control(experiment)
-    shares = {a.name: (100.0 if a.name == control else 0.0) for a in experiment.arms}
-    saved = store.save(experiment.with_shares(shares))
+    saved = store.save(all_to_control(experiment), experiment.version)
     console.print(f"champion now: {', '.join(f'{n} v{v}' for n, v in versions.items())}; "
-                  f"arm {control!r} serves them to all users")
+                  f"arm {control_arm(experiment)!r} serves them to all users")
     _print(saved)
 
 

@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from newsfeed.data.io import read_parquet, read_table, table_path
 
@@ -48,17 +47,6 @@ def parts(data_dir: Path) -> list[Path]:
     return sorted(directory.glob("part-*.parquet")) if directory.is_dir() else []
 
 
-def logged_ids(data_dir: Path) -> set[str]:
-    """The event ids already in the log (events ingested without one have none)."""
-    ids: set[str] = set()
-    for part in parts(data_dir):
-        names = pq.read_schema(part).names
-        if "event_id" in names:
-            column = pq.read_table(part, columns=["event_id"]).column("event_id").to_pylist()
-            ids.update(i for i in column if i is not None)
-    return ids
-
-
 def read_events(data_dir: Path) -> pd.DataFrame:
     """All events: the canonical table (if any) followed by every appended batch, in time order."""
     frames = [read_table(data_dir, "events")] if table_path(data_dir, "events").exists() else []
@@ -66,4 +54,6 @@ def read_events(data_dir: Path) -> pd.DataFrame:
     if not frames:
         raise FileNotFoundError(f"{data_dir}: no events table and no event log")
     events = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if "event_id" in events:  # logged twice only while the id store was unreachable: one copy counts
+        events = events[events["event_id"].isna() | ~events["event_id"].duplicated()]
     return events.sort_values("ts", kind="stable").reset_index(drop=True)

@@ -1,22 +1,26 @@
-"""Event ingestion: validate a batch, make it durable, then update the online counters.
+"""Event ingestion: validate a batch, make it durable, then update the live counters.
 
 Used by the serving ``/v1/events`` endpoint and ``newsfeed features push``. An event
 is acknowledged only once its batch is in the durable event log; a malformed event is
 rejected with its reason and does not hold back the others: a bad field, a user or post
 the data does not know, a time before the data begins or before its post was created.
-Ingestion is idempotent: an event's ``event_id`` (sent by the client, else a hash of
-its fields when it carries its own ``ts``) is logged once, so a retried batch is
-acknowledged again but neither logged nor counted twice. If the online store is
-unreachable the events stay durable and acknowledged (``online_error`` says why): the
-next materialisation brings the counters up to date.
+
+Ingestion is idempotent without reading the log back: an event's ``event_id`` (sent by the
+client, else a hash of its fields when it carries its own ``ts``) is claimed in the
+user-state store (a set with a TTL in Redis, a table in the embedded file) before its batch
+is logged, so a retried batch is acknowledged again but neither logged nor counted twice,
+and a batch costs what it holds whatever the log's size. Counters are incremented by the
+store itself (atomic on any number of replicas; no lock of ours) and the totals mirrored
+into the Feast online store. If the user-state store is unreachable the events are still
+logged and acknowledged (``state_error`` says so; a retry may then be logged twice, and
+readers of the log keep one copy per id); if the online store is unreachable the counters
+wait for the next materialisation (``online_error``).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -33,23 +37,11 @@ from newsfeed.schema import REACTIONS
 PUSH_SOURCE = "post_engagement_push"
 LIVE_VIEW = catalog.POST_ENGAGEMENT_LIVE.name
 EVENT_FIELDS = ("user_id", "post_id", "event_type", "value", "ts")
+_push_lock = threading.Lock()
+"""Feast's sqlite online store writes through one connection per process: two threads pushing
+at once fail ("cannot start a transaction within a transaction"). Pushes only: counting is
+the state store's, and it needs no lock of ours."""
 OPTIONAL_FIELDS = ("event_id",)
-# Logging (with its duplicate check) and the counters' read-increment-write: one batch at a
-# time, across threads (this lock) and processes (a file lock beside the log: several serving
-# replicas write one log and one store, and a read-increment-write that interleaves loses counts).
-_thread_lock = threading.Lock()
-
-
-@contextmanager
-def ingest_lock(data_dir: Path):
-    directory = event_log.log_dir(data_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    with _thread_lock, open(directory / ".ingest.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -65,8 +57,10 @@ class IngestResult:
     duplicates: int = 0  # events already logged (a retried batch): acknowledged, not counted again
     rejected: list[Rejected] = field(default_factory=list)
     log_file: Path | None = None
-    counters_updated: int = 0  # posts whose online counters were pushed
-    online_error: str | None = None
+    counters_updated: int = 0  # posts whose counters were incremented
+    online_error: str | None = None  # the Feast online store's counters could not be read or mirrored
+    state_error: str | None = None  # the user-state store could not be reached: logged, not de-duplicated
+    events: pd.DataFrame | None = None  # the new events, as logged
 
 
 @dataclass(frozen=True)
@@ -138,8 +132,9 @@ def _with_defaults(raw: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def ingest_events(events: pd.DataFrame | list[dict], data_dir: Path, store=None) -> IngestResult:
-    """Validate, append durably to the event log under ``data_dir``, push counters to ``store``."""
+def ingest_events(events: pd.DataFrame | list[dict], data_dir: Path, store=None, state=None) -> IngestResult:
+    """Validate, append durably to the event log under ``data_dir``, count reactions in ``state``
+    (a ``UserState``; default ``default_state``) and mirror the counters into ``store`` (Feast)."""
     raw = pd.DataFrame(events) if not isinstance(events, pd.DataFrame) else events
     raw = raw.reset_index(drop=True)
     result = IngestResult()
@@ -171,20 +166,48 @@ def ingest_events(events: pd.DataFrame | list[dict], data_dir: Path, store=None)
     if good is None or good.empty:
         return result
     good = good.assign(event_id=event_ids(frame.loc[good.index].assign(**{c: good[c] for c in EVENT_FIELDS})))
-    with ingest_lock(data_dir):
-        fresh = ~good["event_id"].isin(event_log.logged_ids(data_dir)) & ~(
-            good["event_id"].notna() & good["event_id"].duplicated())
-        result.duplicates = int((~fresh).sum())
-        new = good[fresh].reset_index(drop=True)
-        if new.empty:
-            return result
+    return _log_and_count(good.reset_index(drop=True), data_dir, store, state or default_state(data_dir), result)
+
+
+def default_state(data_dir: Path):
+    """For callers without a home (tests, scripts over a bare data folder): a user-state file
+    beside the event log. Serving and the command line pass the home's store."""
+    from newsfeed.feed.user_state import SqliteUserState
+
+    return SqliteUserState(event_log.log_dir(data_dir) / "ingest_state.sqlite")
+
+
+def _log_and_count(good: pd.DataFrame, data_dir: Path, store, state, result: IngestResult) -> IngestResult:
+    from newsfeed.feed.user_state import StateError
+
+    has_id = good["event_id"].notna().to_numpy()
+    ids = good.loc[has_id, "event_id"].astype(str).tolist()
+    fresh = np.ones(len(good), bool)
+    try:
+        fresh[has_id] = state.claim_events(ids)
+    except StateError as err:
+        result.state_error = str(err)
+        fresh = ~(good["event_id"].notna() & good["event_id"].duplicated()).to_numpy()  # this batch's repeats
+        claimed: list[str] = []
+    else:
+        claimed = [i for i, new in zip(ids, fresh[has_id]) if new]
+    result.duplicates = int((~fresh).sum())
+    new = good[fresh].reset_index(drop=True)
+    if new.empty:
+        return result
+    try:
         result.log_file = event_log.append(data_dir, new)  # durable from here: acknowledged
-        result.accepted = len(new)
-        if store is not None:
-            try:
-                result.counters_updated = push_counters(store, new)
-            except Exception as err:  # noqa: BLE001 - any store failure leaves the events durable
-                result.online_error = f"{type(err).__name__}: {err}"
+    except BaseException:
+        state.release_events(claimed)  # not logged: a retry must not be taken for a duplicate
+        raise
+    result.accepted, result.events = len(new), new
+    if result.state_error is None:
+        try:
+            result.counters_updated = count_reactions(store, state, new)
+        except StateError as err:
+            result.state_error = str(err)
+        except Exception as err:  # noqa: BLE001 - any online-store failure leaves the events durable
+            result.online_error = f"{type(err).__name__}: {err}"
     return result
 
 
@@ -198,26 +221,38 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT
 
 
-def push_counters(store, events: pd.DataFrame) -> int:
-    """Add the batch's reactions to each post's online counters; return the posts updated.
-    A read, an increment and a write: callers hold ``ingest_lock`` (ingest_events does)."""
+def count_reactions(store, state, events: pd.DataFrame) -> int:
+    """Add the batch's reactions to each post's counters in ``state`` (from the online store's
+    value where the state has none yet), mirror the totals into the online store; return the
+    posts counted. When the online store cannot be read, nothing is counted here: the next
+    materialisation counts these events from the log."""
     reactions = events[events["event_type"].isin(REACTIONS)]
     if reactions.empty:
         return 0
     increments = pd.crosstab(reactions["post_id"], reactions["event_type"]).reindex(columns=list(REACTIONS),
                                                                                    fill_value=0)
     columns = [f"{r}_count" for r in REACTIONS]
-    current = store.get_online_features(
-        features=[f"{LIVE_VIEW}:{c}" for c in columns],
-        entity_rows=[{"post_id": int(p)} for p in increments.index],
-    ).to_df()
-    base = current[columns].apply(pd.to_numeric, errors="coerce").fillna(0).to_numpy(np.int64)
-    updated = pd.DataFrame(base + increments.to_numpy(np.int64), columns=columns)
-    updated.insert(0, "post_id", increments.index.to_numpy(np.int64))
-    # Stamped with the processing time: these totals are what is known now, and
-    # online stores keep the newest row per key.
-    updated.insert(1, catalog.TIMESTAMP, pd.Timestamp.now(tz="UTC"))
-    from feast.data_source import PushMode
+    posts = increments.index.to_numpy(np.int64)
+    if store is not None:
+        current = store.get_online_features(features=[f"{LIVE_VIEW}:{c}" for c in columns],
+                                            entity_rows=[{"post_id": int(p)} for p in posts]).to_df()
+        base = current[columns].apply(pd.to_numeric, errors="coerce").fillna(0).to_numpy(np.int64)
+    else:
+        base = np.zeros((len(posts), len(REACTIONS)), np.int64)
+    counts = increments.to_numpy(np.int64)
+    touched = counts > 0
+    row, col = np.nonzero(touched)
+    totals = base.copy()
+    totals[row, col] = state.increment(posts[row], np.array(REACTIONS)[col], counts[row, col], base[row, col])
+    if store is not None:
+        mirror = pd.DataFrame(totals, columns=columns)
+        mirror.insert(0, "post_id", posts)
+        # Stamped with the processing time: these totals are what is known now, and online
+        # stores keep the newest row per key. Two replicas' mirrors may land out of order; the
+        # state store holds the exact totals serving reads.
+        mirror.insert(1, catalog.TIMESTAMP, pd.Timestamp.now(tz="UTC"))
+        from feast.data_source import PushMode
 
-    store.push(PUSH_SOURCE, updated, to=PushMode.ONLINE)
-    return len(updated)
+        with _push_lock:
+            store.push(PUSH_SOURCE, mirror, to=PushMode.ONLINE)
+    return len(posts)

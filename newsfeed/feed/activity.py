@@ -1,14 +1,16 @@
-"""What each user has seen, hidden and blocked, and who their friends are: the filters'
-and the in-network source's state, kept in the replica.
+"""Who the users are and who their friends are (the replica's copy, read from the data), and
+the one-time load of the data's history into the shared user-state store.
 
-Built from the data (impressions, friendships, the event log) when a replica starts, then
-kept current by what this replica serves and ingests. Posts are sorted arrays per user,
-so a filter is one ``np.isin`` over all candidates.
+What a user saw, hid and blocked is not here: it lives in the user-state store every replica
+shares (``user_state.py``). The data's impressions, its event log and what earlier runs
+served are loaded into that store once per dataset (a mark in the store says so), not
+re-derived by every replica at start.
 """
 
 from __future__ import annotations
 
-import threading
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +18,7 @@ import numpy as np
 import pandas as pd
 
 from newsfeed.data import event_log
-from newsfeed.data.io import read_dataset, read_parquet
-from newsfeed.feed.context import UserView
+from newsfeed.data.io import read_dataset, read_parquet, table_path
 
 EMPTY = np.zeros(0, np.int64)
 
@@ -33,74 +34,102 @@ def group_by_key(users: np.ndarray, values: np.ndarray) -> dict[int, np.ndarray]
 
 
 @dataclass
-class UserActivity:
-    seen: dict[int, np.ndarray] = field(default_factory=dict)
-    hidden: dict[int, np.ndarray] = field(default_factory=dict)
-    blocked_authors: dict[int, np.ndarray] = field(default_factory=dict)
+class UserDirectory:
     friends: dict[int, np.ndarray] = field(default_factory=dict)
     close_friends: dict[int, np.ndarray] = field(default_factory=dict)
     author_of: pd.Series = field(default_factory=lambda: pd.Series(dtype=np.int64))  # post_id -> author_id
     known_users: frozenset = frozenset()
     latest_unix: float | None = None  # the newest impression in the data: where a replayed dataset's clock stands
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def from_data(cls, data_dir: Path) -> "UserActivity":
-        tables = read_dataset(data_dir, ("users", "posts", "impressions", "friendships"))
-        imp = tables.get("impressions", pd.DataFrame(columns=["user_id", "post_id", "hide", "block"]))
+    def from_data(cls, data_dir: Path) -> "UserDirectory":
+        tables = read_dataset(data_dir, ("users", "posts", "friendships"))
         posts = tables.get("posts", pd.DataFrame(columns=["post_id", "author_id"]))
         author_of = pd.Series(posts["author_id"].fillna(-1).to_numpy(np.int64), index=posts["post_id"].to_numpy(np.int64))
-        users, post_ids = imp["user_id"].to_numpy(np.int64), imp["post_id"].to_numpy(np.int64)
-        hide, block = imp["hide"].to_numpy(bool), imp["block"].to_numpy(bool)
-        latest = pd.to_datetime(imp["ts"], utc=True).max() if len(imp) else None
-        activity = cls(latest_unix=latest.timestamp() if latest is not None and pd.notna(latest) else None,
-                       seen=group_by_key(users, post_ids), hidden=group_by_key(users[hide], post_ids[hide]),
-                       blocked_authors=group_by_key(users[block], author_of.reindex(post_ids[block]).fillna(-1)
-                                                .to_numpy(np.int64)),
-                       author_of=author_of,
-                       known_users=frozenset(tables["users"]["user_id"].astype(int)) if "users" in tables else frozenset())
+        latest = None
+        if table_path(data_dir, "impressions").exists():
+            stamps = pd.to_datetime(pd.read_parquet(table_path(data_dir, "impressions"), columns=["ts"])["ts"],
+                                    utc=True)
+            latest = stamps.max() if len(stamps) else None
+        directory = cls(author_of=author_of, latest_unix=latest.timestamp() if latest is not None and pd.notna(latest)
+                        else None,
+                        known_users=frozenset(tables["users"]["user_id"].astype(int)) if "users" in tables
+                        else frozenset())
         friends = tables.get("friendships")
         if friends is not None and len(friends):
             a, b = friends["user_id"].to_numpy(np.int64), friends["friend_id"].to_numpy(np.int64)
             close = friends["close_friend"].to_numpy(bool) | friends["family"].to_numpy(bool)
-            activity.friends = group_by_key(np.r_[a, b], np.r_[b, a])
-            activity.close_friends = group_by_key(np.r_[a[close], b[close]], np.r_[b[close], a[close]])
-        try:
-            activity.record_events(pd.concat([read_parquet(p) for p in event_log.parts(data_dir)])
-                                   if event_log.parts(data_dir) else pd.DataFrame())
-        except (OSError, ValueError):
-            pass  # the log is read again as events arrive; a broken part is the ingest path's to report
-        return activity
+            directory.friends = group_by_key(np.r_[a, b], np.r_[b, a])
+            directory.close_friends = group_by_key(np.r_[a[close], b[close]], np.r_[b[close], a[close]])
+        return directory
 
-    def view(self, user_id: int) -> UserView:
-        get = lambda table: table.get(int(user_id), EMPTY)  # noqa: E731
-        with self._lock:
-            return UserView(user_id=int(user_id), known=int(user_id) in self.known_users, seen=get(self.seen),
-                            hidden=get(self.hidden), blocked_authors=get(self.blocked_authors),
-                            friends=get(self.friends), close_friends=get(self.close_friends))
+    def authors(self, post_ids: np.ndarray) -> np.ndarray:
+        """The author of each post; -1 for a post the data does not know."""
+        return self.author_of.reindex(np.asarray(post_ids, np.int64)).fillna(-1).to_numpy(np.int64)
 
-    def mark_seen(self, user_id: int, post_ids: np.ndarray) -> None:
-        with self._lock:
-            self.seen[int(user_id)] = np.union1d(self.seen.get(int(user_id), EMPTY), np.asarray(post_ids, np.int64))
 
-    def record_served(self, records: list[dict]) -> None:
-        """Served feeds (the serving log's records) as seen; shadow arms' were never shown."""
-        shown = [(r["user_id"], item["post_id"]) for r in records if not r.get("shadow") for item in r["items"]]
-        if not shown:
-            return
-        users, posts = np.array(shown, np.int64).T
-        with self._lock:
-            for user, new in group_by_key(users, posts).items():
-                self.seen[user] = np.union1d(self.seen.get(user, EMPTY), new)
+# -- the data's history, loaded into the shared store once ----------------------------------------
 
-    def record_events(self, events: pd.DataFrame) -> None:
-        """Hides and blocks among ingested events (``user_id, post_id, event_type``)."""
-        if events is None or events.empty:
-            return
-        with self._lock:
-            for kind, table in (("hide", self.hidden), ("block", self.blocked_authors)):
-                rows = events[events["event_type"] == kind]
-                posts = rows["post_id"].to_numpy(np.int64)
-                values = posts if kind == "hide" else self.author_of.reindex(posts).fillna(-1).to_numpy(np.int64)
-                for user, new in group_by_key(rows["user_id"].to_numpy(np.int64), values).items():
-                    table[user] = np.union1d(table.get(user, EMPTY), new)
+def dataset_mark(data_dir: Path) -> str:
+    """Names this dataset's impressions table (path, size, time): a new dataset loads again."""
+    path = table_path(data_dir, "impressions")
+    stat = path.stat() if path.exists() else None
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}" if stat else f"{Path(data_dir).resolve()}:none"
+    return "history:" + hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def load_history(state, data_dir: Path, directory: UserDirectory, read_served: Callable[[], list[dict]]) -> dict:
+    """Seen, hidden and blocked from the data's impressions, its event log and what earlier
+    runs served (``read_served()``, called only when needed), into ``state``; each only once
+    (the dataset and each log part are marked). Returns what it loaded, for the log."""
+    loaded = {"impressions": 0, "served": 0, "event_parts": 0}
+    mark = dataset_mark(data_dir)
+    if {mark, *(f"events:{p.name}" for p in event_log.parts(data_dir))} <= state.marks():
+        return loaded  # the usual start: one look, nothing to do
+    with state.exclusive("history"):  # replicas starting together: one loads, the others find it done
+        return _load_history(state, data_dir, directory, read_served, mark, loaded)
+
+
+def _load_history(state, data_dir: Path, directory: UserDirectory, read_served: Callable[[], list[dict]],
+                  mark: str, loaded: dict) -> dict:
+    done = state.marks()
+    if mark not in done:
+        state.reset()  # another dataset's seen posts, blocks and counters must not follow its users
+        if table_path(data_dir, "impressions").exists():
+            imp = pd.read_parquet(table_path(data_dir, "impressions"),
+                                  columns=["user_id", "post_id", "ts", "hide", "block"])
+            users, posts = imp["user_id"].to_numpy(np.int64), imp["post_id"].to_numpy(np.int64)
+            when = pd.to_datetime(imp["ts"], utc=True).astype("int64").to_numpy() / 1e9
+            state.load_seen(users, posts, when)
+            hide, block = imp["hide"].to_numpy(bool), imp["block"].to_numpy(bool)
+            state.add_hidden(users[hide], posts[hide])
+            state.add_blocked(users[block], directory.authors(posts[block]))
+            loaded["impressions"] = len(imp)
+        shown = [(r["user_id"], item["post_id"], r["ts"]) for r in read_served() if not r.get("shadow")
+                 for item in r.get("items", [])]
+        if shown:
+            users, posts, when = (np.asarray(c) for c in zip(*shown))
+            state.load_seen(users.astype(np.int64), posts.astype(np.int64), when.astype(np.float64))
+            loaded["served"] = len(shown)
+        state.mark(mark)
+    for part in event_log.parts(data_dir):
+        if f"events:{part.name}" not in done:
+            apply_events(state, read_parquet(part), directory)
+            state.mark(f"events:{part.name}")
+            loaded["event_parts"] += 1
+    return loaded
+
+
+def apply_events(state, events: pd.DataFrame, directory: UserDirectory) -> None:
+    """The hides and blocks among ``events`` (``user_id, post_id, event_type``) into ``state``."""
+    if events is None or events.empty:
+        return
+    for kind in ("hide", "block"):
+        rows = events[events["event_type"] == kind]
+        if rows.empty:
+            continue
+        users, posts = rows["user_id"].to_numpy(np.int64), rows["post_id"].to_numpy(np.int64)
+        if kind == "hide":
+            state.add_hidden(users, posts)
+        else:
+            state.add_blocked(users, directory.authors(posts))

@@ -2,8 +2,8 @@
 
 Per request, reading 500 posts from Feast costs ~30 ms median and ~210 ms p99, one user
 ~0.3 ms (../shared/NOTES.md): so a replica holds the post side (content, engagement, live
-counters) as arrays, refreshes the live counters on a short TTL, and reads only the user
-per request. Posts are kept sorted by id so lookups are a binary search.
+counters) as arrays, refreshes the live counters from the shared user-state store on a
+short TTL, and reads only the user per request. Posts are kept sorted by id so lookups are a binary search.
 """
 
 from __future__ import annotations
@@ -128,12 +128,18 @@ class PostCorpus:
                              .to_numpy(np.float64) for r, w in weights.items() if r in REACTIONS)
         return per_impression * impressions / (impressions + POPULAR_PRIOR_IMPRESSIONS)
 
-    def refresh_live(self, store) -> None:
-        """Re-read the pushed live counters of every post."""
-        live = read_posts(store, self.post_ids, (LIVE_VIEW,))
+    def apply_counters(self, counters: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """The live counters (reaction -> (post ids, totals)) of the posts the shared store has
+        counted; other posts keep their materialised values."""
         frame = self.frame.copy()  # swapped whole: a request never sees half an update
-        for column in live.columns:
-            if column.startswith(f"{LIVE_VIEW}__"):
-                frame[column] = live[column].to_numpy()
+        for reaction, (post_ids, totals) in counters.items():
+            column = f"{LIVE_VIEW}__{reaction}_count"
+            if column not in frame or not len(post_ids):
+                continue
+            rows = self.rows_of(post_ids)
+            held = rows >= 0
+            values = frame[column].to_numpy(copy=True)
+            values[rows[held]] = totals[held]
+            frame[column] = values
         self.frame = frame
         self.live_read_unix = time.time()

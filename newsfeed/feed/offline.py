@@ -41,7 +41,7 @@ def _pool(service, world: World, users: np.ndarray, now_unix: float, weights: di
     published = np.flatnonzero(corpus.created_unix <= now_unix)
     user_parts, row_parts = [], []
     for user in users:
-        view = service.activity.view(int(user))
+        view = service.user_view(int(user))[0]
         keep = ~np.isin(corpus.post_ids[published], view.seen) & (corpus.author_ids[published] != user)
         row_parts.append(published[keep])
         user_parts.append(np.full(keep.sum(), user, np.int64))
@@ -61,7 +61,7 @@ def _candidates(service, arm: Arm, user: int, now_unix: float, limit: int, only:
     stages, _, _ = service.pipeline(arm)
     kept = [s for s in stages if s.group == "retrieval" and s.name not in ("backfill", "prerank")
             and (only is None or s.name not in SOURCE_STAGES or SOURCE_STAGES[s.name] == only)]
-    return run_pipeline(kept, FeedContext(FeedRequest(int(user), limit, now_unix), service.activity.view(int(user))))
+    return run_pipeline(kept, FeedContext(FeedRequest(int(user), limit, now_unix), service.user_view(int(user))[0]))
 
 
 def evaluate(service, world: World, users: np.ndarray, limit: int = 10, oracle_k: int = 50, seed: int = 0) -> dict:
@@ -87,12 +87,12 @@ def evaluate(service, world: World, users: np.ndarray, limit: int = 10, oracle_k
             recall[source or "merged"].append(len(best & set(found.tolist())) / len(best))
         # The served feed, without marking it seen (an evaluation, not a visit).
         ctx = run_pipeline(service.pipeline(arm)[0], FeedContext(FeedRequest(user, limit, now),
-                                                                 service.activity.view(user)))
+                                                                 service.user_view(user)[0]))
         position = {int(p): i for i, p in enumerate(ctx.candidates.post_ids)}
         ids = corpus.post_ids[rows]
         served[start:end] = [limit - position[p] if p in position else -np.inf for p in ids.tolist()]
         # The ranker alone, over the whole pool.
-        whole = FeedContext(FeedRequest(user, len(rows), now), service.activity.view(user))
+        whole = FeedContext(FeedRequest(user, len(rows), now), service.user_view(user)[0])
         whole.user.features = service.read_user(user) or {}
         whole.candidates.extend(rows, ids, "ann")
         rank_stage(whole)
