@@ -323,7 +323,7 @@ def test_a_fuzzed_api_never_answers_5xx(server, tmp_path):
     requests = 0
     for name, extra in runs:
         har = tmp_path / f"{name}.har"
-        done = subprocess.run([*st, *extra, "--report-har-path", str(har)], capture_output=True, text=True,
+        done = subprocess.run([*st, *extra, "--report-har-path", str(har)], capture_output=True, text=True, cwd=tmp_path,
                               timeout=600)
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
         entries = json.loads(har.read_text())["log"]["entries"]
