@@ -69,6 +69,10 @@ def open_service(settings: ServingSettings):
     # One thread per replica: replicas and concurrent requests share the cores, and a
     # second thread slows a 500-candidate forward pass down on a busy 2-core machine.
     torch.set_num_threads(1)
+    # A registry server that is down must be noticed in seconds, not after MLflow's minutes of
+    # retries (aliases are re-resolved off the request path, and the last versions serve).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
     return FeedService.open(settings.home, settings.data_dir, settings.store, settings.registry,
                             replicate_posts=settings.replicate_posts, state_kind=settings.state)

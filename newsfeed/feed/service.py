@@ -111,43 +111,62 @@ class Clock:
 
 @dataclass
 class ModelCache:
+    """Registered models by alias. An alias is resolved inline only the first time; after that
+    it is re-resolved at most every ``ALIAS_TTL_SECONDS`` on a background thread, which loads a
+    new version before publishing it, so a request never waits on the registry: while the
+    registry cannot be reached, the last resolved versions serve and ``registry_error`` says why."""
+
     registry: object
     corpus: PostCorpus
-    registry_error: str | None = None  # set while the registry cannot be reached (last versions serve)
+    registry_error: str | None = None
     _resolved: dict = field(default_factory=dict)  # (name, ref) -> (version, when)
     _loaded: dict = field(default_factory=dict)  # (name, version) -> RetrievalModel | RankingModel
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _refreshing: set = field(default_factory=set)
 
     def version(self, name: str, ref: str) -> str:
         if str(ref).isdigit():
             self._resolved[(name, str(ref))] = (str(ref), float("inf"))
             return str(ref)
         hit = self._resolved.get((name, ref))
-        if hit and time.monotonic() - hit[1] < ALIAS_TTL_SECONDS:
-            return hit[0]
-        try:
-            version = str(self.registry.version(name, ref).version)
-        except Exception as err:  # noqa: BLE001 - any registry failure: the last resolved version serves
-            if hit is None:
-                raise
-            self.registry_error = f"unreachable, serving the last resolved versions ({str(err).splitlines()[0][:160]})"
-            self._resolved[(name, ref)] = (hit[0], time.monotonic())  # asked again after the TTL, not per request
-            return hit[0]
-        self.registry_error = None
+        if hit is None:  # first use (warm-up): nothing to serve meanwhile
+            return self._resolve(name, ref)
+        if time.monotonic() - hit[1] >= ALIAS_TTL_SECONDS and (name, ref) not in self._refreshing:
+            self._refreshing.add((name, ref))
+            threading.Thread(target=self._refresh, args=(name, ref), name="alias-refresh", daemon=True).start()
+        return hit[0]
+
+    def _resolve(self, name: str, ref: str) -> str:
+        version = str(self.registry.version(name, ref).version)
         self._resolved[(name, ref)] = (version, time.monotonic())
         return version
 
+    def _refresh(self, name: str, ref: str) -> None:
+        try:
+            version = str(self.registry.version(name, ref).version)
+            self._ensure_loaded(name, version)  # loaded before any request is pointed at it
+            self._resolved[(name, ref)] = (version, time.monotonic())
+            self.registry_error = None
+        except Exception as err:  # noqa: BLE001 - any registry failure: the last resolved version serves
+            self.registry_error = (f"cannot resolve {name}@{ref}, serving the last resolved versions "
+                                   f"({str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__})")
+            self._resolved[(name, ref)] = (self._resolved[(name, ref)][0], time.monotonic())  # asked again after the TTL
+        finally:
+            self._refreshing.discard((name, ref))
+
     def get(self, name: str, ref: str):
+        return self._ensure_loaded(name, self.version(name, ref))
+
+    def _ensure_loaded(self, name: str, version: str):
         from newsfeed.registry import TWO_TOWER
 
-        version = self.version(name, ref)
         key = (name, version)
         if key not in self._loaded:
             with self._lock:  # one load per version, however many requests wait for it
                 if key not in self._loaded:
                     self._loaded[key] = self._load(name, version, name == TWO_TOWER)
                     # Versions no alias or arm points at any more are let go (memory).
-                    current = {(n, v) for (n, _), (v, _) in self._resolved.items()}
+                    current = {(n, v) for (n, _), (v, _) in self._resolved.items()} | {key}
                     for stale in [k for k in self._loaded if k not in current]:
                         del self._loaded[stale]
         return self._loaded[key]
