@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from newsfeed.cli.common import DataDirOption, HomeOption, RegistryOption, StoreOption, console, fail
+from newsfeed.cli.common import DataDirOption, HomeOption, RegistryOption, StateOption, StoreOption, console, fail
 
 app = typer.Typer(help="Serve feeds on Ray Serve (local Ray), or write the Serve config a RayService embeds.",
                   invoke_without_command=True)
@@ -24,7 +24,8 @@ MaxReplicasOption = Annotated[int | None, typer.Option(help="Autoscale each depl
 CpusOption = Annotated[float, typer.Option(help="CPUs each replica reserves.", min=0.01)]
 
 
-def _settings(home, data_dir, store, registry, mode, replicas, replica_cpus, max_replicas=None):
+def _settings(home=None, data_dir=None, **options):
+    """The serving settings of the command's options (``options``: ServingSettings fields)."""
     from pydantic import ValidationError
 
     from newsfeed.config import Paths
@@ -33,9 +34,7 @@ def _settings(home, data_dir, store, registry, mode, replicas, replica_cpus, max
 
     paths = Paths.resolve(home, data_dir)
     try:
-        return ServingSettings(home=str(paths.home.resolve()), data_dir=str(paths.data_dir.resolve()), store=store,
-                               registry=registry, mode=mode, replicas=replicas, replica_cpus=replica_cpus,
-                               max_replicas=max_replicas)
+        return ServingSettings(home=str(paths.home.resolve()), data_dir=str(paths.data_dir.resolve()), **options)
     except ValidationError as err:
         raise fail(option_message(err)) from None
 
@@ -53,6 +52,13 @@ def _check_ready_to_serve(settings) -> None:
             raise RegistryError(f"{TWO_TOWER} champion has no index: run `newsfeed index build --model champion`")
     except RegistryError as err:
         raise fail(f"{err} (train and register models first: `newsfeed pipeline run`)") from None
+    from newsfeed.errors import NewsfeedError
+    from newsfeed.feed.user_state import open_user_state
+
+    try:  # replicas start degraded without it; a command that starts them says so first
+        open_user_state(Path(settings.home), settings.state, check=True)
+    except NewsfeedError as err:
+        raise fail(str(err)) from None
 
 
 @app.callback()
@@ -60,15 +66,17 @@ def serve(
     ctx: typer.Context,
     port: PortOption = DEFAULT_PORT, host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     mode: ModeOption = "fused", replicas: ReplicasOption = 1, replica_cpus: CpusOption = 0.5,
-    max_replicas: MaxReplicasOption = None, home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None, registry: RegistryOption = None,
+    max_replicas: MaxReplicasOption = None, home: HomeOption = None, data_dir: DataDirOption = None,
+    store: StoreOption = None, registry: RegistryOption = None, state: StateOption = None,
 ) -> None:
     """Start the feed service on a local Ray and stay in the foreground until Ctrl-C; ready
     when `GET /healthz` answers."""
+    options = {"home": home, "data_dir": data_dir, "store": store, "registry": registry, "state": state, "mode": mode,
+               "replicas": replicas, "replica_cpus": replica_cpus, "max_replicas": max_replicas}
     if ctx.invoked_subcommand is not None:
-        ctx.obj = {"home": home, "data_dir": data_dir, "store": store, "registry": registry, "mode": mode,
-                   "replicas": replicas, "replica_cpus": replica_cpus, "max_replicas": max_replicas}
+        ctx.obj = options
         return
-    settings = _settings(home, data_dir, store, registry, mode, replicas, replica_cpus, max_replicas)
+    settings = _settings(**options)
     _check_ready_to_serve(settings)
     import signal
 
@@ -103,10 +111,7 @@ def build(
     against Ray's own schema. Options before `build` (--mode, --replicas, --home ...) go into it."""
     from serving.config import write_serve_config
 
-    options = ctx.obj or {}
-    settings = _settings(options.get("home"), options.get("data_dir"), options.get("store"), options.get("registry"),
-                         options.get("mode", "fused"), options.get("replicas", 1), options.get("replica_cpus", 0.5),
-                         options.get("max_replicas"))
+    settings = _settings(**(ctx.obj or {}))
     path = write_serve_config(settings, output)
     scaling = (f"{settings.replicas}-{settings.max_replicas} replicas (autoscaling)" if settings.max_replicas
                else f"{settings.replicas} replica(s)")
