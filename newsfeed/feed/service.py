@@ -295,8 +295,9 @@ class FeedService:
         return cached[1], {"two_tower": retrieval.version, "ranker": ranking.version}, notes
 
     def new_context(self, arm: Arm, request: FeedRequest) -> FeedContext:
+        t0 = time.perf_counter()
         view, note = self.user_view(request.user_id, request.now_unix)
-        ctx = FeedContext(request, view, arm=arm.name)
+        ctx = FeedContext(request, view, arm=arm.name, timings_ms={"user_state": (time.perf_counter() - t0) * 1e3})
         if note:
             ctx.degraded.append(note)
         return ctx
