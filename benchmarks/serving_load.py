@@ -66,10 +66,10 @@ def in_process(home: Path, replicate: int, users: np.ndarray) -> dict:
     # How many candidates the ranker scored (the budget is ~500): one more request, inspected.
     stages, _, _ = service.pipeline(service.experiments.current().arms[0])
     from newsfeed.feed.context import FeedContext, FeedRequest
-    from newsfeed.feed.stages import run_pipeline
+    from newsfeed.feed.stages import Group, in_groups, run_pipeline
 
     ctx = FeedContext(FeedRequest(int(users[0]) + 1, 20, service.clock.now()), service.user_view(int(users[0]) + 1)[0])
-    ranked = run_pipeline([s for s in stages if s.group == "retrieval"], ctx)
+    ranked = run_pipeline([s for s in stages if in_groups(s, (Group.RETRIEVAL,))], ctx)
     candidates.append(len(ranked.candidates))
     return {**summary(latencies, seconds), "stages_p50_ms": stage_p50(timings), "posts": len(service.corpus),
             "candidates_ranked": candidates[0]}

@@ -200,12 +200,12 @@ class FeedIngress:
 class StageGroup:
     """One stage group (retrieval, ranking or re-ranking) of every arm's pipeline."""
 
-    def __init__(self, settings: dict, group: str):
+    def __init__(self, settings: dict, group):
         self.service = open_service(ServingSettings.model_validate(settings))
         self.group = group
         self.service.warm_up()
 
-    def run_group(self, ctx, group: str):
+    def run_group(self, ctx, group):
         return self.service.run_group(ctx, group)
 
 
@@ -217,7 +217,7 @@ def build_app(settings: ServingSettings):
     payload = settings.model_dump()
     if settings.mode == "fused":
         return FeedIngress.options(**options).bind(payload, None)
-    groups = {g: StageGroup.options(name=f"feed-{g}", **options).bind(payload, g) for g in GROUPS}
+    groups = {g: StageGroup.options(name=f"feed-{g.value}", **options).bind(payload, g) for g in GROUPS}
     return FeedIngress.options(**options).bind(payload, groups)
 
 

@@ -15,7 +15,7 @@ from serving.settings import ServingSettings
 def serve_config(settings: ServingSettings) -> dict:
     from newsfeed.feed.stages import GROUPS
 
-    names = ["feed-ingress"] + ([f"feed-{g}" for g in GROUPS] if settings.mode == "chained" else [])
+    names = ["feed-ingress"] + ([f"feed-{g.value}" for g in GROUPS] if settings.mode == "chained" else [])
     config = {
         "proxy_location": "EveryNode",
         "http_options": {"host": "0.0.0.0", "port": 8000},

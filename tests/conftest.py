@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from homes import SERVED_RUN_ARGS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -40,15 +41,22 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def served_home(tmp_path_factory) -> Path:
-    """A home the feed can serve: a small simulated network (300 users, 1,200 posts) through
-    the real pipeline, both champions registered with their index. Shared by the feed's and
-    the serving tests."""
+def served_run(tmp_path_factory):
+    """(home, the command's result) of the session's one training run: a small simulated
+    network through the real pipeline, both champions registered with their index. Made once
+    per session; a test that changes a home copies it (``copy_home``)."""
     from typer.testing import CliRunner
 
     from newsfeed.cli import app
 
     home = tmp_path_factory.mktemp("served") / "home"
-    result = CliRunner().invoke(app, ["pipeline", "run", "--home", str(home), "--scale", "0.15", "--epochs", "2"])
+    result = CliRunner().invoke(app, ["pipeline", "run", "--home", str(home), *SERVED_RUN_ARGS])
     assert result.exit_code == 0, result.output
-    return home
+    return home, result
+
+
+@pytest.fixture(scope="session")
+def served_home(served_run) -> Path:
+    """The home the feed's and the serving tests serve (``served_run``'s)."""
+    return served_run[0]
+

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from newsfeed.feed.arms import Arm, Experiment, bucket
 from newsfeed.feed.context import Candidates, FeedContext, FeedRequest, UserView
 from newsfeed.feed.reranking import Exploration, Order, Truncate
-from newsfeed.feed.stages import run_pipeline
+from newsfeed.feed.stages import Slot, run_pipeline
 
 
 def _experiment(**shares) -> Experiment:
@@ -78,14 +78,14 @@ def test_candidates_keep_the_first_source_and_never_repeat_a_post():
 
 
 class Boom:
-    name, group = "boom", "ranking"
+    name, slot = "boom", Slot.RANK
 
     def __call__(self, ctx):
         raise RuntimeError("model exploded")
 
 
 class SlowRead:
-    name, group, timeout_ms = "user_features", "retrieval", 50.0
+    name, slot, timeout_ms = "user_features", Slot.HYDRATE, 50.0
 
     def load(self, ctx):
         time.sleep(0.5)

@@ -17,7 +17,9 @@ from newsfeed.registry import RANKER, TWO_TOWER, Registry
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["--scale", "0.15", "--epochs", "2"]  # 300 users, 1,200 posts, 14 days: ~30k impressions
+from homes import SERVED_RUN_ARGS, copy_home
+
+SMALL = list(SERVED_RUN_ARGS)
 runner = CliRunner()
 
 
@@ -26,11 +28,12 @@ def pipeline(home: Path, *args: str):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Three runs on one home, in order: the first model, a retrain on Ray with the same
-    settings, and a run on deliberately worse settings."""
-    home = tmp_path_factory.mktemp("pipeline") / "home"
-    first = pipeline(home)
+def runs(served_run, tmp_path_factory):
+    """Three runs on one home, in order: the first model (the session's one training run, on a
+    copy of its home), a retrain on Ray with the same settings, and a run on deliberately
+    worse settings."""
+    home = copy_home(served_run[0], tmp_path_factory.mktemp("pipeline") / "home")
+    first = served_run[1]
     # At this scale and 2 epochs two trainings are really different models (another seed:
     # -0.107 [-0.139, -0.075] on the same feeds). This run checks the Ray path, so it allows
     # that; the gate's A/A is tested at demo scale (test_models).

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,6 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from homes import copy_home
 
 pytestmark = pytest.mark.slow
 PORT = 8767
@@ -79,7 +80,7 @@ def faulty(served_home, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("faults")
     home = root / "home"
-    shutil.copytree(served_home, home, ignore=shutil.ignore_patterns("user_state.sqlite*", "impressions"))
+    copy_home(served_home, home)
     redis_port, mlflow_port = _free_port(), _free_port()
     redis = Process(["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
                     root / "redis.log").start()

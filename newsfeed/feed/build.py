@@ -32,7 +32,7 @@ def build_pipeline(arm: Arm, retrieval: RetrievalModel, ranking: RankingModel, r
                    seed: int | None = None) -> list:
     s, r, corpus = arm.sources, arm.reranking, res.corpus
     filters = [SeenFilter(), HiddenFilter(), BlockedAuthorsFilter(corpus), OwnPostsFilter(corpus)]
-    return [
+    stages = [
         UserFeatures(res.read_user),
         AnnSource(corpus, retrieval, s.ann, s.horizon_days),
         InNetworkSource(corpus, s.in_network, s.horizon_days),
@@ -50,3 +50,8 @@ def build_pipeline(arm: Arm, retrieval: RetrievalModel, ranking: RankingModel, r
         *([Exploration(r.exploration, r.epsilon, r.temperature, seed)] if r.exploration != "none" else []),
         Truncate(),
     ]
+    # Chained mode cuts the list into slot ranges (stages.Group): a stage out of order would
+    # run in the wrong deployment.
+    if any(a.slot > b.slot for a, b in zip(stages, stages[1:])):
+        raise ValueError(f"stages out of slot order: {[(x.name, x.slot.name) for x in stages]}")
+    return stages

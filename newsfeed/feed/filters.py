@@ -8,6 +8,7 @@ import numpy as np
 
 from newsfeed.feed.context import FeedContext
 from newsfeed.feed.corpus import PostCorpus
+from newsfeed.feed.stages import Slot
 
 
 @dataclass
@@ -15,7 +16,7 @@ class SeenFilter:
     """Posts the user was shown before, and the posts of earlier pages of this feed."""
 
     name: str = "filter:seen"
-    group: str = "retrieval"
+    slot: Slot = Slot.FILTERS
 
     def __call__(self, ctx: FeedContext) -> None:
         gone = np.isin(ctx.candidates.post_ids, ctx.user.seen) | np.isin(ctx.candidates.post_ids, ctx.request.exclude)
@@ -25,7 +26,7 @@ class SeenFilter:
 @dataclass
 class HiddenFilter:
     name: str = "filter:hidden"
-    group: str = "retrieval"
+    slot: Slot = Slot.FILTERS
 
     def __call__(self, ctx: FeedContext) -> None:
         ctx.candidates = ctx.candidates.take(~np.isin(ctx.candidates.post_ids, ctx.user.hidden))
@@ -35,7 +36,7 @@ class HiddenFilter:
 class BlockedAuthorsFilter:
     corpus: PostCorpus
     name: str = "filter:blocked_authors"
-    group: str = "retrieval"
+    slot: Slot = Slot.FILTERS
 
     def __call__(self, ctx: FeedContext) -> None:
         authors = self.corpus.author_ids[ctx.candidates.rows]
@@ -46,7 +47,7 @@ class BlockedAuthorsFilter:
 class OwnPostsFilter:
     corpus: PostCorpus
     name: str = "filter:own_posts"
-    group: str = "retrieval"
+    slot: Slot = Slot.FILTERS
 
     def __call__(self, ctx: FeedContext) -> None:
         ctx.candidates = ctx.candidates.take(self.corpus.author_ids[ctx.candidates.rows] != ctx.user.user_id)

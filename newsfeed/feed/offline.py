@@ -23,11 +23,8 @@ from newsfeed.data.world import World, examine_probability
 from newsfeed.feed.arms import Arm
 from newsfeed.feed.context import SOURCES, FeedContext, FeedRequest
 from newsfeed.feed.ranking import Rank
-from newsfeed.feed.stages import run_pipeline
+from newsfeed.feed.stages import Slot, run_pipeline
 from newsfeed.scoring import load_weights
-
-SOURCE_STAGES = {f"source:{s}": s for s in SOURCES}
-
 
 @dataclass
 class Pool:
@@ -59,8 +56,8 @@ def _candidates(service, arm: Arm, user: int, now_unix: float, limit: int, only:
     """The retrieval group of ``arm`` (``only`` one source, or all) without backfill and
     pre-ranking: what the sources found that passes the filters."""
     stages, _, _ = service.pipeline(arm)
-    kept = [s for s in stages if s.group == "retrieval" and s.name not in ("backfill", "prerank")
-            and (only is None or s.name not in SOURCE_STAGES or SOURCE_STAGES[s.name] == only)]
+    kept = [s for s in stages if s.slot in (Slot.HYDRATE, Slot.SOURCES, Slot.FILTERS)
+            and (only is None or s.slot is not Slot.SOURCES or s.source == only)]
     return run_pipeline(kept, FeedContext(FeedRequest(int(user), limit, now_unix), service.user_view(int(user))[0]))
 
 

@@ -13,6 +13,7 @@ from newsfeed.feed.context import FeedContext
 from newsfeed.feed.corpus import PostCorpus
 from newsfeed.feed.models import RankingModel, RetrievalModel
 from newsfeed.feed.ranker_inputs import Affinity, pair_values
+from newsfeed.feed.stages import Slot
 from newsfeed.scoring import engagement_score
 
 USER_FEATURE_TIMEOUT_MS = 50.0
@@ -26,7 +27,7 @@ class UserFeatures:
     read: Callable[[int], dict | None]  # user id -> {view__feature: value}, None for an unknown user
     timeout_ms: float = USER_FEATURE_TIMEOUT_MS
     name: str = "user_features"
-    group: str = "retrieval"
+    slot: Slot = Slot.HYDRATE
 
     def load(self, ctx: FeedContext):
         return self.read(ctx.user.user_id)
@@ -53,7 +54,7 @@ class Backfill:
     filters: list
     minimum: int
     name: str = "backfill"
-    group: str = "retrieval"
+    slot: Slot = Slot.BACKFILL
 
     def __call__(self, ctx: FeedContext) -> None:
         if len(ctx.candidates) >= self.minimum:
@@ -78,7 +79,7 @@ class PreRank:
     retrieval: RetrievalModel
     budget: int
     name: str = "prerank"
-    group: str = "retrieval"
+    slot: Slot = Slot.PRERANK
 
     def __call__(self, ctx: FeedContext) -> None:
         if not len(ctx.candidates):
@@ -99,7 +100,7 @@ class Rank:
     weights: dict[str, float]
     affinity: Callable[[int], Affinity | None]
     name: str = "rank"
-    group: str = "ranking"
+    slot: Slot = Slot.RANK
 
     def __call__(self, ctx: FeedContext) -> None:
         c = ctx.candidates

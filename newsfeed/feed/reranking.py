@@ -11,6 +11,7 @@ import numpy as np
 
 from newsfeed.feed.context import FeedContext
 from newsfeed.feed.corpus import PostCorpus
+from newsfeed.feed.stages import Slot
 
 LOOKAHEAD = 3
 """Greedy re-rankers choose among the leading ``LOOKAHEAD`` x limit candidates."""
@@ -54,7 +55,7 @@ class Order:
     """Candidates by score, highest first (by the two-tower score where ranking failed)."""
 
     name: str = "order"
-    group: str = "reranking"
+    slot: Slot = Slot.RERANK
 
     def __call__(self, ctx: FeedContext) -> None:
         ctx.candidates = ctx.candidates.take(np.argsort(-_ordering_score(ctx), kind="stable"))
@@ -68,7 +69,7 @@ class Freshness:
     weight: float
     half_life_hours: float
     name: str = "rerank:freshness"
-    group: str = "reranking"
+    slot: Slot = Slot.RERANK
 
     def __call__(self, ctx: FeedContext) -> None:
         age_hours = np.maximum(ctx.request.now_unix - self.corpus.created_unix[ctx.candidates.rows], 0) / 3600.0
@@ -83,7 +84,7 @@ class InterestBoost:
     corpus: PostCorpus
     weight: float
     name: str = "rerank:interest_boost"
-    group: str = "reranking"
+    slot: Slot = Slot.RERANK
 
     def __call__(self, ctx: FeedContext) -> None:
         interest = np.asarray(ctx.user.features.get("user_engagement__topic_interest") or [], np.float64)
@@ -102,7 +103,7 @@ class AuthorDiversity:
     corpus: PostCorpus
     decay: float
     name: str = "rerank:author_diversity"
-    group: str = "reranking"
+    slot: Slot = Slot.RERANK
 
     def __call__(self, ctx: FeedContext) -> None:
         n = _leading(ctx)
@@ -127,7 +128,7 @@ class TopicMMR:
     vectors: np.ndarray  # per corpus row, L2-normalised
     lam: float
     name: str = "rerank:topic_mmr"
-    group: str = "reranking"
+    slot: Slot = Slot.RERANK
 
     def __call__(self, ctx: FeedContext) -> None:
         n = _leading(ctx)
@@ -159,7 +160,7 @@ class Exploration:
     temperature: float
     seed: int | None = None
     name: str = "rerank:exploration"
-    group: str = "reranking"
+    slot: Slot = Slot.RERANK
 
     def __call__(self, ctx: FeedContext) -> None:
         n = _leading(ctx)
@@ -194,7 +195,7 @@ class Truncate:
     """The page: the first ``limit`` candidates (ordered by score if no re-ranker ran)."""
 
     name: str = "truncate"
-    group: str = "reranking"
+    slot: Slot = Slot.SELECT
 
     def __call__(self, ctx: FeedContext) -> None:
         ctx.candidates = ctx.candidates.take(np.arange(min(len(ctx.candidates), ctx.request.limit)))

@@ -33,7 +33,7 @@ from newsfeed.feed.effects import FeedEffects
 from newsfeed.feed.experiments import ExperimentStore
 from newsfeed.feed.models import RankingModel, RetrievalModel
 from newsfeed.feed.ranker_inputs import USER_VIEWS, affinity_tables
-from newsfeed.feed.stages import GROUPS, run_pipeline
+from newsfeed.feed.stages import GROUPS, Group, in_groups, run_pipeline
 from newsfeed.feed.user_state import StateError, UserSnapshot, open_user_state
 from newsfeed.schema import REACTIONS
 
@@ -302,15 +302,15 @@ class FeedService:
             ctx.degraded.append(note)
         return ctx
 
-    def run(self, arm: Arm, ctx: FeedContext, groups: tuple[str, ...] = GROUPS) -> FeedContext:
+    def run(self, arm: Arm, ctx: FeedContext, groups: tuple[Group, ...] = GROUPS) -> FeedContext:
         """``arm``'s stages of ``groups`` on ``ctx``, in process."""
         self._refresh_live()
         stages, versions, notes = self.pipeline(arm)
         ctx.model_versions = versions
         ctx.degraded.extend(n for n in notes if n not in ctx.degraded)
-        return run_pipeline([s for s in stages if s.group in groups], ctx)
+        return run_pipeline([s for s in stages if in_groups(s, groups)], ctx)
 
-    def run_group(self, ctx: FeedContext, group: str) -> FeedContext:
+    def run_group(self, ctx: FeedContext, group: Group) -> FeedContext:
         """One stage group on a context (what a chained deployment does per hop)."""
         experiment = self.experiments.current()
         return self.run(experiment.arm(ctx.arm) or experiment.arms[0], ctx, groups=(group,))

@@ -10,6 +10,7 @@ import numpy as np
 from newsfeed.feed.context import FeedContext
 from newsfeed.feed.corpus import PostCorpus
 from newsfeed.feed.models import RetrievalModel
+from newsfeed.feed.stages import Slot
 
 
 @dataclass
@@ -22,7 +23,8 @@ class AnnSource:
     k: int
     horizon_days: float
     name: str = "source:ann"
-    group: str = "retrieval"
+    slot: Slot = Slot.SOURCES
+    source: str = "ann"  # the code its candidates carry (context.SOURCES)
 
     def __call__(self, ctx: FeedContext) -> None:
         if not ctx.user.known or self.k <= 0:
@@ -34,7 +36,7 @@ class AnnSource:
         scores, ids = scores[0], ids[0]
         rows = self.corpus.rows_of(ids)
         valid = (ids >= 0) & (rows >= 0)  # FAISS pads with -1 when fewer posts qualify
-        ctx.candidates.extend(rows[valid], ids[valid], "ann", scores[valid])
+        ctx.candidates.extend(rows[valid], ids[valid], self.source, scores[valid])
 
 
 @dataclass
@@ -45,7 +47,8 @@ class InNetworkSource:
     k: int
     horizon_days: float
     name: str = "source:in_network"
-    group: str = "retrieval"
+    slot: Slot = Slot.SOURCES
+    source: str = "in_network"  # the code its candidates carry (context.SOURCES)
 
     def __call__(self, ctx: FeedContext) -> None:
         if not len(ctx.user.friends) or self.k <= 0:
@@ -55,7 +58,7 @@ class InNetworkSource:
         rows = rows[np.isin(authors, ctx.user.friends)]
         close = np.isin(self.corpus.author_ids[rows], ctx.user.close_friends)
         rows = rows[np.argsort(~close, kind="stable")][: self.k]
-        ctx.candidates.extend(rows, self.corpus.post_ids[rows], "in_network")
+        ctx.candidates.extend(rows, self.corpus.post_ids[rows], self.source)
 
 
 @dataclass
@@ -64,11 +67,12 @@ class FreshSource:
     k: int
     horizon_days: float
     name: str = "source:fresh"
-    group: str = "retrieval"
+    slot: Slot = Slot.SOURCES
+    source: str = "fresh"  # the code its candidates carry (context.SOURCES)
 
     def __call__(self, ctx: FeedContext) -> None:
         rows = self.corpus.window(ctx.request.now_unix, self.horizon_days).rows[: max(self.k, 0)]
-        ctx.candidates.extend(rows, self.corpus.post_ids[rows], "fresh")
+        ctx.candidates.extend(rows, self.corpus.post_ids[rows], self.source)
 
 
 @dataclass
@@ -81,9 +85,10 @@ class PopularSource:
     k: int
     horizon_days: float
     name: str = "source:popular"
-    group: str = "retrieval"
+    slot: Slot = Slot.SOURCES
+    source: str = "popular"  # the code its candidates carry (context.SOURCES)
 
     def __call__(self, ctx: FeedContext) -> None:
         rows = self.corpus.window(ctx.request.now_unix, self.horizon_days).rows
         top = rows[np.argsort(-self.popularity[rows], kind="stable")[: max(self.k, 0)]]
-        ctx.candidates.extend(top, self.corpus.post_ids[top], "popular")
+        ctx.candidates.extend(top, self.corpus.post_ids[top], self.source)

@@ -13,18 +13,51 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from enum import Enum, IntEnum
 from typing import Any, Protocol, runtime_checkable
 
 from newsfeed.feed.context import FeedContext
 
-GROUPS = ("retrieval", "ranking", "reranking")
-"""Stage groups: the unit a chained deployment runs (one Ray Serve deployment each)."""
+
+class Slot(IntEnum):
+    """Where a stage sits in the pipeline; a pipeline's stages come in slot order."""
+
+    HYDRATE = 0  # read the user
+    SOURCES = 1  # candidates
+    FILTERS = 2  # what must never be shown
+    BACKFILL = 3  # too few left: more
+    PRERANK = 4  # cut to the ranker's budget
+    RANK = 5  # the heavy ranker
+    RERANK = 6  # order, boosts, diversity, exploration
+    SELECT = 7  # the page
+
+
+class Group(str, Enum):
+    """What a chained deployment runs: a range of slots (one Ray Serve deployment each)."""
+
+    RETRIEVAL = "retrieval"
+    RANKING = "ranking"
+    RERANKING = "reranking"
+
+    @property
+    def slots(self) -> range:
+        first, last = GROUP_SLOTS[self]
+        return range(first, last + 1)
+
+
+GROUP_SLOTS = {Group.RETRIEVAL: (Slot.HYDRATE, Slot.PRERANK), Group.RANKING: (Slot.RANK, Slot.RANK),
+               Group.RERANKING: (Slot.RERANK, Slot.SELECT)}
+GROUPS: tuple[Group, ...] = tuple(Group)
+
+
+def in_groups(stage, groups: tuple[Group, ...]) -> bool:
+    return any(stage.slot in g.slots for g in groups)
 
 
 @runtime_checkable
 class Stage(Protocol):
-    name: str
-    group: str
+    name: str  # a label for timings, metrics and degradations
+    slot: Slot
 
     def __call__(self, ctx: FeedContext) -> None: ...
 
@@ -32,7 +65,7 @@ class Stage(Protocol):
 @runtime_checkable
 class Loader(Protocol):
     name: str
-    group: str
+    slot: Slot
     timeout_ms: float
 
     def load(self, ctx: FeedContext) -> Any: ...
@@ -104,8 +137,8 @@ class RemoteGroup:
     """A stage group run elsewhere (chained mode: a deployment, through its handle), placed in
     a pipeline like a stage: ``call(ctx)`` returns the context the group changed."""
 
-    def __init__(self, call, group: str):
-        self.call, self.group, self.name = call, group, f"hop:{group}"
+    def __init__(self, call, group: Group):
+        self.call, self.group, self.name = call, group, f"hop:{group.value}"
 
     def call_remote(self, ctx: FeedContext) -> FeedContext:
         return self.call(ctx)
