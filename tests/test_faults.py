@@ -184,6 +184,26 @@ def test_unreachable_services_are_named_within_seconds(home, monkeypatch):
     print(f"pipeline run with an unreachable registry failed after {time.perf_counter() - started:.1f} s")
 
 
+def test_the_experiment_commands_name_an_unreachable_state_store_and_refuse_a_stale_change(home, monkeypatch):
+    monkeypatch.setenv("NEWSFEED_REDIS", "127.0.0.1:1")
+    started = time.perf_counter()
+    one_error_line(runner.invoke(app, ["experiment", "show", "--state", "production"]),
+                   "the experiment store (Redis at 127.0.0.1:1) cannot be reached")
+    assert time.perf_counter() - started < 5
+    one_error_line(runner.invoke(app, ["experiment", "show", "--state", "cloud"]),
+                   "--state 'cloud': expected one of embedded, production")
+    # Two owners: the second change was based on a version the first already replaced.
+    from newsfeed.feed.arms import Arm, Experiment
+    from newsfeed.feed.experiments import ExperimentStore, VersionConflict
+
+    store = ExperimentStore.open(home)
+    read_by_both = store.read()
+    assert runner.invoke(app, ["experiment", "set", "--arm", "champion=90", "--arm", "canary=10"]).exit_code == 0
+    with pytest.raises(VersionConflict, match="based on version 0, the current version is 1"):
+        store.save(Experiment(arms=[Arm(name="champion", share=100)]), read_by_both.version)
+    assert store.read().arm("canary").share == 10
+
+
 def test_a_broken_registry_is_an_error_not_an_empty_one(tmp_path):
     from newsfeed.registry import TWO_TOWER, Registry, RegistryError
 
