@@ -8,12 +8,11 @@
 2. Feed latency in process with each user-state store (the embedded sqlite file and Redis),
    same home, same users, same run, and the store's own read per request.
 
-    .venv/bin/python benchmarks/shared_state.py [--data-home /tmp/demo] [--home .newsfeed]
-        [--sizes 1,10,100] [--batches 20] [--requests 300]
+    .venv/bin/python benchmarks/shared_state.py [--home .newsfeed] [--sizes 1,10,100]
+        [--batches 20] [--requests 400]
 
-``--data-home``: a home with generated data (`newsfeed data generate --home H`); ``--home``:
-a home with registered champions (`make demo`). Prints two tables and writes
-benchmarks/results/shared_state.json.
+``--home``: a home with registered champions (after `make demo`; its data is copied for the
+log's part, never changed). Prints two tables and writes benchmarks/results/shared_state.json.
 """
 
 from __future__ import annotations
@@ -82,13 +81,13 @@ def event_batches(data_dir: Path, events: pd.DataFrame, state, batches: int) -> 
     return seconds
 
 
-def log_growth(data_home: Path, sizes: list[int], batches: int, console: Console) -> list[dict]:
-    base = read_table(data_home / "data", "events")
+def log_growth(home: Path, sizes: list[int], batches: int, console: Console) -> list[dict]:
+    base = read_table(home / "data", "events")
     rows = []
     for size in sizes:
         with tempfile.TemporaryDirectory() as tmp:
             data_dir = Path(tmp) / "data"
-            shutil.copytree(data_home / "data", data_dir, ignore=shutil.ignore_patterns("event_log"))
+            shutil.copytree(home / "data", data_dir, ignore=shutil.ignore_patterns("event_log"))
             t0 = time.perf_counter()
             ids = fill_log(data_dir, base, size * len(base))
             console.print(f"log at {size}x: {len(ids):,} events in {len(event_log.parts(data_dir)):,} parts "
@@ -127,16 +126,22 @@ def feed_latency(home: Path, requests: int) -> list[dict]:
     users = np.array(sorted(service.directory.known_users))
     users = users[np.random.default_rng(1).integers(0, len(users), requests)]
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    for kind, state in (("sqlite", service.state), ("redis", RedisUserState(REDIS, prefix))):
-        measured = FeedService(home, home / "data", service.store, service.registry, corpus=service.corpus,
-                               state=state, experiments=service.experiments)
-        measured.warm_up()
-        latencies, reads = [], []
-        for user in users:
-            t0 = time.perf_counter()
-            response = measured.feed(int(user), limit=20)
-            latencies.append((time.perf_counter() - t0) * 1e3)
-            reads.append(response["timings_ms"]["user_state"])
+    services = {kind: FeedService(home, home / "data", service.store, service.registry, corpus=service.corpus,
+                                  state=state, experiments=service.experiments)
+                for kind, state in (("sqlite", service.state), ("redis", RedisUserState(REDIS, prefix)))}
+    measured = {kind: ([], []) for kind in services}
+    for s in services.values():
+        s.warm_up()
+    for quarter in np.array_split(users, 4):  # the stores take turns: neither gets the warmer machine
+        for kind, s in services.items():
+            latencies, reads = measured[kind]
+            for user in quarter:
+                t0 = time.perf_counter()
+                response = s.feed(int(user), limit=20)
+                latencies.append((time.perf_counter() - t0) * 1e3)
+                reads.append(response["timings_ms"]["user_state"])
+    for kind, (latencies, reads) in measured.items():
+        state = services[kind].state
         rows.append({"store": kind, "where": state.where, "requests": len(latencies),
                      "p50_ms": float(np.median(latencies)), "p99_ms": float(np.percentile(latencies, 99)),
                      "state_read_p50_ms": float(np.median(reads)), "state_read_p99_ms": float(np.percentile(reads, 99))})
@@ -146,14 +151,13 @@ def feed_latency(home: Path, requests: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-home", type=Path, default=Path("/tmp/demo"))
     parser.add_argument("--home", type=Path, default=Path(".newsfeed"))
     parser.add_argument("--sizes", default="1,10,100")
     parser.add_argument("--batches", type=int, default=20)
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=400)
     args = parser.parse_args()
     console = Console()
-    growth = log_growth(args.data_home, [int(s) for s in args.sizes.split(",")], args.batches, console)
+    growth = log_growth(args.home, [int(s) for s in args.sizes.split(",") if s], args.batches, console)
     table = Table(title="one event batch (100 events) as the event log grows")
     for column in ("log", "events in the log", "store", "batch p50 ms", "batch p95 ms", "baseline: re-read ids ms"):
         table.add_column(column, justify="right")
