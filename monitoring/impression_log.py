@@ -30,7 +30,7 @@ def from_served_log(home: Path, data_dir: Path) -> pd.DataFrame:
     """One row per post a server showed (shadow arms left out), labelled by the reactions
     logged for that user and post after it was shown."""
     from newsfeed.data.event_log import read_events
-    from newsfeed.feed.service import ServedLog
+    from newsfeed.feed.served_log import ServedLog
 
     log = ServedLog(home)
     records = [r for r in log.read() if not r.get("shadow")]

@@ -16,8 +16,9 @@ class ServingSettings(BaseModel):
     data_dir: str | None = Field(None, description="default <home>/data")
     store: str | None = Field(None, description="feature store: embedded | production")
     registry: str | None = Field(None, description="model registry: embedded | production")
-    state: Literal["embedded", "production"] | None = Field(None, description="user state and the experiment: embedded (files under the home) | "
-                                                "production (Redis at NEWSFEED_REDIS)")
+    state: Literal["embedded", "production"] | None = Field(
+        None, description="user state and the experiment: embedded (files under the home) | production (Redis at "
+                          "NEWSFEED_REDIS)")
     mode: Literal["fused", "chained"] = "fused"
     replicas: int = Field(1, ge=1, description="replicas of each deployment (the floor, when autoscaling)")
     max_replicas: int | None = Field(None, ge=1, description="autoscale each deployment up to this many replicas "

@@ -159,7 +159,7 @@ def test_the_served_feed_delivers_what_the_ranker_finds_in_the_whole_pool(servic
 
 def test_a_shadow_arm_is_scored_beside_each_request_and_only_logged(service, served_home):
     from newsfeed.feed.arms import Arm, Experiment
-    from newsfeed.feed.service import ServedLog
+    from newsfeed.feed.served_log import ServedLog
 
     store = service.experiments
     previous = store.read()

@@ -287,7 +287,7 @@ def test_a_homes_served_log_is_labelled_by_the_reactions_that_came_back(tmp_path
     for the impression it followed, not one it preceded."""
     from monitoring.impression_log import from_served_log
     from newsfeed.data import event_log
-    from newsfeed.feed.service import ServedLog
+    from newsfeed.feed.served_log import ServedLog
 
     home, data = tmp_path / "home", tmp_path / "home" / "data"
     log = ServedLog(home)

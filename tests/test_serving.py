@@ -90,7 +90,7 @@ def test_health_and_a_feed_over_http(server, served_home):
     page2 = call("POST", "/v1/feed", {"user_id": 12, "limit": 10, "cursor": feed["next_cursor"]})[1]
     assert not {i["post_id"] for i in feed["items"]} & {i["post_id"] for i in page2["items"]}
     # Every served item is logged as an impression with what monitoring needs.
-    from newsfeed.feed.service import ServedLog
+    from newsfeed.feed.served_log import ServedLog
 
     logged = {r["request_id"]: r for r in ServedLog(served_home).read()}
     record = logged[feed["request_id"]]

@@ -4,17 +4,16 @@ benchmarks and the command line call in-process.
 ``FeedService`` answers feed requests and event batches from its parts: the replica's own
 state (posts, user directory, loaded models: caches it can rebuild), the user-state store
 every replica shares (seen, hidden, blocked, counters, event ids), the experiment store
-(compare-and-swap, followed within a second), the cursor codec, and the effects a served
-request has (``effects.py``). Models are resolved by alias at most every
-``ALIAS_TTL_SECONDS`` and a new version is loaded before it replaces the old one, so moving
-an alias changes what is served without a restart; while the registry cannot be reached,
-the last resolved versions keep serving and the response says so.
+(compare-and-swap, followed within a second), the cursor codec, the response a run
+pipeline makes (``handler.py``) and the effects a served request has (``effects.py``).
+Models are resolved by alias at most every ``ALIAS_TTL_SECONDS``, off the request path, and
+a new version is loaded before it replaces the old one, so moving an alias changes what is
+served without a restart; while the registry cannot be reached, the last resolved versions
+keep serving and the response says so.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 import uuid
@@ -23,73 +22,24 @@ from pathlib import Path
 
 import numpy as np
 
+from newsfeed.feed import handler
 from newsfeed.feed.activity import UserDirectory, apply_events, load_history
 from newsfeed.feed.arms import Arm
 from newsfeed.feed.build import Resources, build_pipeline
-from newsfeed.feed.context import SOURCES, FeedContext, FeedRequest, UserView
+from newsfeed.feed.context import FeedContext, FeedRequest, UserView
 from newsfeed.feed.corpus import PostCorpus
 from newsfeed.feed.cursor import CursorCodec
 from newsfeed.feed.effects import FeedEffects
 from newsfeed.feed.experiments import ExperimentStore
 from newsfeed.feed.models import RankingModel, RetrievalModel
 from newsfeed.feed.ranker_inputs import USER_VIEWS, affinity_tables
+from newsfeed.feed.served_log import ServedLog
 from newsfeed.feed.stages import GROUPS, Group, in_groups, run_pipeline
 from newsfeed.feed.user_state import StateError, UserSnapshot, open_user_state
 from newsfeed.schema import REACTIONS
 
 ALIAS_TTL_SECONDS = 5.0
 LIVE_COUNTER_TTL_SECONDS = 30.0
-
-def serving_dir(home: Path) -> Path:
-    return Path(home).resolve() / "serving"
-
-
-# -- what was served: the impression log monitoring and off-policy evaluation read ----------
-
-class ServedLog:
-    """One JSON line per request, in a file per process and day (replicas never interleave)."""
-
-    def __init__(self, home: Path):
-        self.directory = serving_dir(home) / "impressions"
-        self._lock = threading.Lock()
-        self.skipped = 0  # lines that could not be read (cut short by a crash, or not a record)
-
-    def write(self, record: dict) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{time.strftime('%Y%m%d', time.gmtime())}-{os.getpid()}.jsonl"
-        line = json.dumps(record, separators=(",", ":")) + "\n"
-        with self._lock, open(path, "a") as f:
-            f.write(line)
-
-    def read(self) -> list[dict]:
-        """Every well-formed record; any other line is skipped and counted in ``skipped``: nothing
-        in the log can stop a replica from starting."""
-        records, skipped = [], 0
-        for path in sorted(self.directory.glob("*.jsonl")):
-            for line in path.read_text(errors="replace").splitlines():
-                try:
-                    record = json.loads(line)
-                    if valid_record(record):
-                        records.append(record)
-                        continue
-                except ValueError:
-                    pass
-                skipped += 1
-        self.skipped = skipped
-        return records
-
-
-INT64 = (-(2**63), 2**63 - 1)
-
-
-def valid_record(record) -> bool:
-    """A served-log record whose ids fit the store's int64 columns."""
-    def fits(value) -> bool:
-        return isinstance(value, int) and INT64[0] <= value <= INT64[1]
-    return (isinstance(record, dict) and fits(record.get("user_id")) and isinstance(record.get("ts"), (int, float))
-            and isinstance(record.get("items"), list)
-            and all(isinstance(i, dict) and fits(i.get("post_id")) for i in record["items"]))
-
 
 @dataclass
 class Clock:
@@ -148,9 +98,10 @@ class ModelCache:
             self._resolved[(name, ref)] = (version, time.monotonic())
             self.registry_error = None
         except Exception as err:  # noqa: BLE001 - any registry failure: the last resolved version serves
-            self.registry_error = (f"cannot resolve {name}@{ref}, serving the last resolved versions "
-                                   f"({str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__})")
-            self._resolved[(name, ref)] = (self._resolved[(name, ref)][0], time.monotonic())  # asked again after the TTL
+            why = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+            self.registry_error = f"cannot resolve {name}@{ref}, serving the last resolved versions ({why})"
+            last = self._resolved[(name, ref)][0]
+            self._resolved[(name, ref)] = (last, time.monotonic())  # asked again after the TTL, not per request
         finally:
             self._refreshing.discard((name, ref))
 
@@ -328,20 +279,9 @@ class FeedService:
             shadow = experiment.arm(experiment.shadow)
             self.effects.shadow(shadow, FeedContext(request, ctx.user, arm=shadow.name))
         ctx = (run or self.run)(arm, ctx)
-        c = ctx.candidates
-        items = [{"post_id": int(p), "score": round(float(s), 4) if np.isfinite(s) else None, "source": SOURCES[src],
-                  "author_id": int(self.corpus.author_ids[r]), "topic_id": int(self.corpus.topic_ids[r]),
-                  "topic": str(self.corpus.topic_names[r]),
-                  "position": i, "show_probability": round(float(q), 6)}
-                 for i, (p, s, src, r, q) in enumerate(zip(c.post_ids, c.score, c.sources, c.rows,
-                                                           c.show_probability))]
-        shown = np.concatenate([exclude, c.post_ids])
-        response = {"request_id": request.request_id, "user_id": int(user_id), "arm": arm.name,
-                    "model_versions": ctx.model_versions, "items": items, "degraded": ctx.degraded,
-                    "next_cursor": self.cursors.encode(user_id, shown) if items else None,
-                    "timings_ms": {k: round(v, 3) for k, v in ctx.timings_ms.items()}}
-        self.effects.served(ctx, response, experiment.version)
-        return response
+        answer = handler.response(ctx, self.corpus, self.cursors)
+        self.effects.served(ctx, answer, experiment.version)
+        return answer
 
     def ingest(self, events: list[dict]) -> dict:
         """``POST /v1/events``: durable in the event log, idempotent and counted through the shared
