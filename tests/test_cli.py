@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -101,6 +102,14 @@ def test_features_apply_materialize_training_set_push_get(home, tmp_path):
     assert "accepted 1 events" in pushed.output and "rejected #1: event_type" in pushed.output
     events.write_text('{"user_id": 1, "post_id": 2, "event_type": "wave"}\n')
     assert runner.invoke(app, ["features", "push", str(events)]).exit_code == 1
+    # Through the store serving reads: a pushed hide reaches the filters, an id is remembered.
+    events.write_text('{"user_id": 1, "post_id": 3, "event_type": "hide", "event_id": "cli-1"}\n')
+    assert runner.invoke(app, ["features", "push", str(events)]).exit_code == 0
+    again = runner.invoke(app, ["features", "push", str(events), "--json"])
+    assert again.exit_code == 0 and '"duplicates": 1' in again.output, again.output
+    from newsfeed.feed.user_state import open_user_state
+
+    assert 3 in open_user_state(home).read(1, time.time()).hidden.tolist()
 
     got = runner.invoke(app, ["features", "get", "--user-id", "1", "--post-id", "2", "--post-id", "3"])
     assert got.exit_code == 0, got.output

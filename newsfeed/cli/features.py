@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from newsfeed.cli.common import DataDirOption, HomeOption, StoreOption, console, fail, open_feature_store as _open, require_applied as _require_applied
+from newsfeed.cli.common import DataDirOption, HomeOption, StateOption, StoreOption, console, fail, open_feature_store as _open, require_applied as _require_applied
 
 app = typer.Typer(help="Feature store: apply, materialize, training-set, push, get.", no_args_is_help=True)
 
@@ -118,8 +118,9 @@ def push(
     home: HomeOption = None,
     data_dir: DataDirOption = None,
     store: StoreOption = None,
+    state: StateOption = None,
 ) -> None:
-    """Ingest reaction events: validate, append to the event log, update the online counters.
+    """Ingest reaction events: validate, append to the event log, update the live counters.
 
     Each event has user_id, post_id, event_type and optionally value (default 1) and
     ts (default now). Bad events are rejected with a reason; the rest go through.
@@ -128,8 +129,15 @@ def push(
     import pandas as pd
 
     from newsfeed.config import Paths
+    from newsfeed.errors import NewsfeedError
     from newsfeed.features.ingest import ingest_events
+    from newsfeed.feed.activity import UserDirectory, apply_ingested
+    from newsfeed.feed.user_state import open_user_state, state_kind
 
+    try:
+        state_kind(state)  # checked before any work
+    except NewsfeedError as err:
+        raise fail(str(err)) from None
     readers = {".jsonl": lambda p: pd.read_json(p, lines=True, dtype=False),
                ".json": lambda p: pd.DataFrame(json.loads(p.read_text())),
                ".csv": lambda p: pd.read_csv(p, dtype=str), ".parquet": pd.read_parquet}
@@ -140,12 +148,19 @@ def push(
     except (OSError, ValueError) as err:
         raise fail(f"{events_file}: cannot read: {err}") from None
     paths = Paths.resolve(home, data_dir)
+    try:  # the store serving reads: ids, counters, hides and blocks are shared with it
+        user_state = open_user_state(paths.home, state, check=True)
+    except NewsfeedError as err:
+        raise fail(str(err)) from None
     feast_store, kind = _open(home, store, check=False)  # events stay durable without the online store
-    result = ingest_events(events, paths.data_dir, feast_store)
+    result = ingest_events(events, paths.data_dir, feast_store, user_state)
+    if result.events is not None:
+        result.state_error = apply_ingested(user_state, result, UserDirectory.from_data(paths.data_dir))
     if as_json:
         console.print_json(json.dumps({
             "accepted": result.accepted, "duplicates": result.duplicates, "counters_updated": result.counters_updated,
-            "online_error": result.online_error, "log_file": str(result.log_file) if result.log_file else None,
+            "online_error": result.online_error, "state_error": result.state_error,
+            "log_file": str(result.log_file) if result.log_file else None,
             "rejected": [{"index": r.index, "reason": r.reason, "event": r.event} for r in result.rejected],
         }, default=str))
     else:

@@ -133,3 +133,19 @@ def apply_events(state, events: pd.DataFrame, directory: UserDirectory) -> None:
             state.add_hidden(users, posts)
         else:
             state.add_blocked(users, directory.authors(posts))
+
+
+def apply_ingested(state, result, directory: UserDirectory) -> str | None:
+    """After an ingested batch (``features.ingest.IngestResult``): its hides and blocks into
+    ``state`` and its log part marked as applied. Returns why not, when the store cannot be
+    written (the part stays unmarked: a replica's next start applies it)."""
+    from newsfeed.feed.user_state import StateError
+
+    if result.events is None or result.state_error is not None:
+        return result.state_error
+    try:
+        apply_events(state, result.events, directory)
+        state.mark(f"events:{result.log_file.name}")
+    except StateError as err:
+        return str(err)
+    return None

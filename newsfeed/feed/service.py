@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from newsfeed.feed import handler
-from newsfeed.feed.activity import UserDirectory, apply_events, load_history
+from newsfeed.feed.activity import UserDirectory, apply_ingested, load_history
 from newsfeed.feed.arms import Arm
 from newsfeed.feed.build import Resources, build_pipeline
 from newsfeed.feed.context import FeedContext, FeedRequest, UserView
@@ -289,12 +289,7 @@ class FeedService:
         from newsfeed.features.ingest import ingest_events
 
         result = ingest_events(events, self.data_dir, self.store, self.state)
-        if result.events is not None and result.state_error is None:
-            try:
-                apply_events(self.state, result.events, self.directory)
-                self.state.mark(f"events:{result.log_file.name}")
-            except StateError as err:  # the part stays unmarked: a replica's next start applies it
-                result.state_error = str(err)
+        result.state_error = apply_ingested(self.state, result, self.directory)
         return {"accepted": result.accepted, "duplicates": result.duplicates,
                 "rejected": [{"index": r.index, "reason": r.reason} for r in result.rejected],
                 "counters_updated": result.counters_updated, "online_error": result.online_error,
