@@ -257,3 +257,53 @@ def test_the_home_key_is_made_once_and_shared(tmp_path, monkeypatch):
     assert (tmp_path / "serving" / "cursor.key").stat().st_mode & 0o777 == 0o600
     monkeypatch.setenv("NEWSFEED_CURSOR_SECRET", "s" * 20)
     assert CursorCodec.for_home(tmp_path).secret == b"s" * 20
+
+
+# -- the data's history, loaded once --------------------------------------------------------------
+
+def test_history_is_loaded_once_caught_up_part_by_part_and_again_for_a_new_dataset(tmp_path, make_state):
+    import pandas as pd
+
+    from newsfeed.data import event_log
+    from newsfeed.data.io import write_dataset
+    from newsfeed.data.simulator import SimConfig, generate
+    from newsfeed.feed.activity import UserDirectory, load_history
+
+    data = tmp_path / "data"
+    tables, _ = generate(SimConfig(seed=5, users=40, posts=120, days=3))
+    write_dataset(data, tables, source="simulator")
+    directory, state = UserDirectory.from_data(data), make_state()
+    now = pd.Timestamp(tables["impressions"]["ts"].max()).timestamp() + 60
+    served = [{"user_id": 7, "ts": now, "items": [{"post_id": 3}]}]
+    calls = []
+
+    def read_served():
+        calls.append(1)
+        return served
+
+    first = load_history(state, data, directory, read_served)
+    imp = tables["impressions"]
+    assert first["impressions"] == len(imp) and first["served"] == 1
+    user = int(imp.loc[imp["block"] == 1, "user_id"].iloc[0])
+    snap = state.read(user, now)
+    assert set(imp.loc[imp["user_id"] == user, "post_id"]) <= set(snap.seen.tolist())
+    blocked_posts = imp.loc[(imp["user_id"] == user) & (imp["block"] == 1), "post_id"]
+    assert set(directory.authors(blocked_posts.to_numpy())) <= set(snap.blocked_authors.tolist())
+    assert 3 in state.read(7, now).seen.tolist()
+    # Again: nothing to do, and the served log is not even read.
+    assert load_history(state, data, directory, read_served) == {"impressions": 0, "served": 0, "event_parts": 0}
+    assert len(calls) == 1
+    # A part logged while the store was down: the next catch-up applies it, once.
+    post = int(tables["posts"]["post_id"].iloc[5])
+    event_log.append(data, pd.DataFrame([{"user_id": 9, "post_id": post, "event_type": "hide", "value": 1.0,
+                                          "ts": pd.Timestamp("2026-10-02", tz="UTC"), "event_id": "x"}]))
+    assert load_history(state, data, directory, read_served)["event_parts"] == 1
+    assert post in state.read(9, now).hidden.tolist()
+    assert load_history(state, data, directory, read_served)["event_parts"] == 0
+    # Another dataset in the same place: the old one's state does not follow its users.
+    smaller, _ = generate(SimConfig(seed=6, users=20, posts=50, days=2))
+    write_dataset(data, smaller, source="simulator")
+    reloaded = load_history(state, data, UserDirectory.from_data(data), lambda: [])
+    new = smaller["impressions"]
+    assert reloaded["impressions"] == len(new)
+    assert set(state.read(7, now).seen.tolist()) == set(new.loc[new["user_id"] == 7, "post_id"])

@@ -302,10 +302,13 @@ class FeedService:
             threading.Thread(target=self.refresh_counters, name="live-counters", daemon=True).start()
 
     def refresh_counters(self) -> bool:
-        """The shared store's counters into the corpus (and the rankers' prepared post side).
-        False when the store could not be read: the current values keep serving."""
+        """The shared store's counters into the corpus (and the rankers' prepared post side),
+        after catching the store up with what it missed (log parts written while it was down;
+        the whole history, when it came back empty). False when the store could not be read:
+        the current values keep serving."""
         with self._refreshing:
             try:
+                self.history = load_history(self.state, self.data_dir, self.directory, self.log.read)
                 counters = self.state.counters(REACTIONS)
             except StateError:
                 return False
