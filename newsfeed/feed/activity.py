@@ -138,7 +138,7 @@ def apply_events(state, events: pd.DataFrame, directory: UserDirectory) -> None:
 def apply_ingested(state, result, directory: UserDirectory) -> str | None:
     """After an ingested batch (``features.ingest.IngestResult``): its hides and blocks into
     ``state`` and its log part marked as applied. Returns why not, when the store cannot be
-    written (the part stays unmarked: a replica's next start applies it)."""
+    written (the part stays unmarked: replicas apply it when they next catch the store up)."""
     from newsfeed.feed.user_state import StateError
 
     if result.events is None or result.state_error is not None:

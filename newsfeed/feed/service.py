@@ -296,7 +296,7 @@ class FeedService:
                 "state_error": result.state_error}
 
     def _refresh_live(self) -> None:
-        """Once the live counters are older than the TTL, re-read them on a background thread."""
+        """Once the live counters are older than the TTL, catch up and re-read them on a background thread."""
         if time.time() - self.corpus.live_read_unix > LIVE_COUNTER_TTL_SECONDS and not self._refreshing.locked():
             self.corpus.live_read_unix = time.time()  # requests go on with the current values meanwhile
             threading.Thread(target=self.refresh_counters, name="live-counters", daemon=True).start()
