@@ -104,7 +104,6 @@ class FeedIngress:
         self.token = os.environ.get(ADMIN_TOKEN_ENV, "")
         self.ingest_token = os.environ.get(INGEST_TOKEN_ENV, "")
         self.replica = f"{socket.gethostname()}:{os.getpid()}"  # which replica answered (X-Replica, /healthz)
-        self.metrics.served_log_skipped.set(self.service.log.skipped)
         if groups is None:
             self.service.warm_up()
 
@@ -193,6 +192,7 @@ class FeedIngress:
 
     @api.get("/metrics")
     def metrics(self):
+        self.metrics.served_log_skipped.set(self.service.log.skipped)  # the log's last read (start or catch-up)
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
