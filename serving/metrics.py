@@ -19,7 +19,7 @@ class FeedMetrics:
                                 registry=self.registry)
         self.events = Counter("newsfeed_events", "Ingested events", ["outcome"], registry=self.registry)
         self.served_log_skipped = Gauge("newsfeed_served_log_lines_skipped",
-                                        "Lines of the served log this replica could not read at start",
+                                        "Lines of the served log skipped when this replica last read it (unreadable or not a record)",
                                         registry=self.registry)
 
     def observe_feed(self, response: dict, seconds: float) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from homes import copy_home
 
 from newsfeed.data.io import read_table
 from newsfeed.registry import RANKER, Registry
@@ -14,10 +15,17 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def service(served_home):
+def served_copy(served_home, tmp_path_factory):
+    """This module's copy of the session's trained home: its feeds, events and experiments
+    change it, and the tests after it must not see those changes."""
+    return copy_home(served_home, tmp_path_factory.mktemp("feed") / "home")
+
+
+@pytest.fixture(scope="module")
+def service(served_copy):
     from newsfeed.feed.service import FeedService
 
-    return FeedService.open(served_home)
+    return FeedService.open(served_copy)
 
 
 def test_serving_scores_exactly_what_the_ranker_scores_on_feasts_own_online_features(service):
@@ -54,8 +62,8 @@ def _data(home):
     return impressions, posts
 
 
-def test_a_feed_holds_no_seen_hidden_blocked_or_own_posts(service, served_home):
-    impressions, posts = _data(served_home)
+def test_a_feed_holds_no_seen_hidden_blocked_or_own_posts(service, served_copy):
+    impressions, posts = _data(served_copy)
     blockers = impressions.loc[impressions["block"] == 1, "user_id"].unique()
     hiders = impressions.loc[impressions["hide"] == 1, "user_id"].unique()
     users = list(dict.fromkeys([*blockers[:4], *hiders[:4]]))
@@ -85,11 +93,11 @@ def test_a_hide_or_block_sent_as_an_event_applies_to_the_next_feed(service):
     assert blocked["author_id"] not in {i["author_id"] for i in later}
 
 
-def test_pages_never_repeat_a_post_even_for_a_replica_that_did_not_serve_the_first(service, served_home):
+def test_pages_never_repeat_a_post_even_for_a_replica_that_did_not_serve_the_first(service, served_copy):
     from newsfeed.feed.service import FeedService
 
     first = service.feed(11, limit=15)
-    other_replica = FeedService(served_home, served_home / "data", service.store, service.registry,
+    other_replica = FeedService(served_copy, served_copy / "data", service.store, service.registry,
                                 corpus=service.corpus)  # it has not seen page 1 served
     second = other_replica.feed(11, limit=15, cursor=first["next_cursor"])
     third = service.feed(11, limit=15, cursor=second["next_cursor"])
@@ -105,11 +113,11 @@ def test_an_unknown_user_gets_a_cold_start_feed_of_fresh_and_popular_posts(servi
     assert any(d.startswith("cold_start") for d in response["degraded"])
 
 
-def test_an_unreachable_online_store_degrades_to_default_features(service, served_home):
+def test_an_unreachable_online_store_degrades_to_default_features(service, served_copy):
     """The real Feast store pointed at an online database that cannot be opened."""
     from newsfeed.features.store import open_store
 
-    broken = open_store(served_home, overrides={"online_store": {"type": "sqlite",
+    broken = open_store(served_copy, overrides={"online_store": {"type": "sqlite",
                                                                 "path": "/nonexistent/dir/online.db"}})
     healthy = service.store
     service.store = broken
@@ -121,7 +129,7 @@ def test_an_unreachable_online_store_degrades_to_default_features(service, serve
     assert any(d.startswith("user_features:") and "defaults used" in d for d in response["degraded"])
 
 
-def test_an_arm_whose_model_cannot_load_is_served_by_the_champion(service, served_home):
+def test_an_arm_whose_model_cannot_load_is_served_by_the_champion(service, served_copy):
     from newsfeed.feed.arms import Arm, Experiment
 
     store = service.experiments
@@ -131,13 +139,13 @@ def test_an_arm_whose_model_cannot_load_is_served_by_the_champion(service, serve
             response = service.feed(21, limit=10)
     finally:
         store.save(previous)
-        registry = Registry.open(served_home)
+        registry = Registry.open(served_copy)
     assert response["arm"] == "broken" and len(response["items"]) == 10
     assert response["model_versions"]["ranker"] == registry.aliases(RANKER)["champion"]
     assert any(d.startswith("models:") and "champion served" in d for d in response["degraded"])
 
 
-def test_the_served_feed_delivers_what_the_ranker_finds_in_the_whole_pool(service, served_home):
+def test_the_served_feed_delivers_what_the_ranker_finds_in_the_whole_pool(service, served_copy):
     """By the world's true engagement: far above random, and retrieval plus re-ranking lose
     little against the ranker scoring every unseen post. (Whether the ranker beats popular
     posts depends on the data's scale: at this test's 2 epochs on 30k impressions it does
@@ -145,7 +153,7 @@ def test_the_served_feed_delivers_what_the_ranker_finds_in_the_whole_pool(servic
     from newsfeed.data.world import World
     from newsfeed.feed import offline
 
-    world = World.of_dataset(served_home / "data")
+    world = World.of_dataset(served_copy / "data")
     users = np.array(sorted(service.directory.known_users))[::3][:60]
     report = offline.evaluate(service, world, users)
     feed, recall = report["feed"], report["candidate_recall"]
@@ -157,7 +165,7 @@ def test_the_served_feed_delivers_what_the_ranker_finds_in_the_whole_pool(servic
     assert recall["merged"]["recall"] >= max(recall[s]["recall"] for s in ("ann", "in_network", "fresh", "popular"))
 
 
-def test_a_shadow_arm_is_scored_beside_each_request_and_only_logged(service, served_home):
+def test_a_shadow_arm_is_scored_beside_each_request_and_only_logged(service, served_copy):
     from newsfeed.feed.arms import Arm, Experiment
     from newsfeed.feed.served_log import ServedLog
 
@@ -172,7 +180,7 @@ def test_a_shadow_arm_is_scored_beside_each_request_and_only_logged(service, ser
     finally:
         store.save(previous)
         assert response["arm"] == "champion"
-    records = [r for r in ServedLog(served_home).read() if r["request_id"] == response["request_id"]]
+    records = [r for r in ServedLog(served_copy).read() if r["request_id"] == response["request_id"]]
     shadow = [r for r in records if r.get("shadow")]
     assert len(records) == 2 and len(shadow) == 1 and shadow[0]["arm"] == "shadow"
     assert len(shadow[0]["items"]) == 10

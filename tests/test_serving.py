@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from homes import copy_home
 
 from newsfeed.registry import RANKER, Registry
 
@@ -25,6 +26,13 @@ TOKEN = "test-admin-token"
 INGEST = "test-ingest-token"
 PORT = 8765
 PREFIX = f"nftest-serving-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def served_copy(served_home, tmp_path_factory):
+    """This module's copy of the session's trained home: its feeds, events and experiments
+    change it, and the tests after it must not see those changes."""
+    return copy_home(served_home, tmp_path_factory.mktemp("serving") / "home")
 
 
 def call(method: str, path: str, body=None, token: str | None = None, headers: dict | None = None,
@@ -55,7 +63,7 @@ def state():
 
 
 @pytest.fixture(scope="module")
-def server(served_home):
+def server(served_copy):
     """The fused app with two ingress replicas on the production user-state store (Redis, keys
     under a prefix of this module's own); events need the ingest token."""
     import os
@@ -65,7 +73,7 @@ def server(served_home):
 
     env = {"NEWSFEED_ADMIN_TOKEN": TOKEN, "NEWSFEED_INGEST_TOKEN": INGEST, "NEWSFEED_STATE_PREFIX": PREFIX}
     os.environ.update(env)
-    settings = ServingSettings(home=str(served_home), mode="fused", replicas=2, replica_cpus=0.5, state="production")
+    settings = ServingSettings(home=str(served_copy), mode="fused", replicas=2, replica_cpus=0.5, state="production")
     server = LocalServer(settings, port=PORT, num_cpus=4)
     server.start()
     yield server
@@ -77,7 +85,7 @@ def server(served_home):
         state().client.delete(*keys)
 
 
-def test_health_and_a_feed_over_http(server, served_home):
+def test_health_and_a_feed_over_http(server, served_copy):
     status, health = call("GET", "/healthz")
     assert status == 200 and health["status"] == "ok" and health["posts"] == 1_200
     assert health["state"] == "Redis at 127.0.0.1:6379"
@@ -92,18 +100,18 @@ def test_health_and_a_feed_over_http(server, served_home):
     # Every served item is logged as an impression with what monitoring needs.
     from newsfeed.feed.served_log import ServedLog
 
-    logged = {r["request_id"]: r for r in ServedLog(served_home).read()}
+    logged = {r["request_id"]: r for r in ServedLog(served_copy).read()}
     record = logged[feed["request_id"]]
     assert record["arm"] == "champion" and record["model_versions"] == feed["model_versions"]
     assert [i["post_id"] for i in record["items"]] == [i["post_id"] for i in feed["items"]]
     assert all(i["show_probability"] == 1.0 for i in record["items"])
 
 
-def test_feeds_over_http_hold_no_seen_hidden_blocked_or_own_posts(server, served_home):
+def test_feeds_over_http_hold_no_seen_hidden_blocked_or_own_posts(server, served_copy):
     from newsfeed.data.io import read_table
 
-    impressions = read_table(served_home / "data", "impressions")
-    authors = read_table(served_home / "data", "posts").set_index("post_id")["author_id"]
+    impressions = read_table(served_copy / "data", "impressions")
+    authors = read_table(served_copy / "data", "posts").set_index("post_id")["author_id"]
     for user in impressions.loc[impressions["block"] == 1, "user_id"].unique()[:5]:
         status, feed = call("POST", "/v1/feed", {"user_id": int(user), "limit": 25})
         assert status == 200 and len(feed["items"]) == 25
@@ -234,10 +242,10 @@ def test_a_share_change_takes_effect_without_a_restart_and_assignment_is_sticky(
     assert call("PUT", "/v1/experiments", {"shares": {"champion": 100, "canary": 0}}, token=TOKEN)[0] == 200
 
 
-def test_concurrent_event_writers_on_two_replicas_leave_exact_counters(server, served_home):
+def test_concurrent_event_writers_on_two_replicas_leave_exact_counters(server, served_copy):
     from newsfeed.features.store import open_store
 
-    store = open_store(served_home)
+    store = open_store(served_copy)
     post = 1_100
 
     def likes() -> int:  # the shared store's counter: what every replica's ranker reads
@@ -266,13 +274,13 @@ def test_concurrent_event_writers_on_two_replicas_leave_exact_counters(server, s
     assert status == 200 and reply["accepted"] == 0 and "unknown post" in reply["rejected"][0]["reason"]
 
 
-def test_moving_the_champion_alias_is_served_without_errors(server, served_home):
+def test_moving_the_champion_alias_is_served_without_errors(server, served_copy):
     from typer.testing import CliRunner
 
     from newsfeed.cli import app
     from newsfeed.models.runs import register_run
 
-    registry = Registry.open(served_home)
+    registry = Registry.open(served_copy)
     v1 = registry.version(RANKER, "champion")
     v2 = register_run(registry, RANKER, v1.run_id)  # the same run registered again: a real new version
     statuses, versions, stop = [], [], threading.Event()
@@ -287,7 +295,7 @@ def test_moving_the_champion_alias_is_served_without_errors(server, served_home)
     for w in workers:
         w.start()
     time.sleep(2)
-    result = CliRunner().invoke(app, ["models", "promote", "ranker", "--version", v2, "--home", str(served_home)])
+    result = CliRunner().invoke(app, ["models", "promote", "ranker", "--version", v2, "--home", str(served_copy)])
     assert result.exit_code == 0, result.output
     deadline = time.monotonic() + 60
     while versions[-1:] != [v2] and time.monotonic() < deadline:
@@ -302,10 +310,14 @@ def test_moving_the_champion_alias_is_served_without_errors(server, served_home)
 
 
 def test_metrics_count_requests_and_stage_latency(server):
-    status, reply = call("GET", "/metrics")
-    assert status == 200
-    assert "newsfeed_feed_requests_total" in reply["text"] and 'stage="rank"' in reply["text"]
-    assert "newsfeed_served_log_lines_skipped 0.0" in reply["text"]
+    """Per replica: each answers for what it served."""
+    for user in range(3, 13):
+        assert call("POST", "/v1/feed", {"user_id": user, "limit": 5})[0] == 200
+    replies = [call("GET", "/metrics") for _ in range(8)]
+    assert all(status == 200 for status, _ in replies)
+    texts = [reply["text"] for _, reply in replies]
+    assert any('newsfeed_feed_requests_total{arm="champion",status="ok"}' in t and 'stage="rank"' in t for t in texts)
+    assert all("newsfeed_served_log_lines_skipped 0.0" in t for t in texts)
 
 
 def test_a_fuzzed_api_never_answers_5xx(server, tmp_path):
@@ -334,12 +346,12 @@ def test_a_fuzzed_api_never_answers_5xx(server, tmp_path):
     assert call("GET", "/healthz")[0] == 200
 
 
-def test_the_service_starts_again_over_a_hostile_served_log(server, served_home):
+def test_the_service_starts_again_over_a_hostile_served_log(server, served_copy):
     """A record no store can hold (a user id past int64), a torn line and garbage in the served
     log while the store has lost its keys (Redis restarted empty), so replicas must load it
     again: each bad line skipped and counted, never a failed start."""
     assert call("POST", "/v1/feed", {"user_id": 2**63, "limit": 5})[0] == 422  # refused at the door
-    log = served_home / "serving" / "impressions" / "19990101-1.jsonl"
+    log = served_copy / "serving" / "impressions" / "19990101-1.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(json.dumps({"request_id": "x", "ts": 1.0, "user_id": 2**63, "items": [{"post_id": 1}]}) + "\n"
                    + '{"request_id": "torn", "ts": 1.0, "user_\n' + "\x00\xff not json\n")
@@ -349,19 +361,21 @@ def test_the_service_starts_again_over_a_hostile_served_log(server, served_home)
         assert health["status"] == "ok"
         status, feed = call("POST", "/v1/feed", {"user_id": 12, "limit": 5})
         assert status == 200 and len(feed["items"]) == 5
-        assert "newsfeed_served_log_lines_skipped 3.0" in call("GET", "/metrics")[1]["text"]
+        # Counted by the replica that loaded the log (the other found it loaded: the lock).
+        texts = [call("GET", "/metrics")[1]["text"] for _ in range(12)]
+        assert any("newsfeed_served_log_lines_skipped 3.0" in t for t in texts)
     finally:
         log.unlink()
 
 
-def test_the_chained_mode_serves_the_same_pipeline_through_one_deployment_per_stage_group(server, served_home):
+def test_the_chained_mode_serves_the_same_pipeline_through_one_deployment_per_stage_group(server, served_copy):
     from ray import serve
 
     from serving.app import build_app
     from serving.local import APP_NAME
     from serving.settings import ServingSettings
 
-    settings = ServingSettings(home=str(served_home), mode="chained", replicas=1, replica_cpus=0.25)
+    settings = ServingSettings(home=str(served_copy), mode="chained", replicas=1, replica_cpus=0.25)
     serve.run(build_app(settings), name=APP_NAME, route_prefix="/", blocking=False)
     server.wait_ready()
     status, feed = call("POST", "/v1/feed", {"user_id": 77, "limit": 10})
