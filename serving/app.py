@@ -155,8 +155,13 @@ class FeedIngress:
     @api.get("/v1/experiments")
     def get_experiment(self, authorization: str | None = Header(None)):
         """The experiment; its version is the ``ETag`` a ``PUT`` names in ``If-Match``."""
+        from newsfeed.feed.user_state import StateError
+
         self._admin(authorization)
-        return self._versioned(self.service.experiments.read())
+        try:
+            return self._versioned(self.service.experiments.read())
+        except StateError as err:
+            raise HTTPException(503, detail=str(err)) from None
 
     @api.put("/v1/experiments")
     def put_experiment(self, body: dict[str, Any] = Body(..., max_length=64),
@@ -168,6 +173,7 @@ class FeedIngress:
 
         from newsfeed.feed.arms import Experiment
         from newsfeed.feed.experiments import VersionConflict, etag, parse_if_match
+        from newsfeed.feed.user_state import StateError
 
         self._admin(authorization)
         try:
@@ -181,6 +187,8 @@ class FeedIngress:
         except VersionConflict as err:
             return JSONResponse({"detail": str(err), "current_version": err.current.version}, 409,
                                 headers={"ETag": etag(err.current)})
+        except StateError as err:  # the store is down: nothing changed, try again later
+            raise HTTPException(503, detail=str(err)) from None
         except ValidationError as err:
             raise HTTPException(422, detail=[{k: e[k] for k in ("loc", "msg")} for e in err.errors()]) from None
         except ValueError as err:

@@ -23,6 +23,7 @@ from homes import copy_home
 pytestmark = pytest.mark.slow
 PORT = 8767
 INGEST = "faults-ingest-token"
+ADMIN = "faults-admin-token"
 
 
 def _free_port() -> int:
@@ -90,7 +91,8 @@ def faulty(served_home, tmp_path_factory):
     _wait(lambda: urllib.request.urlopen(f"http://127.0.0.1:{mlflow_port}/health", timeout=2).status == 200,
           "the MLflow server")
     env = {"NEWSFEED_REDIS": f"127.0.0.1:{redis_port}", "NEWSFEED_STATE_PREFIX": "faults",
-           "NEWSFEED_MLFLOW_URI": f"http://127.0.0.1:{mlflow_port}", "NEWSFEED_INGEST_TOKEN": INGEST}
+           "NEWSFEED_MLFLOW_URI": f"http://127.0.0.1:{mlflow_port}", "NEWSFEED_INGEST_TOKEN": INGEST,
+           "NEWSFEED_ADMIN_TOKEN": ADMIN}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     settings = ServingSettings(home=str(home), mode="fused", replicas=2, replica_cpus=0.5, state="production",
@@ -190,3 +192,6 @@ def test_a_stopped_redis_serves_from_the_cursor_and_keeps_events_durable(faulty)
     assert "during-outage" in set(logged["event_id"].dropna())
     status, health = call("GET", "/healthz")
     assert status == 200
+    # The experiment cannot be read or changed now: said so (503), not a 500; feeds keep the last one.
+    assert call("GET", "/v1/experiments", token=ADMIN)[0] == 503
+    assert call("PUT", "/v1/experiments", {"shares": {"champion": 100}}, token=ADMIN)[0] == 503

@@ -103,7 +103,7 @@ def _load_history(state, data_dir: Path, directory: UserDirectory, read_served: 
             state.load_seen(users, posts, when)
             hide, block = imp["hide"].to_numpy(bool), imp["block"].to_numpy(bool)
             state.add_hidden(users[hide], posts[hide])
-            state.add_blocked(users[block], directory.authors(posts[block]))
+            add_blocks(state, users[block], posts[block], directory)
             loaded["impressions"] = len(imp)
         shown = [(r["user_id"], item["post_id"], r["ts"]) for r in read_served() if not r.get("shadow")
                  for item in r.get("items", [])]
@@ -132,7 +132,13 @@ def apply_events(state, events: pd.DataFrame, directory: UserDirectory) -> None:
         if kind == "hide":
             state.add_hidden(users, posts)
         else:
-            state.add_blocked(users, directory.authors(posts))
+            add_blocks(state, users, posts, directory)
+
+
+def add_blocks(state, users: np.ndarray, posts: np.ndarray, directory: UserDirectory) -> None:
+    """Block the authors of ``posts``; a post without a known author blocks nobody."""
+    authors = directory.authors(posts)
+    state.add_blocked(users[authors >= 0], authors[authors >= 0])
 
 
 def apply_ingested(state, result, directory: UserDirectory) -> str | None:

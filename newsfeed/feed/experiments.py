@@ -154,7 +154,7 @@ class ExperimentStore:
                 self._checked = now
                 try:
                     self._cached = self.backend.load()
-                except (StateError, NewsfeedError):
+                except NewsfeedError:  # unreachable (StateError) or unreadable
                     if self._cached is None:
                         self._cached = Experiment()
         return self._cached

@@ -166,7 +166,7 @@ class FeedService:
         self.clock = Clock.for_data(self.directory.latest_unix or time.time())
         self.log = ServedLog(home)
         self.effects = FeedEffects(self.state, self.log, self.run)
-        self.history = self._load_history()
+        self._load_history()
         self._pipelines: dict = {}
         self._refreshing = threading.Lock()
 
@@ -183,13 +183,13 @@ class FeedService:
                    state=open_user_state(home, state_kind),  # unreachable now: degraded, not down
                    experiments=ExperimentStore.open(home, state_kind))
 
-    def _load_history(self) -> dict:
+    def _load_history(self) -> None:
         """The data's history and earlier runs' served log into the shared store, once. A store
-        that cannot be reached now does not stop the replica: it is loaded by a later start."""
+        that cannot be reached now does not stop the replica: the 30 s catch-up loads it."""
         try:
-            return load_history(self.state, self.data_dir, self.directory, self.log.read)
-        except StateError as err:
-            return {"error": str(err)}
+            load_history(self.state, self.data_dir, self.directory, self.log.read)
+        except StateError:
+            pass  # requests say so in `degraded` while the store is down
 
     # reading a user: one online-store read of one entity
     def read_user(self, user_id: int) -> dict | None:
@@ -299,16 +299,16 @@ class FeedService:
         """Once the live counters are older than the TTL, catch up and re-read them on a background thread."""
         if time.time() - self.corpus.live_read_unix > LIVE_COUNTER_TTL_SECONDS and not self._refreshing.locked():
             self.corpus.live_read_unix = time.time()  # requests go on with the current values meanwhile
-            threading.Thread(target=self.refresh_counters, name="live-counters", daemon=True).start()
+            threading.Thread(target=self.refresh_shared, name="shared-refresh", daemon=True).start()
 
-    def refresh_counters(self) -> bool:
+    def refresh_shared(self) -> bool:
         """The shared store's counters into the corpus (and the rankers' prepared post side),
         after catching the store up with what it missed (log parts written while it was down;
         the whole history, when it came back empty). False when the store could not be read:
         the current values keep serving."""
         with self._refreshing:
             try:
-                self.history = load_history(self.state, self.data_dir, self.directory, self.log.read)
+                load_history(self.state, self.data_dir, self.directory, self.log.read)
                 counters = self.state.counters(REACTIONS)
             except StateError:
                 return False
