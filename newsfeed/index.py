@@ -60,6 +60,13 @@ class PostIndex:
             raise ValueError(f"expected embeddings of dimension {self.dim}, got shape {embeddings.shape}")
         self.index.add_with_ids(embeddings, np.asarray(post_ids, np.int64))
 
+    def with_added(self, embeddings: np.ndarray, post_ids: np.ndarray) -> "PostIndex":
+        """A copy holding these posts too: searches running on this index meanwhile are never
+        raced by a write (FAISS indexes are not safe to add to while searched)."""
+        copy = PostIndex(faiss.clone_index(self.index), self.kind, self.dim)
+        copy.add(embeddings, post_ids)
+        return copy
+
     def search(self, queries: np.ndarray, k: int, among: "IdFilter | None" = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, post ids) of the k nearest posts per query row; id -1 where fewer exist.
         ``among``: search only those posts (serving's freshness horizon)."""

@@ -3,8 +3,8 @@ in process (``fused``), or calls one deployment per stage group through handles
 (``chained``: retrieval, ranking, re-ranking, each scalable on its own). Both run the
 stages ``newsfeed.feed.build`` wires; the executor does not know which mode it runs in.
 
-Routes: ``POST /v1/feed``, ``POST /v1/events`` (bearer token ``NEWSFEED_INGEST_TOKEN`` when
-set), ``GET|PUT /v1/experiments`` (bearer token ``NEWSFEED_ADMIN_TOKEN``), ``GET /healthz``,
+Routes: ``POST /v1/feed``; ``POST /v1/events``, ``/v1/posts``, ``/v1/users``,
+``/v1/friendships`` (bearer token ``NEWSFEED_INGEST_TOKEN`` when set); ``GET|PUT /v1/experiments`` (bearer token ``NEWSFEED_ADMIN_TOKEN``), ``GET /healthz``,
 ``GET /metrics``. Every field is bounded (ids fit int64, bodies at most ``MAX_BODY_BYTES``,
 cursors signed and capped); what a client sends can degrade its own answer, never a replica.
 """
@@ -29,6 +29,8 @@ from serving.settings import ServingSettings
 ADMIN_TOKEN_ENV = "NEWSFEED_ADMIN_TOKEN"
 INGEST_TOKEN_ENV = "NEWSFEED_INGEST_TOKEN"
 MAX_EVENTS = 10_000
+MAX_ITEMS = 1_000  # posts, users or friendships per request
+MAX_TEXT = 20_000  # characters of a post
 
 
 class FeedBody(BaseModel):
@@ -37,6 +39,7 @@ class FeedBody(BaseModel):
     limit: int = Field(20, ge=1, le=200)
     cursor: str | None = Field(None, max_length=MAX_CURSOR_CHARS)
     context: dict[str, str | int | float | bool | None] = Field(default_factory=dict, max_length=32)
+    explain: bool = Field(False, description="list each candidate source's posts in the answer (debugging)")
 
 
 class EventItem(BaseModel):
@@ -54,6 +57,56 @@ class EventItem(BaseModel):
 class EventsBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     events: list[EventItem] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class PostItem(BaseModel):
+    """A post as the canonical contract has it; whether its author exists and its time makes
+    sense is checked per item (its index in ``rejected``)."""
+    model_config = ConfigDict(extra="forbid")
+    post_id: int = Field(ge=0, le=INT64_MAX)
+    author_id: int | None = Field(None, ge=0, le=INT64_MAX)
+    text: str = Field(max_length=MAX_TEXT)
+    hashtags: list[str] = Field(default_factory=list, max_length=64)
+    mentions: list[int] = Field(default_factory=list, max_length=64)
+    media_type: str = Field("text", max_length=16)
+    topic: str = Field(min_length=1, max_length=64)
+    created_ts: str | None = Field(None, max_length=64, description="ISO 8601; default: the service's now")
+
+
+class UserItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: int = Field(ge=0, le=INT64_MAX)
+    age: int | None = Field(None, ge=0, le=200)
+    gender: str | None = Field(None, max_length=8)
+    country: str | None = Field(None, max_length=8)
+    language: str | None = Field(None, max_length=16)
+    timezone: str | None = Field(None, max_length=64)
+    signup_ts: str | None = Field(None, max_length=64, description="ISO 8601; default: the service's now")
+
+
+class FriendshipItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: int = Field(ge=0, le=INT64_MAX)
+    friend_id: int = Field(ge=0, le=INT64_MAX)
+    close_friend: bool = False
+    family: bool = False
+    formed_ts: str | None = Field(None, max_length=64, description="ISO 8601; default: the service's now")
+    ended: bool = Field(False, description="true: the friendship ends")
+
+
+class PostsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    posts: list[PostItem] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class UsersBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    users: list[UserItem] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class FriendshipsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    friendships: list[FriendshipItem] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
 class SharesBody(BaseModel):
@@ -75,7 +128,8 @@ def open_service(settings: ServingSettings):
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
     return FeedService.open(settings.home, settings.data_dir, settings.store, settings.registry,
-                            replicate_posts=settings.replicate_posts, state_kind=settings.state)
+                            replicate_posts=settings.replicate_posts, state_kind=settings.state,
+                            clock=settings.clock)
 
 
 api = FastAPI(title="newsfeed", description="Ranked feeds, events and experiments.")
@@ -120,7 +174,7 @@ class FeedIngress:
         t0 = time.perf_counter()
         try:
             response = self.service.feed(body.user_id, body.limit, body.cursor, body.context,
-                                         run=self._run_chained if self.groups else None)
+                                         run=self._run_chained if self.groups else None, explain=body.explain)
         except CursorError as err:
             raise HTTPException(422, detail=str(err)) from None
         self.metrics.observe_feed(response, time.perf_counter() - t0)
@@ -128,18 +182,51 @@ class FeedIngress:
         return Response(json.dumps(response, separators=(",", ":")), media_type="application/json",
                         headers={"X-Replica": self.replica})
 
+    def _ingest(self, authorization: str | None) -> None:
+        if self.ingest_token and not bearer_matches(authorization, self.ingest_token):
+            raise HTTPException(401, detail="unauthorized: the ingest token is required",
+                                headers={"WWW-Authenticate": "Bearer"})
+
     @api.post("/v1/events")
     def events(self, body: EventsBody, authorization: str | None = Header(None)):
         """Reactions (ingest token, when ``NEWSFEED_INGEST_TOKEN`` is set): durable, idempotent by
         ``event_id``, counted once on every replica."""
-        if self.ingest_token and not bearer_matches(authorization, self.ingest_token):
-            raise HTTPException(401, detail="unauthorized: the ingest token is required",
-                                headers={"WWW-Authenticate": "Bearer"})
+        self._ingest(authorization)
         result = self.service.ingest([e.model_dump(exclude_none=True) for e in body.events])
         self.metrics.events.labels("accepted").inc(result["accepted"])
         self.metrics.events.labels("duplicate").inc(result["duplicates"])
         self.metrics.events.labels("rejected").inc(len(result["rejected"]))
         return result
+
+    def _publish(self, table: str, items: list, authorization: str | None) -> dict:
+        from newsfeed.features.publish import PublishUnavailable
+
+        self._ingest(authorization)
+        try:
+            result = self.service.publish(table, [i.model_dump(exclude_none=True) for i in items])
+        except PublishUnavailable as err:  # nothing was logged: the same batch may be sent again
+            raise HTTPException(503, detail=str(err)) from None
+        for outcome in ("accepted", "duplicates"):
+            self.metrics.published.labels(table, outcome).inc(result[outcome])
+        self.metrics.published.labels(table, "rejected").inc(len(result["rejected"]))
+        return result
+
+    @api.post("/v1/posts")
+    def posts(self, body: PostsBody, authorization: str | None = Header(None)):
+        """New posts (ingest token): in every replica's feeds within seconds, and in the next
+        training run. Idempotent by ``post_id``."""
+        return self._publish("posts", body.posts, authorization)
+
+    @api.post("/v1/users")
+    def users(self, body: UsersBody, authorization: str | None = Header(None)):
+        """New users (ingest token): a cold-start feed at once. Idempotent by ``user_id``."""
+        return self._publish("users", body.users, authorization)
+
+    @api.post("/v1/friendships")
+    def friendships(self, body: FriendshipsBody, authorization: str | None = Header(None)):
+        """Friendships formed, or ended (``"ended": true``) (ingest token): the in-network
+        source follows at once."""
+        return self._publish("friendships", body.friendships, authorization)
 
     def _admin(self, authorization: str | None) -> None:
         if not bearer_matches(authorization, self.token):

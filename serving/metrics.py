@@ -18,6 +18,8 @@ class FeedMetrics:
         self.degraded = Counter("newsfeed_degradations", "Stages that degraded", ["arm", "stage"],
                                 registry=self.registry)
         self.events = Counter("newsfeed_events", "Ingested events", ["outcome"], registry=self.registry)
+        self.published = Counter("newsfeed_published", "Published posts, users and friendships",
+                                 ["table", "outcome"], registry=self.registry)
         self.served_log_skipped = Gauge("newsfeed_served_log_lines_skipped",
                                         "Lines of the served log skipped when this replica last read it (unreadable or not a record)",
                                         registry=self.registry)

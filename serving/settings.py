@@ -19,6 +19,9 @@ class ServingSettings(BaseModel):
     state: Literal["embedded", "production"] | None = Field(
         None, description="user state and the experiment: embedded (files under the home) | production (Redis at "
                           "NEWSFEED_REDIS)")
+    clock: Literal["auto", "wall", "replayed"] | None = Field(
+        None, description="request time: wall (production) | replayed (simulated data) | auto: replayed when the "
+                          "data ended over a day ago; default NEWSFEED_CLOCK, else auto")
     mode: Literal["fused", "chained"] = "fused"
     replicas: int = Field(1, ge=1, description="replicas of each deployment (the floor, when autoscaling)")
     max_replicas: int | None = Field(None, ge=1, description="autoscale each deployment up to this many replicas "

@@ -142,6 +142,6 @@ def test_author_diversity_and_mmr_spread_a_feed_that_one_author_or_one_theme_wou
     assert diverse.candidates.rows[0] == 0 and (authors[diverse.candidates.rows] == 1).sum() <= 3
     vectors = np.eye(30, dtype=np.float32)
     vectors[:10] = vectors[0]  # the 10 best posts: the same content
-    mmr = run_pipeline([Order(), TopicMMR(vectors, 0.5), Truncate()], _ranked())
+    mmr = run_pipeline([Order(), TopicMMR(SimpleNamespace(post_vectors=vectors), 0.5), Truncate()], _ranked())
     assert mmr.candidates.rows[0] == 0 and (mmr.candidates.rows < 10).sum() <= 2
     assert len(set(mmr.candidates.rows.tolist())) == 10

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import typer
 
-from newsfeed.cli import data, drift, experiment, features, index, models, ope, package, pipeline, serve, train
+from newsfeed.cli import (data, drift, experiment, features, index, models, ope, package, pipeline, publish, serve,
+                          train)
 from newsfeed.cli.common import CommandGroup
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app.command("package")(package.package)
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(serve.app, name="serve")
 app.command("feed")(serve.feed)
+app.command("publish")(publish.publish_command)
 app.add_typer(experiment.app, name="experiment")
 app.add_typer(drift.app, name="drift")
 app.add_typer(ope.app, name="ope")

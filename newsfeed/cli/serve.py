@@ -22,6 +22,9 @@ ReplicasOption = Annotated[int, typer.Option(help="Replicas of each deployment (
 MaxReplicasOption = Annotated[int | None, typer.Option(help="Autoscale each deployment up to this many replicas "
                                                             "[default: no autoscaling].", min=1)]
 CpusOption = Annotated[float, typer.Option(help="CPUs each replica reserves.", min=0.01)]
+ClockOption = Annotated[str | None, typer.Option(
+    help="Request time: wall | replayed (the data's end, from now on) | auto: replayed for data that ended over a "
+         "day ago [default: NEWSFEED_CLOCK, else auto].")]
 
 
 def _settings(home=None, data_dir=None, **options):
@@ -37,6 +40,15 @@ def _settings(home=None, data_dir=None, **options):
         return ServingSettings(home=str(paths.home.resolve()), data_dir=str(paths.data_dir.resolve()), **options)
     except ValidationError as err:
         raise fail(option_message(err)) from None
+
+
+def _restart_replayed_clock(settings) -> None:
+    """A replayed clock starts again at the data's end with this service (every replica, and
+    `newsfeed publish`, read its start from the user-state store)."""
+    from newsfeed.feed.service import replay_started
+    from newsfeed.feed.user_state import open_user_state
+
+    replay_started(open_user_state(Path(settings.home), settings.state), Path(settings.data_dir), restart=True)
 
 
 def _check_ready_to_serve(settings) -> None:
@@ -67,17 +79,18 @@ def serve(
     port: PortOption = DEFAULT_PORT, host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     mode: ModeOption = "fused", replicas: ReplicasOption = 1, replica_cpus: CpusOption = 0.5,
     max_replicas: MaxReplicasOption = None, home: HomeOption = None, data_dir: DataDirOption = None,
-    store: StoreOption = None, registry: RegistryOption = None, state: StateOption = None,
+    store: StoreOption = None, registry: RegistryOption = None, state: StateOption = None, clock: ClockOption = None,
 ) -> None:
     """Start the feed service on a local Ray and stay in the foreground until Ctrl-C; ready
     when `GET /healthz` answers."""
     options = {"home": home, "data_dir": data_dir, "store": store, "registry": registry, "state": state, "mode": mode,
-               "replicas": replicas, "replica_cpus": replica_cpus, "max_replicas": max_replicas}
+               "replicas": replicas, "replica_cpus": replica_cpus, "max_replicas": max_replicas, "clock": clock}
     if ctx.invoked_subcommand is not None:
         ctx.obj = options
         return
     settings = _settings(**options)
     _check_ready_to_serve(settings)
+    _restart_replayed_clock(settings)
     import signal
 
     from serving.local import LocalServer

@@ -17,12 +17,13 @@ from pathlib import Path
 import pandas as pd
 
 from newsfeed import atomic
+from newsfeed.data import table_log
 from newsfeed.errors import DataError
 from newsfeed.schema import TABLES
 
 MANIFEST = "manifest.json"
-DATASET_ENTRIES = {f"{t}.parquet" for t in TABLES} | {MANIFEST, "truth", "event_log", "quarantine"}
-"""What a data folder holds: the tables, the manifest, the simulator's truth, the event log, quarantine."""
+DATASET_ENTRIES = {f"{t}.parquet" for t in TABLES} | {MANIFEST, "truth", "quarantine", *table_log.LOG_DIRS.values()}
+"""What a data folder holds: the tables, the manifest, the simulator's truth, the logs, quarantine."""
 
 
 def table_path(data_dir: Path, table: str) -> Path:
@@ -81,10 +82,15 @@ def read_manifest(data_dir: Path) -> dict:
 
 
 def read_table(data_dir: Path, table: str) -> pd.DataFrame:
+    """A canonical table; posts, users and friendships with what was published since
+    (``table_log``): what training and serving read."""
     path = table_path(data_dir, table)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such table (run `newsfeed data generate` or `newsfeed data import`)")
-    return read_parquet(path)
+    frame = read_parquet(path)
+    if table in table_log.LIVE_TABLES:
+        frame = table_log.merge(table, frame, table_log.read_parts(table_log.parts(data_dir, table)))
+    return frame
 
 
 def read_parquet(path: Path) -> pd.DataFrame:
@@ -106,10 +112,11 @@ def read_dataset(data_dir: Path, tables: tuple[str, ...] = TABLES) -> dict[str, 
 
 
 def fingerprint(data_dir: Path) -> str:
-    """A short content hash of the canonical tables: the data snapshot a model was trained on."""
+    """A short content hash of the canonical tables and what was published into them since: the
+    data snapshot a model was trained on."""
     digest = hashlib.sha256()
-    for table in TABLES:
-        path = table_path(data_dir, table)
+    published = [p for t in table_log.LIVE_TABLES for p in table_log.parts(data_dir, t)]
+    for table, path in [*((t, table_path(data_dir, t)) for t in TABLES), *((p.parent.name, p) for p in published)]:
         if path.exists():
             digest.update(table.encode())
             with path.open("rb") as f:

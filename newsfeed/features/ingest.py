@@ -20,7 +20,6 @@ wait for the next materialisation (``online_error``).
 from __future__ import annotations
 
 import hashlib
-import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -32,15 +31,12 @@ from newsfeed.data import event_log
 from newsfeed.data.io import read_parquet, table_path
 from newsfeed.data.validation import validate_tables
 from newsfeed.features import catalog
+from newsfeed.features.store import ONLINE_WRITE_LOCK
 from newsfeed.schema import REACTIONS
 
 PUSH_SOURCE = "post_engagement_push"
 LIVE_VIEW = catalog.POST_ENGAGEMENT_LIVE.name
 EVENT_FIELDS = ("user_id", "post_id", "event_type", "value", "ts")
-_push_lock = threading.Lock()
-"""Feast's sqlite online store writes through one connection per process: two threads pushing
-at once fail ("cannot start a transaction within a transaction"). Pushes only: counting is
-the state store's, and it needs no lock of ours."""
 OPTIONAL_FIELDS = ("event_id",)
 
 
@@ -253,6 +249,6 @@ def count_reactions(store, state, events: pd.DataFrame) -> int:
         mirror.insert(1, catalog.TIMESTAMP, pd.Timestamp.now(tz="UTC"))
         from feast.data_source import PushMode
 
-        with _push_lock:
+        with ONLINE_WRITE_LOCK:
             store.push(PUSH_SOURCE, mirror, to=PushMode.ONLINE)
     return len(posts)

@@ -14,6 +14,7 @@ import importlib.util
 import os
 import re
 import string
+import threading
 import warnings
 from pathlib import Path
 
@@ -22,6 +23,10 @@ import yaml
 from newsfeed.errors import NewsfeedError
 
 STORE_KINDS = ("embedded", "production")
+ONLINE_WRITE_LOCK = threading.Lock()
+"""Feast's sqlite online store writes through one connection per process: two threads writing
+at once fail ("cannot start a transaction within a transaction"). Writes only (event counters
+mirrored, published posts and users); reads need no lock."""
 STORE_ENV = "NEWSFEED_FEATURE_STORE"
 CONFIG_FILES = {"embedded": "feature_store.yaml", "production": "feature_store.production.yaml"}
 DEFAULTS = {

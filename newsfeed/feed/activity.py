@@ -40,19 +40,20 @@ class UserDirectory:
     author_of: pd.Series = field(default_factory=lambda: pd.Series(dtype=np.int64))  # post_id -> author_id
     known_users: frozenset = frozenset()
     latest_unix: float | None = None  # the newest impression in the data: where a replayed dataset's clock stands
+    earliest_unix: float | None = None  # the oldest: nothing published may be older
 
     @classmethod
     def from_data(cls, data_dir: Path) -> "UserDirectory":
         tables = read_dataset(data_dir, ("users", "posts", "friendships"))
         posts = tables.get("posts", pd.DataFrame(columns=["post_id", "author_id"]))
         author_of = pd.Series(posts["author_id"].fillna(-1).to_numpy(np.int64), index=posts["post_id"].to_numpy(np.int64))
-        latest = None
+        latest = earliest = None
         if table_path(data_dir, "impressions").exists():
             stamps = pd.to_datetime(pd.read_parquet(table_path(data_dir, "impressions"), columns=["ts"])["ts"],
                                     utc=True)
-            latest = stamps.max() if len(stamps) else None
-        directory = cls(author_of=author_of, latest_unix=latest.timestamp() if latest is not None and pd.notna(latest)
-                        else None,
+            latest, earliest = (stamps.max(), stamps.min()) if len(stamps) else (None, None)
+        unix = lambda stamp: stamp.timestamp() if stamp is not None and pd.notna(stamp) else None  # noqa: E731
+        directory = cls(author_of=author_of, latest_unix=unix(latest), earliest_unix=unix(earliest),
                         known_users=frozenset(tables["users"]["user_id"].astype(int)) if "users" in tables
                         else frozenset())
         friends = tables.get("friendships")
@@ -66,6 +67,46 @@ class UserDirectory:
     def authors(self, post_ids: np.ndarray) -> np.ndarray:
         """The author of each post; -1 for a post the data does not know."""
         return self.author_of.reindex(np.asarray(post_ids, np.int64)).fillna(-1).to_numpy(np.int64)
+
+    # -- published content (``replica.ContentFollower``): each change replaces what it changes
+    # whole, so a request reading meanwhile sees the old value or the new one
+
+    def knows_users(self, user_ids: np.ndarray) -> np.ndarray:
+        known = self.known_users
+        return np.fromiter((u in known for u in np.asarray(user_ids, np.int64).tolist()), bool, len(user_ids))
+
+    def knows_posts(self, post_ids: np.ndarray) -> np.ndarray:
+        return self.author_of.index.get_indexer(np.asarray(post_ids, np.int64)) >= 0
+
+    def add_users(self, users: pd.DataFrame) -> int:
+        new = set(users["user_id"].astype(np.int64).tolist()) - self.known_users
+        if new:
+            self.known_users = self.known_users | new
+        return len(new)
+
+    def add_posts(self, posts: pd.DataFrame) -> int:
+        ids = posts["post_id"].to_numpy(np.int64)
+        new = ~self.knows_posts(ids) & ~pd.Index(ids).duplicated()
+        if new.any():
+            authors = posts["author_id"].astype("Int64").fillna(-1).to_numpy(np.int64)
+            self.author_of = pd.concat([self.author_of, pd.Series(authors[new], index=ids[new])])
+        return int(new.sum())
+
+    def apply_friendships(self, rows: pd.DataFrame) -> int:
+        """Friendships formed, or ended (``ended``), in order; a friendship is mutual."""
+        from newsfeed.data.table_log import ENDED
+
+        friends, close = dict(self.friends), dict(self.close_friends)
+        ended = rows[ENDED].astype(bool).to_numpy() if ENDED in rows else np.zeros(len(rows), bool)
+        near = (rows["close_friend"].astype(bool) | rows["family"].astype(bool)).to_numpy()
+        pairs = zip(rows["user_id"].to_numpy(np.int64).tolist(), rows["friend_id"].to_numpy(np.int64).tolist())
+        for (a, b), gone, is_close in zip(pairs, ended, near):
+            for x, y in ((a, b), (b, a)):
+                friends[x] = np.setdiff1d(friends.get(x, EMPTY), [y]) if gone else np.union1d(friends.get(x, EMPTY), [y])
+                close[x] = (np.union1d(close.get(x, EMPTY), [y]) if is_close and not gone
+                            else np.setdiff1d(close.get(x, EMPTY), [y]))
+        self.friends, self.close_friends = friends, close
+        return len(rows)
 
 
 # -- the data's history, loaded into the shared store once ----------------------------------------

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from newsfeed.feed.arms import Arm
 from newsfeed.feed.corpus import PostCorpus
 from newsfeed.feed.filters import BlockedAuthorsFilter, HiddenFilter, OwnPostsFilter, SeenFilter
@@ -15,15 +13,14 @@ from newsfeed.feed.ranker_inputs import Affinity
 from newsfeed.feed.ranking import Backfill, PreRank, Rank, UserFeatures
 from newsfeed.feed.reranking import (AuthorDiversity, Exploration, Freshness, InterestBoost, Order, TopicMMR,
                                      Truncate)
-from newsfeed.feed.sources import AnnSource, FreshSource, InNetworkSource, PopularSource
+from newsfeed.feed.sources import AnnSource, ExplainSources, FreshSource, InNetworkSource, PopularSource
 
 
 @dataclass
 class Resources:
     """What every arm shares: the replica's posts, and how to read a user."""
 
-    corpus: PostCorpus
-    popularity: np.ndarray  # per corpus row, under the platform's weight table
+    corpus: PostCorpus  # its popularity: per row, under the platform's weight table
     read_user: Callable[[int], dict | None]  # online features of one user; None: unknown
     affinity: Callable[[int], Affinity | None]  # the user's rows of user-author affinity
 
@@ -37,16 +34,17 @@ def build_pipeline(arm: Arm, retrieval: RetrievalModel, ranking: RankingModel, r
         AnnSource(corpus, retrieval, s.ann, s.horizon_days),
         InNetworkSource(corpus, s.in_network, s.horizon_days),
         FreshSource(corpus, s.fresh, s.horizon_days),
-        PopularSource(corpus, res.popularity, s.popular, s.horizon_days),
+        PopularSource(corpus, s.popular, s.horizon_days),
+        ExplainSources(),
         *filters,
-        Backfill(corpus, res.popularity, filters, s.minimum),
+        Backfill(corpus, filters, s.minimum),
         PreRank(retrieval, s.ranker_budget),
         Rank(corpus, ranking, {**ranking.weights, **arm.weights}, res.affinity),
         Order(),
         *([Freshness(corpus, r.freshness, r.freshness_half_life_hours)] if r.freshness else []),
         *([InterestBoost(corpus, r.interest_boost)] if r.interest_boost else []),
         *([AuthorDiversity(corpus, r.author_diversity)] if r.author_diversity < 1 else []),
-        *([TopicMMR(retrieval.post_vectors, r.topic_mmr)] if r.topic_mmr < 1 else []),
+        *([TopicMMR(retrieval, r.topic_mmr)] if r.topic_mmr < 1 else []),
         *([Exploration(r.exploration, r.epsilon, r.temperature, seed)] if r.exploration != "none" else []),
         Truncate(),
     ]

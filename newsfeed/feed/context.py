@@ -20,6 +20,7 @@ class FeedRequest:
     request_id: str = ""
     exclude: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # earlier pages' posts
     context: dict = field(default_factory=dict)
+    explain: bool = False  # the response lists each source's candidates (debugging a feed)
 
 
 @dataclass
@@ -77,6 +78,14 @@ class Candidates:
         self.show_probability = np.concatenate([self.show_probability, np.ones(n)])
         return n
 
+    def on(self, corpus) -> "Candidates":
+        """The same candidates in ``corpus``'s rows (another replica's corpus numbers posts in
+        the order it received them); a post it does not hold yet is left out."""
+        rows = corpus.rows_of(self.post_ids)
+        held = self.take(rows >= 0)
+        held.rows = rows[rows >= 0]
+        return held
+
     def source_names(self) -> list[str]:
         return [SOURCES[c] for c in self.sources]
 
@@ -90,6 +99,7 @@ class FeedContext:
     candidates: Candidates = field(default_factory=Candidates.empty)
     timings_ms: dict[str, float] = field(default_factory=dict)
     degraded: list[str] = field(default_factory=list)  # "stage: why", in the order they happened
+    explain: dict = field(default_factory=dict)  # what the pipeline found, when the request asks
 
     def degrade(self, stage: str, why: str) -> None:
         self.degraded.append(f"{stage}: {why}")

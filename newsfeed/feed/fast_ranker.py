@@ -11,6 +11,8 @@ the first run as in the model. ``tests/test_feed.py`` checks the heads equal the
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -51,6 +53,7 @@ class FastRanker:
         with torch.no_grad():
             x0 = model.inputs({k: torch.from_numpy(v) for k, v in inputs.base.items()})
             self.post_part = x0 @ weight.T + bias  # per corpus row
+        self.weight, self.bias = weight, bias
         self.user_dims = torch.from_numpy(np.flatnonzero(sides == "user"))
         self.pair_dims = torch.from_numpy(np.flatnonzero(sides == "pair"))
         # Where the corpus encoding left the user and pair inputs missing (the same for every post).
@@ -58,6 +61,14 @@ class FastRanker:
         self.user_weight = weight[:, self.user_dims].contiguous()
         self.pair_weight = weight[:, self.pair_dims].contiguous()
         self.position_zero = model.position_bias.weight[0].detach()
+
+    def extended(self, more: RankerInputs) -> "FastRanker":
+        """This ranker with the post part of ``more``'s rows appended."""
+        out = copy.copy(self)
+        with torch.no_grad():
+            x0 = self.model.inputs({k: torch.from_numpy(v) for k, v in more.base.items()})
+            out.post_part = torch.cat([self.post_part, x0 @ self.weight.T + self.bias])
+        return out
 
     @torch.no_grad()
     def probabilities(self, rows: np.ndarray, batch: dict[str, torch.Tensor]) -> np.ndarray:

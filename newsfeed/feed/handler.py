@@ -25,4 +25,5 @@ def response(ctx: FeedContext, corpus: PostCorpus, cursors: CursorCodec) -> dict
     return {"request_id": request.request_id, "user_id": request.user_id, "arm": ctx.arm,
             "model_versions": ctx.model_versions, "items": items, "degraded": ctx.degraded,
             "next_cursor": cursors.encode(request.user_id, shown) if items else None,
-            "timings_ms": {k: round(v, 3) for k, v in ctx.timings_ms.items()}}
+            "timings_ms": {k: round(v, 3) for k, v in ctx.timings_ms.items()},
+            **({"explain": ctx.explain} if request.explain else {})}

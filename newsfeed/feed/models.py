@@ -1,5 +1,10 @@
 """Registered models as the feed uses them: the two-tower with its index and the corpus's
-post vectors, the ranker with its weight table and its prepared inputs."""
+post vectors, the ranker with its weight table and its prepared inputs.
+
+Both hold data per corpus row, and both grow with the corpus (``extend``, called under the
+corpus's lock before it publishes the new rows): what a request reads is replaced whole
+(a new array, a new index, a new prepared pair), never changed in place, so a request that
+holds the old one finishes on it."""
 
 from __future__ import annotations
 
@@ -33,6 +38,13 @@ class RetrievalModel:
             index.add(vectors[missing], corpus.post_ids[missing])
         return cls(version, model, index, vectors)
 
+    def extend(self, frame: pd.DataFrame) -> None:
+        """Posts appended to the corpus (``frame``: their rows, in order), embedded by this
+        version's post tower and added to its index by id, without a rebuild."""
+        vectors = self.model.embed_posts(frame).astype(np.float32)
+        self.index = self.index.with_added(vectors, frame["post_id"].to_numpy(np.int64))
+        self.post_vectors = np.concatenate([self.post_vectors, vectors])
+
     def user_vector(self, user_id: int, features: dict) -> np.ndarray:
         frame = pd.DataFrame([{**{c: features.get(c) for c in self.model.config.user_inputs}, "user_id": user_id}])
         return self.model.embed_users(frame)[0]
@@ -58,6 +70,12 @@ class RankingModel:
         """Encode the corpus's post side (again, when its values changed: live counters)."""
         inputs = RankerInputs(self.model.encoder, frame)
         self.prepared = (inputs, FastRanker(self.model, inputs))
+
+    def extend(self, frame: pd.DataFrame) -> None:
+        """Posts appended to the corpus: only their rows are encoded."""
+        inputs, fast = self.prepared
+        more = RankerInputs(self.model.encoder, frame)
+        self.prepared = (inputs.extended(more), fast.extended(more))
 
     def heads(self, rows: np.ndarray, user: dict, pair: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """P(reaction) per head at position 0 (relevance alone), ``p_<head>`` -> per row."""

@@ -11,6 +11,7 @@ vocabularies and scales. ``tests/test_feed.py`` checks the result equals
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +76,12 @@ class RankerInputs:
         offsets = np.cumsum([0, *encoder.vectors.values()])
         self.vector_at = {c: slice(int(a), int(b)) for c, a, b in zip(encoder.vectors, offsets[:-1], offsets[1:])}
 
+    def extended(self, more: "RankerInputs") -> "RankerInputs":
+        """These inputs with ``more``'s rows appended (the same encoder)."""
+        out = copy.copy(self)
+        out.base = {k: _stack(v, more.base[k]) for k, v in self.base.items()}
+        return out
+
     def _numeric(self, column: str, raw: np.ndarray) -> np.ndarray:
         i = self.numeric_at[column]
         raw = np.asarray(raw, np.float64)
@@ -122,6 +129,14 @@ class RankerInputs:
         for key in self.encoder.ids:
             out[f"id:{key}"] = torch.from_numpy(self.base[f"id:{key}"][rows])
         return out
+
+
+def _stack(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rows of ``a`` then ``b``; padded id matrices (bags) widened with 0, the padding id."""
+    if a.ndim == 2 and a.shape[1] != b.shape[1] and a.dtype == np.int64:
+        width = max(a.shape[1], b.shape[1])
+        a, b = (np.pad(x, ((0, 0), (0, width - x.shape[1]))) for x in (a, b))
+    return np.concatenate([a, b])
 
 
 def pair_values(now_unix: float, user_id: int, user: dict, affinity: Affinity | None, authors: np.ndarray,

@@ -50,7 +50,6 @@ class Backfill:
     whole corpus that pass the same filters."""
 
     corpus: PostCorpus
-    popularity: np.ndarray
     filters: list
     minimum: int
     name: str = "backfill"
@@ -59,7 +58,7 @@ class Backfill:
     def __call__(self, ctx: FeedContext) -> None:
         if len(ctx.candidates) >= self.minimum:
             return
-        order = np.argsort(-self.popularity, kind="stable")
+        order = np.argsort(-self.corpus.popularity, kind="stable")
         pool = FeedContext(ctx.request, ctx.user)
         pool.candidates.extend(order, self.corpus.post_ids[order], "popular")
         for stage in self.filters:

@@ -11,6 +11,7 @@ import numpy as np
 
 from newsfeed.feed.context import FeedContext
 from newsfeed.feed.corpus import PostCorpus
+from newsfeed.feed.models import RetrievalModel
 from newsfeed.feed.stages import Slot
 
 LOOKAHEAD = 3
@@ -125,7 +126,7 @@ class TopicMMR:
     """Maximal marginal relevance: ``lam`` x relevance - (1 - lam) x the highest similarity
     (two-tower post vectors) to a post already placed."""
 
-    vectors: np.ndarray  # per corpus row, L2-normalised
+    retrieval: RetrievalModel  # its post vectors: per corpus row, L2-normalised (read per request: they grow)
     lam: float
     name: str = "rerank:topic_mmr"
     slot: Slot = Slot.RERANK
@@ -137,7 +138,7 @@ class TopicMMR:
         score = _ordering_score(ctx)[:n]
         spread = score.max() - score.min()
         relevance = (score - score.min()) / spread if spread > 0 else np.zeros(n)
-        vectors = self.vectors[ctx.candidates.rows[:n]]
+        vectors = self.retrieval.post_vectors[ctx.candidates.rows[:n]]
         similarity = vectors @ vectors.T
         closest = np.full(n, -1.0)  # per candidate: its highest similarity to a post placed
 

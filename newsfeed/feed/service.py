@@ -14,10 +14,13 @@ keep serving and the response says so.
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Callable
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -27,34 +30,68 @@ from newsfeed.feed.activity import UserDirectory, apply_ingested, load_history
 from newsfeed.feed.arms import Arm
 from newsfeed.feed.build import Resources, build_pipeline
 from newsfeed.feed.context import FeedContext, FeedRequest, UserView
-from newsfeed.feed.corpus import PostCorpus
+from newsfeed.feed.content import open_channel
+from newsfeed.feed.corpus import PostCorpus, read_posts
 from newsfeed.feed.cursor import CursorCodec
 from newsfeed.feed.effects import FeedEffects
 from newsfeed.feed.experiments import ExperimentStore
 from newsfeed.feed.models import RankingModel, RetrievalModel
 from newsfeed.feed.ranker_inputs import USER_VIEWS, affinity_tables
+from newsfeed.feed.replica import ContentFollower
 from newsfeed.feed.served_log import ServedLog
 from newsfeed.feed.stages import GROUPS, Group, in_groups, run_pipeline
 from newsfeed.feed.user_state import StateError, UserSnapshot, open_user_state
+from newsfeed.errors import NewsfeedError
 from newsfeed.schema import REACTIONS
 
 ALIAS_TTL_SECONDS = 5.0
 LIVE_COUNTER_TTL_SECONDS = 30.0
 
+CLOCK_KINDS = ("auto", "wall", "replayed")
+CLOCK_ENV = "NEWSFEED_CLOCK"
+
+
 @dataclass
 class Clock:
-    """Request time. A dataset that ended in the past (the simulator's) is served as if it
-    ended when the service started, so the freshness horizon finds its newest posts."""
+    """Request time: the wall clock (production), or ``replayed``: a dataset that ended in the
+    past (the simulator's) served as if it ended when the service started, so the freshness
+    horizon finds its newest posts. ``auto`` (``NEWSFEED_CLOCK``, default) replays data that
+    ended more than a day ago; the production overlay sets ``wall``. A replayed clock starts
+    when the dataset was first served (``replay_started``, kept in the shared store; `newsfeed
+    serve` restarts it), so every replica and publisher tells the same time, and a post
+    published on one replica is not in another's future."""
 
+    kind: str = "wall"
     offset: float = 0.0
 
     @classmethod
-    def for_data(cls, data_end_unix: float) -> "Clock":
+    def for_data(cls, data_end_unix: float | None, kind: str | None = None,
+                 started: Callable[[], float] = time.time) -> "Clock":
+        kind = kind or os.environ.get(CLOCK_ENV) or "auto"
+        if kind not in CLOCK_KINDS:
+            raise NewsfeedError(f"{CLOCK_ENV}={kind!r}: expected one of {', '.join(CLOCK_KINDS)}")
         now = time.time()
-        return cls(data_end_unix - now if data_end_unix < now - 86_400 else 0.0)
+        old = data_end_unix is not None and data_end_unix < now - 86_400
+        if kind == "wall" or (kind == "auto" and not old):
+            return cls("wall")
+        return cls("replayed", (data_end_unix if data_end_unix is not None else now) - started())
 
     def now(self) -> float:
         return time.time() + self.offset
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "now": datetime.fromtimestamp(self.now(), timezone.utc).isoformat()}
+
+
+def replay_started(state, data_dir: Path, restart: bool = False) -> float:
+    """When the replayed clock of ``data_dir``'s dataset started (now, for the first to ask, or
+    with ``restart``); this process's own now while the store cannot be reached."""
+    from newsfeed.feed.activity import dataset_mark
+
+    try:
+        return state.anchor(f"clock:{dataset_mark(data_dir)}", time.time(), replace=restart)
+    except StateError:
+        return time.time()
 
 
 # -- models by alias ---------------------------------------------------------------------------
@@ -71,7 +108,6 @@ class ModelCache:
     registry_error: str | None = None
     _resolved: dict = field(default_factory=dict)  # (name, ref) -> (version, when)
     _loaded: dict = field(default_factory=dict)  # (name, version) -> RetrievalModel | RankingModel
-    _lock: threading.Lock = field(default_factory=threading.Lock)
     _refreshing: set = field(default_factory=set)
 
     def version(self, name: str, ref: str) -> str:
@@ -113,7 +149,9 @@ class ModelCache:
 
         key = (name, version)
         if key not in self._loaded:
-            with self._lock:  # one load per version, however many requests wait for it
+            # One load per version, however many requests wait for it; under the corpus's lock,
+            # so posts published meanwhile wait and then reach this version too.
+            with self.corpus.lock:
                 if key not in self._loaded:
                     self._loaded[key] = self._load(name, version, name == TWO_TOWER)
                     # Versions no alias or arm points at any more are let go (memory).
@@ -124,6 +162,11 @@ class ModelCache:
 
     def loaded(self) -> list:
         return list(self._loaded.values())
+
+    def extend(self, frame) -> None:
+        """Every loaded model with the posts about to join the corpus (under its lock)."""
+        for model in self.loaded():
+            model.extend(frame)
 
     def loaded_versions(self) -> list[str]:
         return sorted(f"{name} v{version}" for name, version in self._loaded)
@@ -142,38 +185,44 @@ class ModelCache:
 
 class FeedService:
     def __init__(self, home: Path, data_dir: Path, store, registry, corpus: PostCorpus | None = None,
-                 replicate_posts: int = 1, state=None, experiments: ExperimentStore | None = None):
+                 replicate_posts: int = 1, state=None, experiments: ExperimentStore | None = None,
+                 clock: str | None = None):
         """``corpus``: share another replica's (tests); ``replicate_posts``: see
         ``PostCorpus.replicated`` (load benchmarks); ``state``, ``experiments``: the shared
-        stores (default: the home's embedded ones)."""
+        stores (default: the home's embedded ones); ``clock``: see ``Clock``."""
         from newsfeed.data.io import read_table
         from newsfeed.features.online_load import latest_rows
         from newsfeed.models.datasets import view_features
-        from newsfeed.scoring import load_weights
 
         self.home, self.data_dir, self.store, self.registry = Path(home), Path(data_dir), store, registry
+        self.clock = Clock.for_data(None, clock)  # checked before the work: the data's end follows
         self.corpus = corpus or PostCorpus.from_store(
             store, read_table(data_dir, "posts")["post_id"].to_numpy(np.int64)).replicated(replicate_posts)
         self.directory = UserDirectory.from_data(data_dir)
         self.affinity = affinity_tables(latest_rows(home, "user_author_affinity"))
         self.user_refs = view_features(store, "ranker", USER_VIEWS)
-        self.resources = Resources(self.corpus, self.corpus.popularity(load_weights()), self.read_user,
-                                   self.affinity.get)
+        self.resources = Resources(self.corpus, self.read_user, self.affinity.get)
         self.models = ModelCache(registry, self.corpus)
         self.experiments = experiments or ExperimentStore.open(home, "embedded")
         self.state = state or open_user_state(home, "embedded")
         self.cursors = CursorCodec.for_home(home)
-        self.clock = Clock.for_data(self.directory.latest_unix or time.time())
+        self.clock = Clock.for_data(self.directory.latest_unix, clock, started=lambda: replay_started(
+            self.state, self.data_dir))
         self.log = ServedLog(home)
         self.effects = FeedEffects(self.state, self.log, self.run)
         self._load_history()
         self._pipelines: dict = {}
         self._refreshing = threading.Lock()
+        self.content = ContentFollower(open_channel(self.state, self.data_dir), {
+            "users": self.directory.add_users, "posts": self._add_posts,
+            "friendships": self.directory.apply_friendships})
+        self.content.catch_up()  # what was published before this replica started is in its data already
+        self.content.start()
 
     @classmethod
     def open(cls, home: Path, data_dir: Path | None = None, store_kind: str | None = None,
              registry_kind: str | None = None, replicate_posts: int = 1,
-             state_kind: str | None = None) -> "FeedService":
+             state_kind: str | None = None, clock: str | None = None) -> "FeedService":
         from newsfeed.features.store import open_store
         from newsfeed.registry import Registry
 
@@ -181,7 +230,7 @@ class FeedService:
         return cls(home, Path(data_dir) if data_dir else home / "data", open_store(home, store_kind),
                    Registry.open(home, registry_kind), replicate_posts=replicate_posts,
                    state=open_user_state(home, state_kind),  # unreachable now: degraded, not down
-                   experiments=ExperimentStore.open(home, state_kind))
+                   experiments=ExperimentStore.open(home, state_kind), clock=clock)
 
     def _load_history(self) -> None:
         """The data's history and earlier runs' served log into the shared store, once. A store
@@ -262,23 +311,29 @@ class FeedService:
         return run_pipeline([s for s in stages if in_groups(s, groups)], ctx)
 
     def run_group(self, ctx: FeedContext, group: Group) -> FeedContext:
-        """One stage group on a context (what a chained deployment does per hop)."""
+        """One stage group on a context (what a chained deployment does per hop). Candidates
+        travel by post id: each replica finds them in its own corpus (rows differ between
+        replicas once posts are published)."""
+        ctx.candidates = ctx.candidates.on(self.corpus)
         experiment = self.experiments.current()
         return self.run(experiment.arm(ctx.arm) or experiment.arms[0], ctx, groups=(group,))
 
     def feed(self, user_id: int, limit: int = 20, cursor: str | None = None, context: dict | None = None,
-             run=None) -> dict:
+             run=None, explain: bool = False) -> dict:
         """The response of ``POST /v1/feed``. ``run(arm, ctx) -> ctx`` replaces the in-process
         pipeline (chained mode calls the stage groups through handles)."""
         exclude = self.cursors.decode(user_id, cursor)
         experiment = self.experiments.current()
         arm = experiment.assign(user_id)
-        request = FeedRequest(int(user_id), int(limit), self.clock.now(), uuid.uuid4().hex, exclude, context or {})
+        request = FeedRequest(int(user_id), int(limit), self.clock.now(), uuid.uuid4().hex, exclude, context or {},
+                              explain)
         ctx = self.new_context(arm, request)
         if experiment.shadow and experiment.shadow != arm.name:  # its view is taken before this page counts as seen
             shadow = experiment.arm(experiment.shadow)
             self.effects.shadow(shadow, FeedContext(request, ctx.user, arm=shadow.name))
         ctx = (run or self.run)(arm, ctx)
+        if run is not None:  # another replica's rows
+            ctx.candidates = ctx.candidates.on(self.corpus)
         answer = handler.response(ctx, self.corpus, self.cursors)
         self.effects.served(ctx, answer, experiment.version)
         return answer
@@ -294,6 +349,36 @@ class FeedService:
                 "rejected": [{"index": r.index, "reason": r.reason} for r in result.rejected],
                 "counters_updated": result.counters_updated, "online_error": result.online_error,
                 "state_error": result.state_error}
+
+    def publish(self, table: str, items: list[dict]) -> dict:
+        """``POST /v1/posts|users|friendships``: checked, written to the online store, logged
+        (durable, idempotent by id), announced; this replica applies it before answering and
+        the others within ``replica.FOLLOW_SECONDS``. Raises ``PublishUnavailable`` when a
+        store cannot be written (nothing logged)."""
+        import pandas as pd
+
+        from newsfeed.features.publish import known_of, online_writer, publish
+
+        result = publish(table, items, self.data_dir, known_of(self.directory), self.state,
+                         pd.Timestamp(self.clock.now(), unit="s", tz="UTC"), online_writer(self.store, self.home))
+        if result.log_file is not None:
+            try:
+                self.content.channel.announce(table, result.log_file)
+            except Exception as err:  # noqa: BLE001 - logged already: replicas find it when they list the logs
+                result.notes.append(f"content channel ({self.content.channel.where}): {str(err)[:200]}")
+            self.content.catch_up()
+        return result.as_json()
+
+    def _add_posts(self, posts) -> int:
+        """Published posts into the corpus and every loaded model (from the online store, where
+        the publisher wrote their features); how many were new here."""
+        self.directory.add_posts(posts)
+        fresh = posts[self.corpus.rows_of(posts["post_id"].to_numpy(np.int64)) < 0]
+        if fresh.empty:
+            return 0
+        frame = read_posts(self.store, fresh["post_id"].to_numpy(np.int64))
+        frame = frame[frame["post_content__written_by"].notna()]  # features not written: not servable
+        return self.corpus.add(frame, self.models.extend)
 
     def _refresh_live(self) -> None:
         """Once the live counters are older than the TTL, catch up and re-read them on a background thread."""
@@ -312,10 +397,11 @@ class FeedService:
                 counters = self.state.counters(REACTIONS)
             except StateError:
                 return False
-            self.corpus.apply_counters(counters)
-            for model in self.models.loaded():
-                if isinstance(model, RankingModel):  # its post-side inputs hold the counters
-                    model.encode_corpus(self.corpus.frame)
+            with self.corpus.lock:  # posts published meanwhile wait, and are not dropped by the swap
+                self.corpus.apply_counters(counters)
+                for model in self.models.loaded():
+                    if isinstance(model, RankingModel):  # its post-side inputs hold the counters
+                        model.encode_corpus(self.corpus.frame)
             return True
 
     def health(self) -> dict:
@@ -324,4 +410,5 @@ class FeedService:
                 "experiment": {"name": experiment.name, "version": experiment.version,
                                "arms": {a.name: a.share for a in experiment.arms}},
                 "state": self.state.where, "served_log_lines_skipped": self.log.skipped,
+                "clock": self.clock.describe(), "content": self.content.stats.as_json(),
                 "models_loaded": self.models.loaded_versions()}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from newsfeed.feed.context import FeedContext
+from newsfeed.feed.context import SOURCES, FeedContext
 from newsfeed.feed.corpus import PostCorpus
 from newsfeed.feed.models import RetrievalModel
 from newsfeed.feed.stages import Slot
@@ -77,11 +77,9 @@ class FreshSource:
 
 @dataclass
 class PopularSource:
-    """The posts of highest engagement per impression so far (``popularity``, one value per
-    corpus row): among fresh posts, or, as ``backfill``, among all when too few remain."""
+    """The fresh posts of highest engagement per impression so far (the corpus's popularity)."""
 
     corpus: PostCorpus
-    popularity: np.ndarray
     k: int
     horizon_days: float
     name: str = "source:popular"
@@ -90,5 +88,18 @@ class PopularSource:
 
     def __call__(self, ctx: FeedContext) -> None:
         rows = self.corpus.window(ctx.request.now_unix, self.horizon_days).rows
-        top = rows[np.argsort(-self.popularity[rows], kind="stable")[: max(self.k, 0)]]
+        top = rows[np.argsort(-self.corpus.popularity[rows], kind="stable")[: max(self.k, 0)]]
         ctx.candidates.extend(top, self.corpus.post_ids[top], self.source)
+
+
+@dataclass
+class ExplainSources:
+    """Records each source's candidates (post ids) when the request asks to explain its feed."""
+
+    name: str = "explain:sources"
+    slot: Slot = Slot.SOURCES
+
+    def __call__(self, ctx: FeedContext) -> None:
+        if ctx.request.explain:
+            c = ctx.candidates
+            ctx.explain["sources"] = {name: c.post_ids[c.sources == code].tolist() for code, name in enumerate(SOURCES)}

@@ -84,6 +84,11 @@ class UserState(Protocol):
 
     def mark(self, mark: str) -> None: ...
 
+    def anchor(self, name: str, proposed: float, replace: bool = False) -> float:
+        """The value stored under ``name``, storing ``proposed`` if there is none or ``replace``
+        (the first writer wins: e.g. when a replayed clock started, so every replica keeps one time)."""
+        ...
+
     def reset(self) -> None: ...
 
     def exclusive(self, name: str, timeout: float = 600.0): ...
@@ -104,6 +109,7 @@ CREATE TABLE IF NOT EXISTS counters (post_id INTEGER, reaction TEXT, count INTEG
 CREATE TABLE IF NOT EXISTS event_ids (event_id TEXT PRIMARY KEY, expires REAL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS event_ids_expiry ON event_ids (expires);
 CREATE TABLE IF NOT EXISTS marks (mark TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS anchors (name TEXT PRIMARY KEY, value REAL) WITHOUT ROWID;
 """
 
 
@@ -227,6 +233,11 @@ class SqliteUserState:
     def mark(self, mark: str) -> None:
         self._write([("INSERT OR IGNORE INTO marks VALUES (?)", [(mark,)])])
 
+    def anchor(self, name: str, proposed: float, replace: bool = False) -> float:
+        verb = "REPLACE" if replace else "IGNORE"
+        self._write([(f"INSERT OR {verb} INTO anchors VALUES (?, ?)", [(name, float(proposed))])])
+        return float(self._db().execute("SELECT value FROM anchors WHERE name = ?", (name,)).fetchone()[0])
+
     def reset(self) -> None:
         """Forget every user's state, the counters and the marks (another dataset is served)."""
         self._write([(f"DELETE FROM {table}", [()]) for table in ("seen", "hidden", "blocked", "counters", "marks")])
@@ -276,7 +287,7 @@ class RedisUserState:
                                   retry=no_retry())
         self._errors = (redis.RedisError, OSError)
 
-    def _key(self, *parts) -> str:
+    def key(self, *parts) -> str:
         return ":".join((self.prefix, *map(str, parts)))
 
     def _run(self, build) -> list:
@@ -291,15 +302,15 @@ class RedisUserState:
     def read(self, user_id: int, now_unix: float) -> UserSnapshot:
         u = int(user_id)
         seen, hidden, blocked = self._run(lambda p: (
-            p.zrangebyscore(self._key("seen", u), now_unix - self.limits.seen_ttl_seconds, "+inf"),
-            p.smembers(self._key("hidden", u)), p.smembers(self._key("blocked", u))))
+            p.zrangebyscore(self.key("seen", u), now_unix - self.limits.seen_ttl_seconds, "+inf"),
+            p.smembers(self.key("hidden", u)), p.smembers(self.key("blocked", u))))
         as_ids = lambda values: np.fromiter((int(v) for v in values), np.int64, len(values))  # noqa: E731
         return UserSnapshot(as_ids(seen), as_ids(hidden), as_ids(blocked))
 
     def mark_seen(self, user_id: int, post_ids: np.ndarray, now_unix: float) -> None:
         if not len(post_ids):
             return
-        key = self._key("seen", int(user_id))
+        key = self.key("seen", int(user_id))
         self._run(lambda p: (p.zadd(key, {int(i): float(now_unix) for i in post_ids}),
                              p.zremrangebyrank(key, 0, -self.limits.seen_limit - 1),
                              p.expire(key, int(self.limits.seen_ttl_seconds))))
@@ -314,7 +325,7 @@ class RedisUserState:
         for start in range(0, len(items), 500):
             def queue(p, chunk=items[start:start + 500]):
                 for u, mapping in chunk:
-                    key = self._key("seen", u)
+                    key = self.key("seen", u)
                     p.zadd(key, mapping, gt=True)
                     p.zremrangebyrank(key, 0, -self.limits.seen_limit - 1)
                     p.expire(key, int(self.limits.seen_ttl_seconds))
@@ -325,7 +336,7 @@ class RedisUserState:
 
         grouped = group_by_key(np.asarray(users, np.int64), np.asarray(values, np.int64))
         if grouped:
-            self._run(lambda p: [p.sadd(self._key(kind, u), *v.tolist()) for u, v in grouped.items()])
+            self._run(lambda p: [p.sadd(self.key(kind, u), *v.tolist()) for u, v in grouped.items()])
 
     def add_hidden(self, users: np.ndarray, posts: np.ndarray) -> None:
         self._add_sets("hidden", users, posts)
@@ -335,43 +346,47 @@ class RedisUserState:
 
     def claim_events(self, event_ids: list[str]) -> list[bool]:
         ttl = int(self.limits.event_id_ttl_seconds)
-        replies = self._run(lambda p: [p.set(self._key("event", i), 1, nx=True, ex=ttl) for i in event_ids])
+        replies = self._run(lambda p: [p.set(self.key("event", i), 1, nx=True, ex=ttl) for i in event_ids])
         return [bool(r) for r in replies]
 
     def release_events(self, event_ids: list[str]) -> None:
         if event_ids:
-            self._run(lambda p: p.delete(*(self._key("event", i) for i in event_ids)))
+            self._run(lambda p: p.delete(*(self.key("event", i) for i in event_ids)))
 
     def increment(self, post_ids, reaction, counts, base) -> np.ndarray:
         keys = list(zip(np.asarray(post_ids, np.int64).tolist(), [str(r) for r in reaction]))
 
         def queue(p):
             for (post, r), n, b in zip(keys, counts, base):
-                p.hsetnx(self._key("count", r), post, int(b))
-                p.hincrby(self._key("count", r), post, int(n))
+                p.hsetnx(self.key("count", r), post, int(b))
+                p.hincrby(self.key("count", r), post, int(n))
         replies = self._run(queue)  # MULTI/EXEC: each pair applied together
         return np.asarray(replies[1::2], np.int64)
 
     def counters(self, reactions: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        tables = self._run(lambda p: [p.hgetall(self._key("count", r)) for r in reactions])
+        tables = self._run(lambda p: [p.hgetall(self.key("count", r)) for r in reactions])
         return {r: (np.fromiter((int(k) for k in t), np.int64, len(t)),
                     np.fromiter((int(v) for v in t.values()), np.int64, len(t)))
                 for r, t in zip(reactions, tables)}
 
     def marks(self) -> set[str]:
-        return {m.decode() for m in self._run(lambda p: p.smembers(self._key("marks")))[0]}
+        return {m.decode() for m in self._run(lambda p: p.smembers(self.key("marks")))[0]}
 
     def mark(self, mark: str) -> None:
-        self._run(lambda p: p.sadd(self._key("marks"), mark))
+        self._run(lambda p: p.sadd(self.key("marks"), mark))
+
+    def anchor(self, name: str, proposed: float, replace: bool = False) -> float:
+        key = self.key("anchor", name)
+        return float(self._run(lambda p: (p.set(key, repr(float(proposed)), nx=not replace), p.get(key)))[1])
 
     def reset(self) -> None:
         """Forget every user's state, the counters and the marks (the experiment stays)."""
         try:
             for kind in ("seen", "hidden", "blocked", "count"):
-                batch = list(self.client.scan_iter(match=self._key(kind, "*"), count=1_000))
+                batch = list(self.client.scan_iter(match=self.key(kind, "*"), count=1_000))
                 for start in range(0, len(batch), 1_000):
                     self.client.delete(*batch[start:start + 1_000])
-            self.client.delete(self._key("marks"))
+            self.client.delete(self.key("marks"))
         except self._errors as err:
             raise StateError(f"the user-state store ({self.where}) cannot be reached: {err}") from None
 
@@ -379,7 +394,7 @@ class RedisUserState:
     def exclusive(self, name: str, timeout: float = 600.0):
         """One holder at a time across replicas and nodes: a Redis key set if absent, with an
         expiry so a holder that died releases it."""
-        key, token, deadline = self._key("lock", name), os.urandom(8).hex(), time.monotonic() + timeout
+        key, token, deadline = self.key("lock", name), os.urandom(8).hex(), time.monotonic() + timeout
         while not self._run(lambda p: p.set(key, token, nx=True, ex=int(timeout)))[0]:
             if time.monotonic() > deadline:
                 raise StateError(f"{key} in {self.where} held for more than {timeout:g} s")
