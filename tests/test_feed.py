@@ -74,10 +74,29 @@ def test_a_feed_holds_no_seen_hidden_blocked_or_own_posts(service, served_copy):
         assert len(ids) == 30 and len(set(ids)) == 30
         mine = impressions[impressions["user_id"] == user]
         blocked_authors = set(posts.loc[mine.loc[mine["block"] == 1, "post_id"], "author_id"])
-        assert not set(ids) & set(mine["post_id"])  # seen (hidden and blocked posts were seen too)
+        new = {i["post_id"] for i in response["items"] if i["reason"] == "new"}
+        assert not new & set(mine["post_id"])  # seen (hidden and blocked posts were seen too)...
+        hidden = set(mine.loc[mine["hide"] == 1, "post_id"])
+        assert not set(ids) & hidden  # ...and a seen post back for new comments is never a hidden one
         assert not blocked_authors & {i["author_id"] for i in response["items"]}
         assert user not in {i["author_id"] for i in response["items"]}
         assert not response["degraded"], response["degraded"]
+
+
+def test_a_new_users_feed_becomes_personal_as_their_events_arrive(service):
+    """Published, the user is known at once; their reactions reach the online store's recent
+    engagement row, so the user tower (and the ANN source) follows them before any snapshot."""
+    user = 800_001
+    assert service.publish("users", [{"user_id": user, "country": "DE"}])["accepted"] == 1
+    before = service.feed(user, limit=10, explain=True)
+    assert len(before["items"]) == 10 and not before["degraded"]
+    liked = [i["post_id"] for i in before["items"][:4]]
+    result = service.ingest([{"user_id": user, "post_id": p, "event_type": "like"} for p in liked])
+    assert result["accepted"] == 4 and result["online_error"] is None, result
+    history = service.read_user(user)
+    assert history["user_history__recent_post_ids"] == liked[::-1]  # newest first (one batch: last listed last)
+    after = service.feed(user, limit=10, explain=True)
+    assert after["explain"]["sources"]["ann"] != before["explain"]["sources"]["ann"]  # the user tower moved
 
 
 def test_a_hide_or_block_sent_as_an_event_applies_to_the_next_feed(service):

@@ -53,6 +53,8 @@ def test_the_overlays_differ_where_they_should(rendered):
     workers = [by["RayService/newsfeed-feed"]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"]
                for by in (local, prod)]
     assert workers == [1, 12]
+    clocks = [by["ConfigMap/newsfeed-config"]["data"]["NEWSFEED_CLOCK"] for by in (local, prod)]
+    assert clocks == ["auto", "wall"]  # production serves wall-clock time; the local cluster may replay data
     for docs in rendered.values():
         assert all(doc["kind"] != "Secret" for doc in docs)  # named by the pods, created by the operator
         assert "ConfigMap/newsfeed-serve-config" not in by_name(docs)  # local-config: only the replacement's source

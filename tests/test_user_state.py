@@ -69,6 +69,22 @@ def test_hides_and_blocks_add_up_across_writers(make_state):
     assert sorted(b.read(2, time.time()).hidden) == [10]
 
 
+def test_a_seen_post_comes_back_once_per_new_comment_by_someone_else(make_state):
+    limits = Limits(comment_revival_seconds=500)
+    a, b = make_state(limits), make_state(limits)
+    a.mark_seen(1, np.array([10, 11, 12]), now_unix=1_000)
+    b.add_comments(np.array([10, 11, 11, 12]), np.array([2, 1, 3, 4]), np.array([900.0, 1_005, 1_006, 1_050]))
+    revived = a.read(1, 1_100).new_comments
+    # 10: commented before the user saw it; 11: by the user and by user 3 since; 12: by user 4 since
+    assert {p: sorted(w) for p, w in revived.items()} == {11: [3], 12: [4]}
+    a.mark_seen(1, np.array([11]), now_unix=1_100)  # shown again: back only for newer activity
+    assert sorted(b.read(1, 1_101).new_comments) == [12]
+    b.add_comments(np.array([11]), np.array([5]), np.array([1_200.0]))
+    assert {p: sorted(w) for p, w in a.read(1, 1_201).new_comments.items()} == {11: [5], 12: [4]}
+    assert sorted(a.read(1, 1_700).new_comments) == [11]  # comment 12's activity is older than the window
+    assert a.read(2, 1_201).new_comments == {}
+
+
 def test_event_ids_are_claimed_once_and_a_release_frees_them(make_state):
     a, b = make_state(), make_state()
     assert a.claim_events(["e1", "e2", "e1"]) == [True, True, False]

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from newsfeed.data import event_log
-from newsfeed.data.io import read_parquet, table_path
+from newsfeed.data import event_log, table_log
+from newsfeed.data.io import read_table, table_path
 from newsfeed.data.validation import validate_tables
 from newsfeed.features import catalog
 from newsfeed.features.store import ONLINE_WRITE_LOCK
@@ -73,7 +73,9 @@ class Reference:
         paths = [table_path(data_dir, t) for t in ("users", "posts", "impressions")]
         if not all(p.exists() for p in paths):
             return None
-        return _reference(*(str(p) for p in paths), *(p.stat().st_mtime_ns for p in paths))
+        # What was published since counts too: the key names the logs' parts.
+        published = tuple(p.name for t in ("users", "posts") for p in table_log.parts(data_dir, t))
+        return _reference(str(data_dir), *(p.stat().st_mtime_ns for p in paths), published)
 
     def reasons(self, frame: pd.DataFrame) -> dict[int, str]:
         """index -> why, for events that cannot belong to this data."""
@@ -94,10 +96,10 @@ class Reference:
 
 
 @lru_cache(maxsize=4)
-def _reference(users_path: str, posts_path: str, impressions_path: str, *mtimes: int) -> Reference:
-    users = read_parquet(Path(users_path))["user_id"]
-    posts = read_parquet(Path(posts_path))
-    stamps = pd.read_parquet(impressions_path, columns=["ts"])["ts"]
+def _reference(data_dir: str, *key) -> Reference:
+    users = read_table(Path(data_dir), "users")["user_id"]
+    posts = read_table(Path(data_dir), "posts")
+    stamps = pd.read_parquet(table_path(Path(data_dir), "impressions"), columns=["ts"])["ts"]
     created = pd.Series(pd.to_datetime(posts["created_ts"], utc=True).to_numpy(), index=posts["post_id"].to_numpy())
     start = pd.to_datetime(stamps, utc=True).min() if len(stamps) else None
     return Reference(frozenset(users.astype(np.int64).tolist()), created, None if pd.isna(start) else start)
@@ -114,9 +116,9 @@ def event_ids(frame: pd.DataFrame) -> pd.Series:
     return given.fillna(derived.where(stamped)).astype(object).where(lambda s: s.notna(), None)
 
 
-def _with_defaults(raw: pd.DataFrame) -> pd.DataFrame:
+def _with_defaults(raw: pd.DataFrame, now: pd.Timestamp | None = None) -> pd.DataFrame:
     frame = raw.copy()
-    now = pd.Timestamp.now(tz="UTC")
+    now = now if now is not None else pd.Timestamp.now(tz="UTC")
     # Defaults a client may leave out: a reaction counts once, and happens now.
     if "value" not in frame:
         frame["value"] = 1.0
@@ -128,9 +130,11 @@ def _with_defaults(raw: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def ingest_events(events: pd.DataFrame | list[dict], data_dir: Path, store=None, state=None) -> IngestResult:
+def ingest_events(events: pd.DataFrame | list[dict], data_dir: Path, store=None, state=None,
+                  now: pd.Timestamp | None = None) -> IngestResult:
     """Validate, append durably to the event log under ``data_dir``, count reactions in ``state``
-    (a ``UserState``; default ``default_state``) and mirror the counters into ``store`` (Feast)."""
+    (a ``UserState``; default ``default_state``) and mirror the counters into ``store`` (Feast).
+    An event without a time happens ``now`` (the service's clock; default the wall clock)."""
     raw = pd.DataFrame(events) if not isinstance(events, pd.DataFrame) else events
     raw = raw.reset_index(drop=True)
     result = IngestResult()
@@ -142,7 +146,7 @@ def ingest_events(events: pd.DataFrame | list[dict], data_dir: Path, store=None,
         why = "; ".join(filter(None, [missing and f"missing fields {missing}", extra and f"unknown fields {extra}"]))
         result.rejected = [Rejected(i, why, _plain_row(raw, i)) for i in range(len(raw))]
         return result
-    frame = _with_defaults(raw)
+    frame = _with_defaults(raw, now)
     readable = frame.index[frame["ts"].notna()]
     reasons = {int(i): "ts: cannot be read as a timestamp" for i in frame.index[frame["ts"].isna()]}
     checked = validate_tables({"events": frame.loc[readable, list(EVENT_FIELDS)]}, required=("events",))
@@ -252,3 +256,33 @@ def count_reactions(store, state, events: pd.DataFrame) -> int:
         with ONLINE_WRITE_LOCK:
             store.push(PUSH_SOURCE, mirror, to=PushMode.ONLINE)
     return len(posts)
+
+
+def update_histories(store, events: pd.DataFrame, authors) -> int:
+    """The engaging users' recent-engagement rows (``user_history``: the posts they clicked,
+    liked, commented on or shared, newest first, and those posts' authors) brought up to
+    ``events`` in the online store, so the user tower follows a user between the daily
+    snapshots (a new user's first reactions make their feed personal). ``authors(post_ids)``:
+    each post's author. Returns the users updated. Two replicas updating one user at the
+    same moment may drop one of their posts from the list (the next snapshot restores it)."""
+    positive = events[events["event_type"].isin(catalog.POSITIVE_REACTIONS)].sort_values("ts", kind="stable")
+    if positive.empty or store is None:
+        return 0
+    users = positive["user_id"].drop_duplicates().to_numpy(np.int64)
+    view = catalog.USER_HISTORY.name
+    current = store.get_online_features(features=[f"{view}:recent_post_ids", f"{view}:recent_author_ids"],
+                                        entity_rows=[{"user_id": int(u)} for u in users]).to_df()
+    rows = []
+    for user, old_posts, old_authors in zip(users, current["recent_post_ids"], current["recent_author_ids"]):
+        new = positive.loc[positive["user_id"] == user, "post_id"].to_numpy(np.int64)[::-1]  # newest first
+        pairs = list(zip(new.tolist(), np.asarray(authors(new), np.int64).tolist()))
+        pairs += list(zip(list(old_posts) if old_posts is not None else [],
+                          list(old_authors) if old_authors is not None else []))
+        kept = list(dict.fromkeys(p for p, _ in pairs))[:catalog.HISTORY_LENGTH]  # distinct, newest first
+        author_of = dict(reversed(pairs))
+        rows.append({"user_id": int(user), "recent_post_ids": kept, "recent_author_ids": [author_of[p] for p in kept]})
+    frame = pd.DataFrame(rows)
+    frame.insert(1, catalog.TIMESTAMP, pd.Timestamp.now(tz="UTC"))  # what is known now (see count_reactions)
+    with ONLINE_WRITE_LOCK:
+        store.write_to_online_store(view, frame)
+    return len(frame)

@@ -138,13 +138,15 @@ def _load_history(state, data_dir: Path, directory: UserDirectory, read_served: 
         state.reset()  # another dataset's seen posts, blocks and counters must not follow its users
         if table_path(data_dir, "impressions").exists():
             imp = pd.read_parquet(table_path(data_dir, "impressions"),
-                                  columns=["user_id", "post_id", "ts", "hide", "block"])
+                                  columns=["user_id", "post_id", "ts", "hide", "block", "comment"])
             users, posts = imp["user_id"].to_numpy(np.int64), imp["post_id"].to_numpy(np.int64)
             when = pd.to_datetime(imp["ts"], utc=True).astype("int64").to_numpy() / 1e9
             state.load_seen(users, posts, when)
             hide, block = imp["hide"].to_numpy(bool), imp["block"].to_numpy(bool)
             state.add_hidden(users[hide], posts[hide])
             add_blocks(state, users[block], posts[block], directory)
+            commented = imp["comment"].to_numpy(bool)
+            state.add_comments(posts[commented], users[commented], when[commented])
             loaded["impressions"] = len(imp)
         shown = [(r["user_id"], item["post_id"], r["ts"]) for r in read_served() if not r.get("shadow")
                  for item in r.get("items", [])]
@@ -162,9 +164,14 @@ def _load_history(state, data_dir: Path, directory: UserDirectory, read_served: 
 
 
 def apply_events(state, events: pd.DataFrame, directory: UserDirectory) -> None:
-    """The hides and blocks among ``events`` (``user_id, post_id, event_type``) into ``state``."""
+    """The hides, blocks and comments among ``events`` (``user_id, post_id, event_type, ts``)
+    into ``state`` (a comment brings the post back to those who saw it before)."""
     if events is None or events.empty:
         return
+    comments = events[events["event_type"] == "comment"]
+    if not comments.empty:
+        when = pd.to_datetime(comments["ts"], utc=True).astype("int64").to_numpy() / 1e9
+        state.add_comments(comments["post_id"].to_numpy(np.int64), comments["user_id"].to_numpy(np.int64), when)
     for kind in ("hide", "block"):
         rows = events[events["event_type"] == kind]
         if rows.empty:

@@ -26,6 +26,7 @@ class Sources(BaseModel):
     in_network: int = Field(100, ge=0, description="friends' posts")
     fresh: int = Field(100, ge=0, description="newest posts")
     popular: int = Field(100, ge=0, description="most engaging posts so far")
+    new_comments: int = Field(50, ge=0, description="posts the user saw that others commented on since")
     horizon_days: float = Field(FRESHNESS_HORIZON_DAYS, gt=0, description="oldest post any source offers")
     ranker_budget: int = Field(500, ge=1, description="most candidates the ranker scores (pre-ranking cuts)")
     minimum: int = Field(60, ge=0, description="fewer after filtering: backfill with popular posts")
@@ -38,6 +39,8 @@ class Reranking(BaseModel):
     freshness: float = Field(0.0, description="engagement points for a brand-new post; 0: off")
     freshness_half_life_hours: float = Field(12.0, gt=0)
     interest_boost: float = Field(0.0, description="engagement points x stated interest in the topic; 0: off")
+    new_comments_friend: float = Field(10.0, description="engagement points for a seen post a friend commented on since")
+    new_comments_other: float = Field(2.0, description="the same, when only others commented")
     exploration: Literal["none", "epsilon", "softmax"] = "none"
     epsilon: float = Field(0.1, ge=0, le=1)
     temperature: float = Field(1.0, gt=0)

@@ -11,9 +11,9 @@ from newsfeed.feed.filters import BlockedAuthorsFilter, HiddenFilter, OwnPostsFi
 from newsfeed.feed.models import RankingModel, RetrievalModel
 from newsfeed.feed.ranker_inputs import Affinity
 from newsfeed.feed.ranking import Backfill, PreRank, Rank, UserFeatures
-from newsfeed.feed.reranking import (AuthorDiversity, Exploration, Freshness, InterestBoost, Order, TopicMMR,
-                                     Truncate)
-from newsfeed.feed.sources import AnnSource, ExplainSources, FreshSource, InNetworkSource, PopularSource
+from newsfeed.feed.reranking import (AuthorDiversity, Exploration, Freshness, InterestBoost, NewCommentsBoost, Order,
+                                     TopicMMR, Truncate)
+from newsfeed.feed.sources import AnnSource, FreshSource, InNetworkSource, NewCommentsSource, PopularSource
 
 
 @dataclass
@@ -35,12 +35,14 @@ def build_pipeline(arm: Arm, retrieval: RetrievalModel, ranking: RankingModel, r
         InNetworkSource(corpus, s.in_network, s.horizon_days),
         FreshSource(corpus, s.fresh, s.horizon_days),
         PopularSource(corpus, s.popular, s.horizon_days),
-        ExplainSources(),
+        NewCommentsSource(corpus, s.new_comments),
         *filters,
         Backfill(corpus, filters, s.minimum),
         PreRank(retrieval, s.ranker_budget),
         Rank(corpus, ranking, {**ranking.weights, **arm.weights}, res.affinity),
         Order(),
+        *([NewCommentsBoost(r.new_comments_friend, r.new_comments_other)]
+          if r.new_comments_friend or r.new_comments_other else []),
         *([Freshness(corpus, r.freshness, r.freshness_half_life_hours)] if r.freshness else []),
         *([InterestBoost(corpus, r.interest_boost)] if r.interest_boost else []),
         *([AuthorDiversity(corpus, r.author_diversity)] if r.author_diversity < 1 else []),

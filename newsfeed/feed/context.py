@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SOURCES: tuple[str, ...] = ("ann", "in_network", "fresh", "popular")
+SOURCES: tuple[str, ...] = ("ann", "in_network", "fresh", "popular", "new_comments")
 """Candidate sources, by code (a candidate remembers the first source that offered it)."""
 
 
@@ -36,6 +36,7 @@ class UserView:
     blocked_authors: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     friends: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     close_friends: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    new_comments: dict = field(default_factory=dict)  # seen post -> who commented since the user saw it
     embedding: np.ndarray | None = None  # the two-tower user vector, once computed
 
 
@@ -100,6 +101,13 @@ class FeedContext:
     timings_ms: dict[str, float] = field(default_factory=dict)
     degraded: list[str] = field(default_factory=list)  # "stage: why", in the order they happened
     explain: dict = field(default_factory=dict)  # what the pipeline found, when the request asks
+
+    def offer(self, source: str, rows: np.ndarray, post_ids: np.ndarray, retrieval_score=None) -> int:
+        """A source's candidates: added where new (a post keeps the first source that offered
+        it), and, when the request asks to explain its feed, recorded under ``source``."""
+        if self.request.explain:
+            self.explain.setdefault("sources", {})[source] = np.asarray(post_ids).tolist()
+        return self.candidates.extend(rows, post_ids, source, retrieval_score)
 
     def degrade(self, stage: str, why: str) -> None:
         self.degraded.append(f"{stage}: {why}")

@@ -13,13 +13,15 @@ from newsfeed.feed.stages import Slot
 
 @dataclass
 class SeenFilter:
-    """Posts the user was shown before, and the posts of earlier pages of this feed."""
+    """Posts the user was shown before (unless others commented on them since), and the posts
+    of earlier pages of this feed."""
 
     name: str = "filter:seen"
     slot: Slot = Slot.FILTERS
 
     def __call__(self, ctx: FeedContext) -> None:
-        gone = np.isin(ctx.candidates.post_ids, ctx.user.seen) | np.isin(ctx.candidates.post_ids, ctx.request.exclude)
+        ids, revived = ctx.candidates.post_ids, np.fromiter(ctx.user.new_comments, np.int64, len(ctx.user.new_comments))
+        gone = (np.isin(ids, ctx.user.seen) & ~np.isin(ids, revived)) | np.isin(ids, ctx.request.exclude)
         ctx.candidates = ctx.candidates.take(~gone)
 
 

@@ -95,7 +95,7 @@ def evaluate(service, world: World, users: np.ndarray, limit: int = 10, oracle_k
         rank_stage(whole)
         order = {int(p): s for p, s in zip(whole.candidates.post_ids, whole.candidates.score)}
         ranker_alone[start:end] = [order[p] for p in ids.tolist()]
-    popularity = service.resources.popularity[pool.rows]
+    popularity = service.corpus.popularity[pool.rows]
     scorers = {"served feed": served, "ranker alone (whole pool)": ranker_alone, "most popular": popularity,
                "random": rng.random(len(pool.rows)), "oracle": pool.value}
     feed_quality = {}

@@ -79,6 +79,28 @@ class Freshness:
 
 
 @dataclass
+class NewCommentsBoost:
+    """A post back for its new comments gets ``friend`` engagement points when a friend of the
+    user commented, ``other`` when only others did: friends' comments weigh most."""
+
+    friend: float
+    other: float
+    name: str = "rerank:new_comments"
+    slot: Slot = Slot.RERANK
+
+    def __call__(self, ctx: FeedContext) -> None:
+        revived = ctx.user.new_comments
+        if not revived:
+            return
+        c = ctx.candidates
+        points = np.array([0.0 if int(p) not in revived else self.friend
+                           if np.isin(revived[int(p)], ctx.user.friends).any() else self.other
+                           for p in c.post_ids.tolist()])
+        c.score = _ordering_score(ctx) + points
+        ctx.candidates = c.take(np.argsort(-c.score, kind="stable"))
+
+
+@dataclass
 class InterestBoost:
     """Adds ``weight`` x the user's stated share of interest in the post's topic."""
 

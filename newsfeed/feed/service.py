@@ -260,7 +260,8 @@ class FeedService:
         d = self.directory
         empty = np.zeros(0, np.int64)
         return UserView(user_id=user_id, known=user_id in d.known_users, seen=snapshot.seen, hidden=snapshot.hidden,
-                        blocked_authors=snapshot.blocked_authors, friends=d.friends.get(user_id, empty),
+                        blocked_authors=snapshot.blocked_authors, new_comments=snapshot.new_comments,
+                        friends=d.friends.get(user_id, empty),
                         close_friends=d.close_friends.get(user_id, empty)), note
 
     def warm_up(self) -> None:
@@ -341,10 +342,18 @@ class FeedService:
     def ingest(self, events: list[dict]) -> dict:
         """``POST /v1/events``: durable in the event log, idempotent and counted through the shared
         store; hides and blocks reach every replica's filters at once."""
-        from newsfeed.features.ingest import ingest_events
+        from newsfeed.features.ingest import ingest_events, update_histories
 
-        result = ingest_events(events, self.data_dir, self.store, self.state)
+        import pandas as pd
+
+        result = ingest_events(events, self.data_dir, self.store, self.state,
+                               now=pd.Timestamp(self.clock.now(), unit="s", tz="UTC"))
         result.state_error = apply_ingested(self.state, result, self.directory)
+        if result.events is not None and result.online_error is None:
+            try:
+                update_histories(self.store, result.events, self.directory.authors)
+            except Exception as err:  # noqa: BLE001 - the events are durable; the next snapshot has them
+                result.online_error = f"user history: {type(err).__name__}: {str(err)[:200]}"
         return {"accepted": result.accepted, "duplicates": result.duplicates,
                 "rejected": [{"index": r.index, "reason": r.reason} for r in result.rejected],
                 "counters_updated": result.counters_updated, "online_error": result.online_error,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from newsfeed.feed.context import SOURCES, FeedContext
+from newsfeed.feed.context import FeedContext
 from newsfeed.feed.corpus import PostCorpus
 from newsfeed.feed.models import RetrievalModel
 from newsfeed.feed.stages import Slot
@@ -36,7 +36,7 @@ class AnnSource:
         scores, ids = scores[0], ids[0]
         rows = self.corpus.rows_of(ids)
         valid = (ids >= 0) & (rows >= 0)  # FAISS pads with -1 when fewer posts qualify
-        ctx.candidates.extend(rows[valid], ids[valid], self.source, scores[valid])
+        ctx.offer(self.source, rows[valid], ids[valid], scores[valid])
 
 
 @dataclass
@@ -58,7 +58,7 @@ class InNetworkSource:
         rows = rows[np.isin(authors, ctx.user.friends)]
         close = np.isin(self.corpus.author_ids[rows], ctx.user.close_friends)
         rows = rows[np.argsort(~close, kind="stable")][: self.k]
-        ctx.candidates.extend(rows, self.corpus.post_ids[rows], self.source)
+        ctx.offer(self.source, rows, self.corpus.post_ids[rows])
 
 
 @dataclass
@@ -72,7 +72,7 @@ class FreshSource:
 
     def __call__(self, ctx: FeedContext) -> None:
         rows = self.corpus.window(ctx.request.now_unix, self.horizon_days).rows[: max(self.k, 0)]
-        ctx.candidates.extend(rows, self.corpus.post_ids[rows], self.source)
+        ctx.offer(self.source, rows, self.corpus.post_ids[rows])
 
 
 @dataclass
@@ -89,17 +89,27 @@ class PopularSource:
     def __call__(self, ctx: FeedContext) -> None:
         rows = self.corpus.window(ctx.request.now_unix, self.horizon_days).rows
         top = rows[np.argsort(-self.corpus.popularity[rows], kind="stable")[: max(self.k, 0)]]
-        ctx.candidates.extend(top, self.corpus.post_ids[top], self.source)
+        ctx.offer(self.source, top, self.corpus.post_ids[top])
 
 
 @dataclass
-class ExplainSources:
-    """Records each source's candidates (post ids) when the request asks to explain its feed."""
+class NewCommentsSource:
+    """Posts the user saw that others commented on since: friends' comments first, then the
+    most recent posts (each post comes back once per new activity: showing it marks it seen)."""
 
-    name: str = "explain:sources"
+    corpus: PostCorpus
+    k: int
+    name: str = "source:new_comments"
     slot: Slot = Slot.SOURCES
+    source: str = "new_comments"  # the code its candidates carry (context.SOURCES)
 
     def __call__(self, ctx: FeedContext) -> None:
-        if ctx.request.explain:
-            c = ctx.candidates
-            ctx.explain["sources"] = {name: c.post_ids[c.sources == code].tolist() for code, name in enumerate(SOURCES)}
+        revived = ctx.user.new_comments
+        if not revived or self.k <= 0:
+            return
+        ids = np.fromiter(revived, np.int64, len(revived))
+        rows = self.corpus.rows_of(ids)
+        ids, rows = ids[rows >= 0], rows[rows >= 0]
+        by_friend = np.array([np.isin(revived[int(p)], ctx.user.friends).any() for p in ids], bool)
+        order = np.lexsort((-self.corpus.created_unix[rows], ~by_friend))[: self.k]
+        ctx.offer(self.source, rows[order], ids[order])

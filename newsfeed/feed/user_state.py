@@ -36,6 +36,9 @@ DEFAULT_PREFIX = "newsfeed"
 SEEN_LIMIT = 2_000
 SEEN_TTL_DAYS = 30.0
 EVENT_ID_TTL_DAYS = 7.0
+COMMENT_REVIVAL_DAYS = 1.0
+"""A seen post comes back for comments made within this long before the request (older
+activity is no news)."""
 TIMEOUT_SECONDS = 0.5  # a store that answers later than this is down, as far as a request is concerned
 EMPTY = np.zeros(0, np.int64)
 
@@ -49,6 +52,7 @@ class UserSnapshot:
     seen: np.ndarray = field(default_factory=lambda: EMPTY)
     hidden: np.ndarray = field(default_factory=lambda: EMPTY)
     blocked_authors: np.ndarray = field(default_factory=lambda: EMPTY)
+    new_comments: dict[int, np.ndarray] = field(default_factory=dict)  # seen post -> who commented since (not the user)
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class Limits:
     seen_limit: int = SEEN_LIMIT
     seen_ttl_seconds: float = SEEN_TTL_DAYS * 86_400
     event_id_ttl_seconds: float = EVENT_ID_TTL_DAYS * 86_400
+    comment_revival_seconds: float = COMMENT_REVIVAL_DAYS * 86_400
 
 
 class UserState(Protocol):
@@ -68,6 +73,10 @@ class UserState(Protocol):
     def add_hidden(self, users: np.ndarray, posts: np.ndarray) -> None: ...
 
     def add_blocked(self, users: np.ndarray, authors: np.ndarray) -> None: ...
+
+    def add_comments(self, posts: np.ndarray, users: np.ndarray, when_unix: np.ndarray) -> None:
+        """Who commented on which post, and when (the latest per commenter counts)."""
+        ...
 
     def load_seen(self, users: np.ndarray, posts: np.ndarray, when_unix: np.ndarray) -> None: ...
 
@@ -109,6 +118,8 @@ CREATE TABLE IF NOT EXISTS counters (post_id INTEGER, reaction TEXT, count INTEG
 CREATE TABLE IF NOT EXISTS event_ids (event_id TEXT PRIMARY KEY, expires REAL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS event_ids_expiry ON event_ids (expires);
 CREATE TABLE IF NOT EXISTS marks (mark TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS comments (post_id INTEGER, user_id INTEGER, ts REAL, PRIMARY KEY (post_id, user_id))
+    WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS anchors (name TEXT PRIMARY KEY, value REAL) WITHOUT ROWID;
 """
 
@@ -154,7 +165,12 @@ class SqliteUserState:
             seen=column("SELECT post_id FROM seen WHERE user_id = ? AND ts >= ?", u,
                         now_unix - self.limits.seen_ttl_seconds),
             hidden=column("SELECT post_id FROM hidden WHERE user_id = ?", u),
-            blocked_authors=column("SELECT author_id FROM blocked WHERE user_id = ?", u))
+            blocked_authors=column("SELECT author_id FROM blocked WHERE user_id = ?", u),
+            new_comments=_grouped(db.execute(
+                "SELECT s.post_id, c.user_id FROM seen s JOIN comments c ON c.post_id = s.post_id "
+                "WHERE s.user_id = ? AND s.ts >= ? AND c.ts > s.ts AND c.ts >= ? AND c.user_id != ?",
+                (u, now_unix - self.limits.seen_ttl_seconds, now_unix - self.limits.comment_revival_seconds,
+                 u)).fetchall()))
 
     def mark_seen(self, user_id: int, post_ids: np.ndarray, now_unix: float) -> None:
         u = int(user_id)
@@ -181,6 +197,12 @@ class SqliteUserState:
 
     def add_blocked(self, users: np.ndarray, authors: np.ndarray) -> None:
         self._write([("INSERT OR IGNORE INTO blocked VALUES (?, ?)", _pairs(users, authors))])
+
+    def add_comments(self, posts: np.ndarray, users: np.ndarray, when_unix: np.ndarray) -> None:
+        rows = list(zip(np.asarray(posts, np.int64).tolist(), np.asarray(users, np.int64).tolist(),
+                        np.asarray(when_unix, np.float64).tolist()))
+        self._write([("INSERT INTO comments VALUES (?, ?, ?) ON CONFLICT (post_id, user_id) "
+                      "DO UPDATE SET ts = max(ts, excluded.ts)", rows)])
 
     def claim_events(self, event_ids: list[str]) -> list[bool]:
         db, now = self._db(), time.time()
@@ -240,7 +262,8 @@ class SqliteUserState:
 
     def reset(self) -> None:
         """Forget every user's state, the counters and the marks (another dataset is served)."""
-        self._write([(f"DELETE FROM {table}", [()]) for table in ("seen", "hidden", "blocked", "counters", "marks")])
+        self._write([(f"DELETE FROM {table}", [()])
+                     for table in ("seen", "hidden", "blocked", "counters", "marks", "comments")])
 
     @contextmanager
     def exclusive(self, name: str, timeout: float = 600.0):
@@ -254,6 +277,14 @@ class SqliteUserState:
 
     def ping(self) -> None:
         self._db().execute("SELECT 1").fetchone()
+
+
+def _grouped(pairs) -> dict[int, np.ndarray]:
+    """(post, commenter) pairs -> post -> its commenters."""
+    out: dict[int, list[int]] = {}
+    for post, user in pairs:
+        out.setdefault(int(post), []).append(int(user))
+    return {post: np.asarray(users, np.int64) for post, users in out.items()}
 
 
 def _pairs(a: np.ndarray, b: np.ndarray) -> list[tuple[int, int]]:
@@ -271,6 +302,36 @@ def no_retry():
     return Retry(NoBackoff(), 0)
 
 
+READ_SCRIPT = """
+-- KEYS: seen, hidden, blocked, last_comment; ARGV: oldest seen time, comments key prefix, user,
+-- oldest comment that revives a post
+local seen = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'WITHSCORES')
+local ids, commented = {}, {}
+for i = 1, #seen, 2 do ids[#ids + 1] = seen[i] end
+if #ids > 0 then
+  local last = redis.call('ZMSCORE', KEYS[4], unpack(ids))
+  for i = 1, #ids do
+    -- after the user saw it (exclusive), and within the window (inclusive)
+    local saw, window = tonumber(seen[2 * i]), tonumber(ARGV[4])
+    local from = window > saw and ARGV[4] or ('(' .. seen[2 * i])
+    if last[i] and tonumber(last[i]) > saw and tonumber(last[i]) >= window then
+      local who = redis.call('ZRANGEBYSCORE', ARGV[2] .. ids[i], from, '+inf')
+      local others = {}
+      for _, u in ipairs(who) do if u ~= ARGV[3] then others[#others + 1] = u end end
+      if #others > 0 then
+        commented[#commented + 1] = ids[i]
+        commented[#commented + 1] = table.concat(others, ',')
+      end
+    end
+  end
+end
+return {ids, redis.call('SMEMBERS', KEYS[2]), redis.call('SMEMBERS', KEYS[3]), commented}
+"""
+"""A user's state in one round trip: seen, hidden, blocked, and the seen posts commented on by
+others since the user saw them (``last_comment`` narrows the look to posts commented on after
+the user's time; only those read their commenters)."""
+
+
 class RedisUserState:
     """Keys under ``<prefix>:``: ``seen:<user>`` (sorted set, scored by when), ``hidden:<user>``,
     ``blocked:<user>`` (sets), ``count:<reaction>`` (a hash post -> count), ``event:<id>``
@@ -286,6 +347,7 @@ class RedisUserState:
                                   socket_connect_timeout=timeout, health_check_interval=30,
                                   retry=no_retry())
         self._errors = (redis.RedisError, OSError)
+        self._read_script = self.client.register_script(READ_SCRIPT)
 
     def key(self, *parts) -> str:
         return ":".join((self.prefix, *map(str, parts)))
@@ -301,11 +363,16 @@ class RedisUserState:
 
     def read(self, user_id: int, now_unix: float) -> UserSnapshot:
         u = int(user_id)
-        seen, hidden, blocked = self._run(lambda p: (
-            p.zrangebyscore(self.key("seen", u), now_unix - self.limits.seen_ttl_seconds, "+inf"),
-            p.smembers(self.key("hidden", u)), p.smembers(self.key("blocked", u))))
+        keys = [self.key("seen", u), self.key("hidden", u), self.key("blocked", u), self.key("last_comment")]
+        try:  # one round trip: the script runs next to the data
+            seen, hidden, blocked, commented = self._read_script(
+                keys=keys, args=[now_unix - self.limits.seen_ttl_seconds, self.key("comments", ""), u,
+                                 now_unix - self.limits.comment_revival_seconds])
+        except self._errors as err:
+            raise StateError(f"the user-state store ({self.where}) cannot be reached: {err}") from None
         as_ids = lambda values: np.fromiter((int(v) for v in values), np.int64, len(values))  # noqa: E731
-        return UserSnapshot(as_ids(seen), as_ids(hidden), as_ids(blocked))
+        new_comments = {int(post): as_ids(who.split(b",")) for post, who in zip(commented[::2], commented[1::2])}
+        return UserSnapshot(as_ids(seen), as_ids(hidden), as_ids(blocked), new_comments)
 
     def mark_seen(self, user_id: int, post_ids: np.ndarray, now_unix: float) -> None:
         if not len(post_ids):
@@ -343,6 +410,18 @@ class RedisUserState:
 
     def add_blocked(self, users: np.ndarray, authors: np.ndarray) -> None:
         self._add_sets("blocked", users, authors)
+
+    def add_comments(self, posts: np.ndarray, users: np.ndarray, when_unix: np.ndarray) -> None:
+        rows = list(zip(np.asarray(posts, np.int64).tolist(), np.asarray(users, np.int64).tolist(),
+                        np.asarray(when_unix, np.float64).tolist()))
+        ttl = int(self.limits.seen_ttl_seconds)  # a comment older than anything seen can revive nothing
+        for start in range(0, len(rows), 1_000):
+            def queue(p, chunk=rows[start:start + 1_000]):
+                for post, user, when in chunk:
+                    p.zadd(self.key("comments", post), {user: when}, gt=True)
+                    p.expire(self.key("comments", post), ttl)
+                    p.zadd(self.key("last_comment"), {post: when}, gt=True)
+            self._run(queue)
 
     def claim_events(self, event_ids: list[str]) -> list[bool]:
         ttl = int(self.limits.event_id_ttl_seconds)
@@ -382,11 +461,11 @@ class RedisUserState:
     def reset(self) -> None:
         """Forget every user's state, the counters and the marks (the experiment stays)."""
         try:
-            for kind in ("seen", "hidden", "blocked", "count"):
+            for kind in ("seen", "hidden", "blocked", "count", "comments"):
                 batch = list(self.client.scan_iter(match=self.key(kind, "*"), count=1_000))
                 for start in range(0, len(batch), 1_000):
                     self.client.delete(*batch[start:start + 1_000])
-            self.client.delete(self.key("marks"))
+            self.client.delete(self.key("marks"), self.key("last_comment"))
         except self._errors as err:
             raise StateError(f"the user-state store ({self.where}) cannot be reached: {err}") from None
 
