@@ -34,12 +34,21 @@ def runs(served_run, tmp_path_factory):
     worse settings."""
     home = copy_home(served_run[0], tmp_path_factory.mktemp("pipeline") / "home")
     first = served_run[1]
+    # A post published after the first run: the next run must train on it.
+    published = home.parent / "posts.jsonl"
+    published.write_text(json.dumps({"post_id": PUBLISHED, "author_id": 3, "text": "a post published since",
+                                     "topic": "sports"}) + "\n")
+    done = runner.invoke(app, ["publish", "posts", str(published), "--home", str(home)])
+    assert done.exit_code == 0 and "published 1 posts" in done.output, done.output
     # At this scale and 2 epochs two trainings are really different models (another seed:
     # -0.107 [-0.139, -0.075] on the same feeds). This run checks the Ray path, so it allows
     # that; the gate's A/A is tested at demo scale (test_models).
     on_ray = pipeline(home, "--trainer", "ray", "--ray-workers", "2", "--gate-tolerance", "0.3")
     worse = pipeline(home, "--epochs", "1", "--ranker-learning-rate", "1e-6", "--two-tower-learning-rate", "1e-6")
     return home, first, on_ray, worse
+
+
+PUBLISHED = 777_001
 
 
 def _run_dirs(home: Path) -> list[Path]:
@@ -83,6 +92,15 @@ def test_a_retrain_on_two_ray_workers_passes_the_gate_as_challenger(runs):
         params = registry.client.get_run(registry.version(name, "2").run_id).data.params
         assert (params["trainer"], params["workers"]) == ("ray", "2")
     assert registry.version(TWO_TOWER, "2").tags["index_run_id"]
+    # It trained on what was published since the first run: its data, features and index hold the post.
+    from newsfeed.models.registered import load_index
+
+    assert registry.version(RANKER, "2").tags["data_fingerprint"] != registry.version(RANKER, "1").tags[
+        "data_fingerprint"]
+    content = pd.read_parquet(home / "features" / "offline" / "post_content.parquet", columns=["post_id"])
+    assert PUBLISHED in set(content["post_id"])
+    index, _ = load_index(registry, "2")
+    assert index.size == 1_201 and PUBLISHED in set(index.ids().tolist())
 
 
 def test_worse_settings_are_stopped_by_the_gate_and_register_nothing(runs):
