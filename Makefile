@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python benchmarks/feed_quality.py  # the demo's home too
 	$(BIN)/python benchmarks/serving_load.py
 	$(BIN)/python benchmarks/shared_state.py  # the demo's home too
+	$(BIN)/python benchmarks/live_content.py  # the demo's home too (copied)
 	$(BIN)/python benchmarks/ope_open_bandit.py  # reads ../shared/datasets/open-bandit
 
 # Re-pin the dependency tree after changing pyproject.toml.

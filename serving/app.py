@@ -160,6 +160,10 @@ class FeedIngress:
         self.replica = f"{socket.gethostname()}:{os.getpid()}"  # which replica answered (X-Replica, /healthz)
         if groups is None:
             self.service.warm_up()
+        # The text model a published post is embedded with, loaded now: not by the first publisher (~4 s).
+        from newsfeed.features.text import encode
+
+        encode(["warm up"])
 
     def _run_chained(self, arm, ctx):
         from newsfeed.feed.stages import GROUPS, RemoteGroup, run_pipeline
