@@ -129,7 +129,7 @@ def open_service(settings: ServingSettings):
 
     return FeedService.open(settings.home, settings.data_dir, settings.store, settings.registry,
                             replicate_posts=settings.replicate_posts, state_kind=settings.state,
-                            clock=settings.clock)
+                            clock=settings.clock, window_days=settings.window_days)
 
 
 api = FastAPI(title="newsfeed", description="Ranked feeds, events and experiments.")

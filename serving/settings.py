@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from newsfeed.feed.corpus import WINDOW_DAYS
+
 MODES = ("fused", "chained")
 
 
@@ -22,6 +24,8 @@ class ServingSettings(BaseModel):
     clock: Literal["auto", "wall", "replayed"] | None = Field(
         None, description="request time: wall (production) | replayed (simulated data) | auto: replayed when the "
                           "data ended over a day ago; default NEWSFEED_CLOCK, else auto")
+    window_days: float = Field(WINDOW_DAYS, gt=0, description="posts older than this leave each replica's corpus and "
+                                                        "indexes (at least every arm's freshness horizon)")
     mode: Literal["fused", "chained"] = "fused"
     replicas: int = Field(1, ge=1, description="replicas of each deployment (the floor, when autoscaling)")
     max_replicas: int | None = Field(None, ge=1, description="autoscale each deployment up to this many replicas "

@@ -206,3 +206,27 @@ def test_a_shadow_arm_is_scored_beside_each_request_and_only_logged(service, ser
     # Only the served page counts as seen: the shadow's posts may still be served later.
     assert not set(i["post_id"] for i in shadow[0]["items"]) & set(service.user_view(31)[0].seen) - {
         i["post_id"] for i in response["items"]}
+
+
+def test_posts_older_than_the_window_leave_the_corpus_and_every_index(service):
+    """The window slides: a new corpus of the recent posts, each loaded model prepared over it
+    (its own index), swapped in whole; feeds and publishing go on over it. (Last in this
+    module: the service's corpus is smaller after it.)"""
+    from newsfeed.feed.models import RetrievalModel
+
+    before = len(service.corpus)
+    service.window_days = 5.0  # of the data's 14 days (the default window holds them all)
+    left = service.slide_window()
+    now = service.clock.now()
+    assert 0 < left < before and len(service.corpus) == before - left
+    assert (service.corpus.created_unix >= now - 5 * 86_400 - 60).all()
+    for model in service.models.loaded():
+        assert len(model.prepared[0].base["numeric"]) == len(service.corpus) if not isinstance(
+            model, RetrievalModel) else model.index.size == len(model.post_vectors) == len(service.corpus)
+    feed = service.feed(21, limit=20)
+    assert len(feed["items"]) == 20 and not feed["degraded"], feed["degraded"]
+    friend = int(service.directory.friends[21][0])
+    assert service.publish("posts", [{"post_id": 800_101, "author_id": friend, "text": "after the slide",
+                                      "topic": "news"}])["accepted"] == 1
+    assert 800_101 in service.feed(21, limit=5, explain=True)["explain"]["sources"]["in_network"]
+    assert service.slide_window() == 0  # nothing older left

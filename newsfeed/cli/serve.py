@@ -80,11 +80,14 @@ def serve(
     mode: ModeOption = "fused", replicas: ReplicasOption = 1, replica_cpus: CpusOption = 0.5,
     max_replicas: MaxReplicasOption = None, home: HomeOption = None, data_dir: DataDirOption = None,
     store: StoreOption = None, registry: RegistryOption = None, state: StateOption = None, clock: ClockOption = None,
+    window_days: Annotated[float | None, typer.Option(
+        help="Posts older than this many days leave each replica's corpus and indexes [default: 14].", min=0.01)] = None,
 ) -> None:
     """Start the feed service on a local Ray and stay in the foreground until Ctrl-C; ready
     when `GET /healthz` answers."""
     options = {"home": home, "data_dir": data_dir, "store": store, "registry": registry, "state": state, "mode": mode,
-               "replicas": replicas, "replica_cpus": replica_cpus, "max_replicas": max_replicas, "clock": clock}
+               "replicas": replicas, "replica_cpus": replica_cpus, "max_replicas": max_replicas, "clock": clock,
+               **({"window_days": window_days} if window_days is not None else {})}
     if ctx.invoked_subcommand is not None:
         ctx.obj = options
         return

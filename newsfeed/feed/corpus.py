@@ -32,6 +32,9 @@ LIVE_VIEW = "post_engagement_live"
 POPULAR_PRIOR_IMPRESSIONS = 20.0
 """Popularity is engagement per impression shrunk towards 0 by this many impressions, so a
 post with one lucky share does not top the fallback."""
+WINDOW_DAYS = 14.0
+"""The serving window: posts older than this leave a replica's corpus and indexes (at least
+every arm's freshness horizon; the backfill and new-comments sources look no further)."""
 READ_CHUNK = 2_000
 WINDOW_SECONDS = 60
 

@@ -38,6 +38,14 @@ class RetrievalModel:
             index.add(vectors[missing], corpus.post_ids[missing])
         return cls(version, model, index, vectors)
 
+    def on(self, corpus: PostCorpus) -> "RetrievalModel":
+        """This version over another corpus (the window after old posts left): its posts
+        embedded again and an index of its own built from them (the old one holds the
+        posts that left)."""
+        vectors = self.model.embed_posts(corpus.frame).astype(np.float32)
+        index = PostIndex.build(vectors, corpus.post_ids, kind=self.index.kind) if len(vectors) else self.index
+        return RetrievalModel(self.version, self.model, index, vectors)
+
     def extend(self, frame: pd.DataFrame) -> None:
         """Posts appended to the corpus (``frame``: their rows, in order), embedded by this
         version's post tower and added to its index by id, without a rebuild."""
@@ -70,6 +78,10 @@ class RankingModel:
         """Encode the corpus's post side (again, when its values changed: live counters)."""
         inputs = RankerInputs(self.model.encoder, frame)
         self.prepared = (inputs, FastRanker(self.model, inputs))
+
+    def on(self, corpus: PostCorpus) -> "RankingModel":
+        """This version over another corpus (see ``RetrievalModel.on``)."""
+        return RankingModel.prepare(self.version, self.model, self.weights, corpus)
 
     def extend(self, frame: pd.DataFrame) -> None:
         """Posts appended to the corpus: only their rows are encoded."""

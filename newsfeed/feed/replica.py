@@ -51,6 +51,7 @@ class ContentFollower:
 
     channel: object  # content.ContentChannel
     apply: dict[str, Callable[[pd.DataFrame], int]]  # table -> apply its rows, return how many were new
+    after: Callable[[], None] = lambda: None  # after each look (the replica keeps its window here)
     stats: FollowStats = field(default_factory=FollowStats)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -60,6 +61,10 @@ class ContentFollower:
     def _loop(self) -> None:
         while True:
             self.catch_up()
+            try:
+                self.after()
+            except Exception as err:  # noqa: BLE001 - the replica serves on; the next look tries again
+                self.stats.last_error = f"after a look: {type(err).__name__}: {str(err)[:200]}"
             time.sleep(FOLLOW_SECONDS)
 
     def catch_up(self) -> int:

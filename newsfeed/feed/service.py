@@ -31,7 +31,7 @@ from newsfeed.feed.arms import Arm
 from newsfeed.feed.build import Resources, build_pipeline
 from newsfeed.feed.context import FeedContext, FeedRequest, UserView
 from newsfeed.feed.content import open_channel
-from newsfeed.feed.corpus import PostCorpus, read_posts
+from newsfeed.feed.corpus import WINDOW_DAYS, PostCorpus, read_posts
 from newsfeed.feed.cursor import CursorCodec
 from newsfeed.feed.effects import FeedEffects
 from newsfeed.feed.experiments import ExperimentStore
@@ -46,6 +46,7 @@ from newsfeed.schema import REACTIONS
 
 ALIAS_TTL_SECONDS = 5.0
 LIVE_COUNTER_TTL_SECONDS = 30.0
+WINDOW_CHECK_SECONDS = 60.0
 
 CLOCK_KINDS = ("auto", "wall", "replayed")
 CLOCK_ENV = "NEWSFEED_CLOCK"
@@ -148,11 +149,13 @@ class ModelCache:
         from newsfeed.registry import TWO_TOWER
 
         key = (name, version)
-        if key not in self._loaded:
+        while key not in self._loaded:
             # One load per version, however many requests wait for it; under the corpus's lock,
-            # so posts published meanwhile wait and then reach this version too.
-            with self.corpus.lock:
-                if key not in self._loaded:
+            # so posts published meanwhile wait and then reach this version too (and a window
+            # that replaced the corpus meanwhile: loaded again on the new one).
+            corpus = self.corpus
+            with corpus.lock:
+                if key not in self._loaded and corpus is self.corpus:
                     self._loaded[key] = self._load(name, version, name == TWO_TOWER)
                     # Versions no alias or arm points at any more are let go (memory).
                     current = {(n, v) for (n, _), (v, _) in self._resolved.items()} | {key}
@@ -167,6 +170,13 @@ class ModelCache:
         """Every loaded model with the posts about to join the corpus (under its lock)."""
         for model in self.loaded():
             model.extend(frame)
+
+    def move_to(self, corpus: PostCorpus) -> None:
+        """Every loaded model prepared over ``corpus``, then swapped in with it (under the old
+        corpus's lock: nothing is added or loaded on the old one meanwhile)."""
+        with self.corpus.lock:
+            loaded = {key: model.on(corpus) for key, model in list(self._loaded.items())}
+            self._loaded, self.corpus = loaded, corpus
 
     def loaded_versions(self) -> list[str]:
         return sorted(f"{name} v{version}" for name, version in self._loaded)
@@ -186,7 +196,7 @@ class ModelCache:
 class FeedService:
     def __init__(self, home: Path, data_dir: Path, store, registry, corpus: PostCorpus | None = None,
                  replicate_posts: int = 1, state=None, experiments: ExperimentStore | None = None,
-                 clock: str | None = None):
+                 clock: str | None = None, window_days: float = WINDOW_DAYS):
         """``corpus``: share another replica's (tests); ``replicate_posts``: see
         ``PostCorpus.replicated`` (load benchmarks); ``state``, ``experiments``: the shared
         stores (default: the home's embedded ones); ``clock``: see ``Clock``."""
@@ -213,16 +223,19 @@ class FeedService:
         self._load_history()
         self._pipelines: dict = {}
         self._refreshing = threading.Lock()
+        self.window_days = window_days
+        self._window_checked = time.monotonic()
         self.content = ContentFollower(open_channel(self.state, self.data_dir), {
             "users": self.directory.add_users, "posts": self._add_posts,
-            "friendships": self.directory.apply_friendships})
+            "friendships": self.directory.apply_friendships}, after=self._keep_window)
         self.content.catch_up()  # what was published before this replica started is in its data already
         self.content.start()
 
     @classmethod
     def open(cls, home: Path, data_dir: Path | None = None, store_kind: str | None = None,
              registry_kind: str | None = None, replicate_posts: int = 1,
-             state_kind: str | None = None, clock: str | None = None) -> "FeedService":
+             state_kind: str | None = None, clock: str | None = None,
+             window_days: float = WINDOW_DAYS) -> "FeedService":
         from newsfeed.features.store import open_store
         from newsfeed.registry import Registry
 
@@ -230,7 +243,7 @@ class FeedService:
         return cls(home, Path(data_dir) if data_dir else home / "data", open_store(home, store_kind),
                    Registry.open(home, registry_kind), replicate_posts=replicate_posts,
                    state=open_user_state(home, state_kind),  # unreachable now: degraded, not down
-                   experiments=ExperimentStore.open(home, state_kind), clock=clock)
+                   experiments=ExperimentStore.open(home, state_kind), clock=clock, window_days=window_days)
 
     def _load_history(self) -> None:
         """The data's history and earlier runs' served log into the shared store, once. A store
@@ -333,9 +346,10 @@ class FeedService:
             shadow = experiment.arm(experiment.shadow)
             self.effects.shadow(shadow, FeedContext(request, ctx.user, arm=shadow.name))
         ctx = (run or self.run)(arm, ctx)
-        if run is not None:  # another replica's rows
-            ctx.candidates = ctx.candidates.on(self.corpus)
-        answer = handler.response(ctx, self.corpus, self.cursors)
+        # By post id: another replica's rows (chained), or a window that moved meanwhile.
+        corpus = self.corpus
+        ctx.candidates = ctx.candidates.on(corpus)
+        answer = handler.response(ctx, corpus, self.cursors)
         self.effects.served(ctx, answer, experiment.version)
         return answer
 
@@ -389,6 +403,28 @@ class FeedService:
         frame = frame[frame["post_content__written_by"].notna()]  # features not written: not servable
         return self.corpus.add(frame, self.models.extend)
 
+    def _keep_window(self) -> None:
+        """Every ``WINDOW_CHECK_SECONDS`` (on the content follower's thread, where posts are
+        added): ``slide_window``."""
+        if time.monotonic() - self._window_checked >= WINDOW_CHECK_SECONDS:
+            self._window_checked = time.monotonic()
+            self.slide_window()
+
+    def slide_window(self) -> int:
+        """Posts older than the window leave: a new corpus of the rest, every loaded model
+        prepared over it (indexes built anew), then swapped in whole. A request running
+        meanwhile finishes on the pipeline it started with; the next one uses the new.
+        Returns how many posts left."""
+        days = max(self.window_days, *(a.sources.horizon_days for a in self.experiments.current().arms))
+        old = self.corpus
+        window = old.window_of(self.clock.now(), days)
+        if window is None:
+            return 0
+        self.models.move_to(window)
+        self.corpus = self.resources.corpus = window
+        self._pipelines = {}  # rebuilt over the new corpus at the next request
+        return len(old) - len(window)
+
     def _refresh_live(self) -> None:
         """Once the live counters are older than the TTL, catch up and re-read them on a background thread."""
         if time.time() - self.corpus.live_read_unix > LIVE_COUNTER_TTL_SECONDS and not self._refreshing.locked():
@@ -406,11 +442,12 @@ class FeedService:
                 counters = self.state.counters(REACTIONS)
             except StateError:
                 return False
-            with self.corpus.lock:  # posts published meanwhile wait, and are not dropped by the swap
-                self.corpus.apply_counters(counters)
+            corpus = self.corpus
+            with corpus.lock:  # posts published meanwhile wait, and are not dropped by the swap
+                corpus.apply_counters(counters)
                 for model in self.models.loaded():
                     if isinstance(model, RankingModel):  # its post-side inputs hold the counters
-                        model.encode_corpus(self.corpus.frame)
+                        model.encode_corpus(corpus.frame)
             return True
 
     def health(self) -> dict:
@@ -420,4 +457,5 @@ class FeedService:
                                "arms": {a.name: a.share for a in experiment.arms}},
                 "state": self.state.where, "served_log_lines_skipped": self.log.skipped,
                 "clock": self.clock.describe(), "content": self.content.stats.as_json(),
+                "window_days": self.window_days,
                 "models_loaded": self.models.loaded_versions()}
