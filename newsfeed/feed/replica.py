@@ -3,7 +3,7 @@ content channel to the replica's posts, loaded models and user directory.
 
 A published part is applied once per replica, in the order the channel gives: users join
 the directory (a new user gets a cold-start feed at once), posts join the corpus after
-every loaded post tower has embedded them into its index (``ModelCache.add_posts``),
+every loaded post tower has embedded them into its index (``ModelCache.extend``),
 friendships change the in-network source. Post features come from the online store, where
 the publisher wrote them before logging the batch, so every replica serves the same values
 the publisher computed. A part that cannot be read is skipped and counted, never raised:

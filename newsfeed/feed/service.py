@@ -6,6 +6,9 @@ state (posts, user directory, loaded models: caches it can rebuild), the user-st
 every replica shares (seen, hidden, blocked, counters, event ids), the experiment store
 (compare-and-swap, followed within a second), the cursor codec, the response a run
 pipeline makes (``handler.py``) and the effects a served request has (``effects.py``).
+Published content reaches the replica through the content follower (``replica.py``: posts
+into the corpus and every loaded model, users and friendships into the directory), and
+posts older than the window leave in a new corpus swapped in whole (``slide_window``).
 Models are resolved by alias at most every ``ALIAS_TTL_SECONDS``, off the request path, and
 a new version is loaded before it replaces the old one, so moving an alias changes what is
 served without a restart; while the registry cannot be reached, the last resolved versions
