@@ -31,7 +31,7 @@ from newsfeed.data import event_log, table_log
 from newsfeed.data.io import read_table, table_path
 from newsfeed.data.validation import validate_tables
 from newsfeed.features import catalog
-from newsfeed.features.store import ONLINE_WRITE_LOCK
+from newsfeed.features.store import write_online
 from newsfeed.schema import REACTIONS
 
 PUSH_SOURCE = "post_engagement_push"
@@ -253,8 +253,7 @@ def count_reactions(store, state, events: pd.DataFrame) -> int:
         mirror.insert(1, catalog.TIMESTAMP, pd.Timestamp.now(tz="UTC"))
         from feast.data_source import PushMode
 
-        with ONLINE_WRITE_LOCK:
-            store.push(PUSH_SOURCE, mirror, to=PushMode.ONLINE)
+        write_online(lambda: store.push(PUSH_SOURCE, mirror, to=PushMode.ONLINE))
     return len(posts)
 
 
@@ -283,6 +282,5 @@ def update_histories(store, events: pd.DataFrame, authors) -> int:
         rows.append({"user_id": int(user), "recent_post_ids": kept, "recent_author_ids": [author_of[p] for p in kept]})
     frame = pd.DataFrame(rows)
     frame.insert(1, catalog.TIMESTAMP, pd.Timestamp.now(tz="UTC"))  # what is known now (see count_reactions)
-    with ONLINE_WRITE_LOCK:
-        store.write_to_online_store(view, frame)
+    write_online(lambda: store.write_to_online_store(view, frame))
     return len(frame)

@@ -216,12 +216,11 @@ def online_rows(table: str, rows: pd.DataFrame, home: Path) -> pd.DataFrame | No
 
 def online_writer(store, home: Path) -> Callable[[str, pd.DataFrame], None]:
     """``write_online`` for ``publish``: the rows' online features into ``store`` (Feast)."""
-    from newsfeed.features.store import ONLINE_WRITE_LOCK
+    from newsfeed.features.store import write_online
 
     def write(table: str, rows: pd.DataFrame) -> None:
         frame = online_rows(table, rows, home)
         if frame is None or store is None:
             return
-        with ONLINE_WRITE_LOCK:
-            store.write_to_online_store(ONLINE_VIEWS[table], frame)
+        write_online(lambda: store.write_to_online_store(ONLINE_VIEWS[table], frame))
     return write

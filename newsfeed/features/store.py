@@ -24,6 +24,7 @@ from newsfeed.errors import NewsfeedError
 
 STORE_KINDS = ("embedded", "production")
 ONLINE_WRITE_LOCK = threading.Lock()
+LOCKED_RETRIES = (0.05, 0.1, 0.2, 0.4, 0.8)  # seconds between tries while another process holds sqlite
 """Feast's sqlite online store writes through one connection per process: two threads writing
 at once fail ("cannot start a transaction within a transaction"). Writes only (event counters
 mirrored, published posts and users); reads need no lock."""
@@ -181,3 +182,19 @@ def apply(store, repo_dir: Path | None = None):
     to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, store.registry, contents)
     store.apply(to_apply, objects_to_delete=to_delete, partial=False)
     return contents
+
+
+def write_online(write):
+    """``write()`` (one online-store write) under ``ONLINE_WRITE_LOCK``, tried again while the
+    embedded sqlite store is locked by another process (replicas share the file)."""
+    import sqlite3
+    import time
+
+    for wait in (*LOCKED_RETRIES, None):
+        try:
+            with ONLINE_WRITE_LOCK:
+                return write()
+        except sqlite3.OperationalError as err:
+            if wait is None or "locked" not in str(err):
+                raise
+            time.sleep(wait)
