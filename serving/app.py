@@ -15,7 +15,7 @@ import os
 import secrets
 import socket
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Header, HTTPException
 from fastapi.responses import JSONResponse, Response
@@ -66,8 +66,8 @@ class PostItem(BaseModel):
     post_id: int = Field(ge=0, le=INT64_MAX)
     author_id: int | None = Field(None, ge=0, le=INT64_MAX)
     text: str = Field(max_length=MAX_TEXT)
-    hashtags: list[str] = Field(default_factory=list, max_length=64)
-    mentions: list[int] = Field(default_factory=list, max_length=64)
+    hashtags: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=64)
+    mentions: list[Annotated[int, Field(ge=0, le=INT64_MAX)]] = Field(default_factory=list, max_length=64)
     media_type: str = Field("text", max_length=16)
     topic: str = Field(min_length=1, max_length=64)
     created_ts: str | None = Field(None, max_length=64, description="ISO 8601; default: the service's now")

@@ -115,3 +115,26 @@ def test_the_directory_follows_published_friendships_both_ways(data):
                                               "family": [False, False], "ended": [False, True]}))
     assert directory.friends[2].tolist() == [3] and directory.friends[3].tolist() == [2]
     assert directory.close_friends[3].tolist() == [2] and directory.friends[1].tolist() == []
+
+
+def test_the_redis_channel_finds_a_part_whose_announcement_was_lost(data, tmp_path, monkeypatch):
+    """Announced parts arrive by the stream; one logged but never announced (the publisher died
+    in between, Redis was down) is found at the next listing of the logs."""
+    import uuid
+
+    from newsfeed.feed import content
+    from newsfeed.feed.user_state import RedisUserState
+
+    state = RedisUserState("127.0.0.1:6379", f"nftest-channel-{uuid.uuid4().hex[:8]}")
+    try:
+        publisher, follower = content.open_channel(state, data), content.open_channel(state, data)
+        assert follower.poll() == []  # the first look: the logs as they are
+        announced = publish("posts", [post(40)], data, known(data), state, NOW).log_file
+        publisher.announce("posts", announced)
+        silent = publish("posts", [post(41)], data, known(data), state, NOW).log_file
+        assert follower.poll() == [("posts", announced)]
+        monkeypatch.setattr(content, "RELIST_SECONDS", 0.0)
+        assert follower.poll() == [("posts", silent)]
+        assert follower.poll() == []  # each part once
+    finally:
+        state.client.delete(*state.client.keys(f"{state.prefix}:*"))

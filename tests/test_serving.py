@@ -415,6 +415,8 @@ def test_a_new_user_gets_a_feed_at_once_and_bad_or_repeated_posts_write_nothing(
     assert len(table_log.parts(served_copy / "data", "posts")) == parts
     assert call("POST", "/v1/posts", {"posts": [{"post_id": 2**63, "text": "x", "topic": "x"}]},
                 token=INGEST)[0] == 422
+    assert call("POST", "/v1/posts", {"posts": [{"post_id": 900_006, "author_id": 1, "text": "x", "topic": "x",
+                                                 "mentions": [2**64]}]}, token=INGEST)[0] == 422
     status, health = call("GET", "/healthz")
     assert health["clock"]["kind"] == "replayed" and health["content"]["skipped"] == 0
 

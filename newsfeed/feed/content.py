@@ -14,6 +14,7 @@ applies each part once. Two channels over the same logs:
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -23,6 +24,9 @@ ORDER = ("users", "posts", "friendships")
 """Parts found in one look are applied users first: a post or friendship may name a user
 published in the same moment."""
 STREAM_MAXLEN = 100_000
+RELIST_SECONDS = 30.0
+"""The Redis channel lists the log folders this often too: a part whose announcement was lost
+(Redis down, a publisher that died between logging and announcing) is applied all the same."""
 
 
 class ContentChannel(Protocol):
@@ -63,6 +67,7 @@ class RedisChannel:
         self.client, self.key, self.data_dir, self.where = client, key, Path(data_dir), where
         self._logs = LogChannel(data_dir)
         self._last: str | None = None  # the stream position read up to
+        self._listed = 0.0  # monotonic time of the last listing
 
     def announce(self, table: str, part: Path) -> None:
         self.client.xadd(self.key, {"table": table, "part": part.name}, maxlen=STREAM_MAXLEN, approximate=True)
@@ -73,8 +78,12 @@ class RedisChannel:
             # found by both and taken once.
             newest = self.client.xrevrange(self.key, count=1)
             self._last = newest[0][0].decode() if newest else "0-0"
+            self._listed = time.monotonic()
             return self._logs.poll()
         found = []
+        if time.monotonic() - self._listed >= RELIST_SECONDS:
+            self._listed = time.monotonic()
+            found += self._logs.poll()
         for _, entries in self.client.xread({self.key: self._last}, count=10_000) or []:
             for entry_id, fields in entries:
                 self._last = entry_id.decode()

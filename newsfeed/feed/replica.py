@@ -61,10 +61,11 @@ class ContentFollower:
     def _loop(self) -> None:
         while True:
             self.catch_up()
-            try:
-                self.after()
-            except Exception as err:  # noqa: BLE001 - the replica serves on; the next look tries again
-                self.stats.last_error = f"after a look: {type(err).__name__}: {str(err)[:200]}"
+            with self._lock:  # never beside an apply: a post added to a corpus being replaced would be lost
+                try:
+                    self.after()
+                except Exception as err:  # noqa: BLE001 - the replica serves on; the next look tries again
+                    self.stats.last_error = f"after a look: {type(err).__name__}: {str(err)[:200]}"
             time.sleep(FOLLOW_SECONDS)
 
     def catch_up(self) -> int:

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,8 +43,8 @@ from newsfeed.feed.ranker_inputs import USER_VIEWS, affinity_tables
 from newsfeed.feed.replica import ContentFollower
 from newsfeed.feed.served_log import ServedLog
 from newsfeed.feed.stages import GROUPS, Group, in_groups, run_pipeline
-from newsfeed.feed.user_state import StateError, UserSnapshot, open_user_state
 from newsfeed.errors import NewsfeedError
+from newsfeed.feed.user_state import StateError, UserSnapshot, open_user_state
 from newsfeed.schema import REACTIONS
 
 ALIAS_TTL_SECONDS = 5.0
@@ -71,9 +71,7 @@ class Clock:
     @classmethod
     def for_data(cls, data_end_unix: float | None, kind: str | None = None,
                  started: Callable[[], float] = time.time) -> "Clock":
-        kind = kind or os.environ.get(CLOCK_ENV) or "auto"
-        if kind not in CLOCK_KINDS:
-            raise NewsfeedError(f"{CLOCK_ENV}={kind!r}: expected one of {', '.join(CLOCK_KINDS)}")
+        kind = clock_kind(kind)
         now = time.time()
         old = data_end_unix is not None and data_end_unix < now - 86_400
         if kind == "wall" or (kind == "auto" and not old):
@@ -85,6 +83,13 @@ class Clock:
 
     def describe(self) -> dict:
         return {"kind": self.kind, "now": datetime.fromtimestamp(self.now(), timezone.utc).isoformat()}
+
+
+def clock_kind(kind: str | None = None) -> str:
+    kind = kind or os.environ.get(CLOCK_ENV) or "auto"
+    if kind not in CLOCK_KINDS:
+        raise NewsfeedError(f"{CLOCK_ENV}={kind!r}: expected one of {', '.join(CLOCK_KINDS)}")
+    return kind
 
 
 def replay_started(state, data_dir: Path, restart: bool = False) -> float:
@@ -208,7 +213,7 @@ class FeedService:
         from newsfeed.models.datasets import view_features
 
         self.home, self.data_dir, self.store, self.registry = Path(home), Path(data_dir), store, registry
-        self.clock = Clock.for_data(None, clock)  # checked before the work: the data's end follows
+        clock_kind(clock)  # checked before the work
         self.corpus = corpus or PostCorpus.from_store(
             store, read_table(data_dir, "posts")["post_id"].to_numpy(np.int64)).replicated(replicate_posts)
         self.directory = UserDirectory.from_data(data_dir)
@@ -390,7 +395,7 @@ class FeedService:
         if result.log_file is not None:
             try:
                 self.content.channel.announce(table, result.log_file)
-            except Exception as err:  # noqa: BLE001 - logged already: replicas find it when they list the logs
+            except Exception as err:  # noqa: BLE001 - logged already: replicas find it at their next listing
                 result.notes.append(f"content channel ({self.content.channel.where}): {str(err)[:200]}")
             self.content.catch_up()
         return result.as_json()
