@@ -25,10 +25,16 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=Path(os.environ.get("NEWSFEED_HOME", ".newsfeed")))
     parser.add_argument("--users", type=int, default=300, help="users sampled (every n-th by id)")
     parser.add_argument("--limit", type=int, default=10)
+    parser.add_argument("--budgets", default="200,300,500",
+                        help="also judge the served feed with these pre-rank budgets (candidates the ranker scores)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/feed_quality.json"))
     args = parser.parse_args()
-    if args.users < 10 or args.limit < 1:
-        parser.error("--users >= 10, --limit >= 1")
+    try:
+        budgets = [int(b) for b in args.budgets.split(",") if b]
+    except ValueError:
+        parser.error(f"--budgets: comma-separated integers, not {args.budgets!r}")
+    if args.users < 10 or args.limit < 1 or any(b < 1 for b in budgets):
+        parser.error("--users >= 10, --limit >= 1, --budgets >= 1")
     from newsfeed.data.world import World
     from newsfeed.feed import offline
     from newsfeed.feed.service import FeedService
@@ -41,8 +47,13 @@ def main() -> None:
     service = FeedService.open(args.home)
     users = np.array(sorted(service.directory.known_users))
     users = users[:: max(1, len(users) // args.users)][: args.users]
+    arm = service.experiments.current().arms[0]
+    variants = {f"served feed, ranker budget {b}": arm.model_copy(update={
+        "name": f"{arm.name}-budget-{b}", "sources": arm.sources.model_copy(update={"ranker_budget": b})})
+        for b in budgets if b != arm.sources.ranker_budget}
     with console.status(f"{len(users)} users"):
-        report = offline.evaluate(service, world, users, limit=args.limit)
+        report = offline.evaluate(service, world, users, limit=args.limit, variants=variants)
+    report["ranker_budget"] = arm.sources.ranker_budget
     recall = Table(title=f"candidates: share of the oracle's top {report['oracle_k']} unseen posts found "
                          f"({report['users']} users, {report['pool_posts_per_user']:,.0f} unseen posts each)")
     recall.add_column("source")

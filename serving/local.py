@@ -9,6 +9,7 @@ import time
 import urllib.request
 
 from newsfeed.errors import NewsfeedError
+from serving.ingress import DEFAULT_INGRESS, ingress_env
 from serving.settings import ServingSettings
 
 APP_NAME = "newsfeed"
@@ -17,8 +18,11 @@ READY_TIMEOUT_SECONDS = 300
 
 class LocalServer:
     def __init__(self, settings: ServingSettings, host: str = "127.0.0.1", port: int = 8000,
-                 num_cpus: int | None = None):
-        self.settings, self.host, self.port, self.num_cpus = settings, host, port, num_cpus
+                 num_cpus: int | None = None, ingress: str = DEFAULT_INGRESS, app=None):
+        """``app``: a bound Serve application to run instead of the feed's (it must answer
+        ``GET /healthz``; the load benchmark's trivial ceiling app)."""
+        self.settings, self.host, self.port, self.num_cpus, self.app = settings, host, port, num_cpus, app
+        self.ingress = ingress_env(ingress)  # checked now, applied when Ray starts
         self.url = f"http://{host}:{port}"
 
     def __enter__(self) -> "LocalServer":
@@ -36,12 +40,13 @@ class LocalServer:
 
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         if not ray.is_initialized():
+            os.environ.update(self.ingress)  # read by every Ray process as it starts (serving/ingress.py)
             # The replicas read the admin token and the stores' settings from their environment.
             env = {k: v for k, v in os.environ.items() if k.startswith(("NEWSFEED_", "HF_"))}
             ray.init(num_cpus=self.num_cpus or max(os.cpu_count() or 1, 2), include_dashboard=False,
                      configure_logging=False, log_to_driver=False, runtime_env={"env_vars": env})
         serve.start(http_options={"host": self.host, "port": self.port})
-        serve.run(build_app(self.settings), name=APP_NAME, route_prefix="/", blocking=False)
+        serve.run(self.app or build_app(self.settings), name=APP_NAME, route_prefix="/", blocking=False)
         self.wait_ready()
 
     def redeploy(self) -> dict:
@@ -51,7 +56,7 @@ class LocalServer:
         from serving.app import build_app
 
         serve.delete(APP_NAME)
-        serve.run(build_app(self.settings), name=APP_NAME, route_prefix="/", blocking=False)
+        serve.run(self.app or build_app(self.settings), name=APP_NAME, route_prefix="/", blocking=False)
         return self.wait_ready()
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> dict:

@@ -73,6 +73,27 @@ def test_the_rayservice_runs_the_serve_config_newsfeed_serve_build_writes(render
     assert yaml.safe_load(service["spec"]["serveConfigV2"]) == built
 
 
+@pytest.mark.parametrize("overlay", k8s.OVERLAYS)
+def test_every_ray_pod_starts_with_the_ingress_newsfeed_serve_uses(rendered, overlay):
+    """The HAProxy ingress is chosen by environment variables every Ray process reads at start
+    (serving/ingress.py): each Ray pod of the RayService gets them, and HAProxy can write its
+    config and socket as non-root on a read-only root (a writable /tmp)."""
+    from serving.ingress import DEFAULT_INGRESS, ingress_env
+
+    docs = by_name(rendered[overlay])
+    config = docs["ConfigMap/newsfeed-config"]["data"]
+    assert {k: config.get(k) for k in ingress_env(DEFAULT_INGRESS)} == ingress_env(DEFAULT_INGRESS)
+    cluster = docs["RayService/newsfeed-feed"]["spec"]["rayClusterConfig"]
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        pod = group["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for container in pod["containers"]:
+            assert {"configMapRef": {"name": "newsfeed-config"}} in container["envFrom"]
+            assert container["securityContext"]["readOnlyRootFilesystem"] and pod["securityContext"]["runAsNonRoot"]
+            tmp = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
+            assert "emptyDir" in volumes[tmp["name"]]
+
+
 def test_each_validator_rejects_a_broken_manifest(rendered, schemas):
     docs = by_name(rendered["prod"])
     service = copy.deepcopy(docs["RayService/newsfeed-feed"])

@@ -251,6 +251,29 @@ def test_encoder_round_trips_and_handles_missing_and_unseen_values():
         enc.transform(frame.drop(columns="user_profile__gender"))
 
 
+def test_one_row_encodes_as_a_one_row_frame_does():
+    """The request path encodes its one user without a DataFrame: the same tensors as
+    ``transform``, for present, missing, unseen and odd values (and ids past 2**53)."""
+    frame = pd.DataFrame({
+        "user_profile__gender": ["f", "m", None], "user_profile__age_bucket": [1, 2, 3],
+        "user_engagement__click_count_7d": [0, 100, 1000], "user_engagement__topic_interest": [[0.5, 0.5], None, [1.0, 0.0]],
+        "user_history__recent_post_ids": [[1, 2], [], None], "user_id": [5, 6, 7],
+    })
+    enc = Encoder.fit(frame, [c for c in frame.columns if "__" in c], ["user_id"])
+    rows = [frame.iloc[i].to_dict() for i in range(3)] + [
+        {},  # everything missing
+        {"user_profile__gender": "x", "user_profile__age_bucket": 9, "user_engagement__click_count_7d": "lots",
+         "user_engagement__topic_interest": [1.0, 2.0, 3.0], "user_history__recent_post_ids": [2**62, 3],
+         "user_id": 2**62 + 1},  # unseen, not a number, the wrong length, ids past float precision
+        {"user_engagement__click_count_7d": float("nan"), "user_id": None},
+    ]
+    for row in rows:
+        one = enc.transform_one(row)
+        whole = enc.transform(pd.DataFrame([{c: row.get(c) for c in frame.columns}]))
+        for key in whole:
+            assert torch.equal(one[key], whole[key]), (key, row)
+
+
 def test_hashed_ids_are_stable_and_reserve_zero_for_unknown():
     ids = np.array([0, 1, 2, 123456789, -1])
     hashed = hash_ids(ids, 1024)
@@ -328,3 +351,18 @@ def test_two_tower_learns_a_topic_match_and_full_corpus_recall_sees_it():
     after = full_corpus_recall(model, val_batch, k=20)
     # Untrained: ~0.15 (chance-like). Trained on the topic match: measured 0.64.
     assert after > 0.5 and after > before + 0.3, (before, after)
+
+
+def test_stacked_layers_compute_what_each_stack_computes_alone():
+    """The fast ranker runs its experts and its task towers as one batched product per layer."""
+    from newsfeed.feed.fast_ranker import StackedMLP
+    from newsfeed.models.layers import mlp
+
+    torch.manual_seed(0)
+    stacks = [mlp([12, 8, 3], dropout=0.1).eval() for _ in range(4)]
+    x = torch.randn(4, 50, 12)
+    with torch.no_grad():
+        expected = torch.stack([s(x[i]) for i, s in enumerate(stacks)])
+    assert torch.allclose(StackedMLP(stacks)(x), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="same Linear/ReLU shape"):
+        StackedMLP([mlp([12, 8, 3]), mlp([12, 6, 3])])

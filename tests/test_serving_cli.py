@@ -51,6 +51,8 @@ def test_serve_refuses_a_home_without_models_before_starting_ray(home):
     assert result.exit_code == 1 and "no data to serve" in result.output
     bad_mode = runner.invoke(app, ["serve", "--mode", "sideways"])
     assert bad_mode.exit_code == 1 and "mode" in bad_mode.output
+    bad_ingress = runner.invoke(app, ["serve", "--ingress", "nginx"])  # checked before the home is
+    assert bad_ingress.exit_code == 1 and "--ingress 'nginx': expected one of haproxy, proxy" in bad_ingress.output
 
 
 def test_feed_names_the_address_it_cannot_reach():

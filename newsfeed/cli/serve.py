@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from newsfeed.cli.common import DataDirOption, HomeOption, RegistryOption, StateOption, StoreOption, console, fail
+from serving.ingress import DEFAULT_INGRESS, INGRESSES
 
 app = typer.Typer(help="Serve feeds on Ray Serve (local Ray), or write the Serve config a RayService embeds.",
                   invoke_without_command=True)
@@ -82,6 +83,9 @@ def serve(
     store: StoreOption = None, registry: RegistryOption = None, state: StateOption = None, clock: ClockOption = None,
     window_days: Annotated[float | None, typer.Option(
         help="Posts older than this many days leave each replica's corpus and indexes [default: 14].", min=0.01)] = None,
+    ingress: Annotated[str, typer.Option(
+        help="haproxy (Ray Serve's HAProxy ingress, throughput-optimised) | proxy (Ray Serve's Python proxy).")]
+    = DEFAULT_INGRESS,
 ) -> None:
     """Start the feed service on a local Ray and stay in the foreground until Ctrl-C; ready
     when `GET /healthz` answers."""
@@ -92,6 +96,8 @@ def serve(
         ctx.obj = options
         return
     settings = _settings(**options)
+    if ingress not in INGRESSES:
+        raise fail(f"--ingress {ingress!r}: expected one of {', '.join(INGRESSES)}")
     _check_ready_to_serve(settings)
     _restart_replayed_clock(settings)
     import signal
@@ -104,11 +110,12 @@ def serve(
     # `kill -INT` stops it like Ctrl-C, also as a background job (which starts with SIGINT
     # ignored); SIGTERM too, once Ray has started (Ray's own handler would dump a stack).
     signal.signal(signal.SIGINT, stop)
-    server = LocalServer(settings, host, port)
+    server = LocalServer(settings, host, port, ingress=ingress)
     try:
         server.start()
         signal.signal(signal.SIGTERM, stop)
-        console.print(f"serving feeds at {server.url} ({settings.mode}); Ctrl-C stops", highlight=False)
+        console.print(f"serving feeds at {server.url} ({settings.mode}, {ingress} ingress); Ctrl-C stops",
+                      highlight=False)
         while True:
             time.sleep(1)
     except KeyboardInterrupt:

@@ -46,10 +46,10 @@ def request_features(inputs: pd.DataFrame) -> pd.DataFrame:
     # Feast passes the entity keys at retrieval time but not when it infers the output
     # schema from sample inputs; then no reader is known.
     readers = inputs["user_id"].to_numpy() if "user_id" in inputs else np.full(len(inputs), -1)
-    return derive(now, pd.to_numeric(inputs["created_unix"], errors="coerce").to_numpy(np.float64),
+    return pd.DataFrame(derive(now, pd.to_numeric(inputs["created_unix"], errors="coerce").to_numpy(np.float64),
                   pd.to_numeric(inputs["friends_since_unix"], errors="coerce").fillna(-1).to_numpy(np.float64),
                   user_mentioned(readers, inputs["mentions"]),
-                  {name: topic_affinity(inputs[column], inputs["topic_id"]) for name, column in AFFINITIES.items()})
+                  {name: topic_affinity(inputs[column], inputs["topic_id"]) for name, column in AFFINITIES.items()}))
 
 
 AFFINITIES = {"topic_affinity": "topic_interest", "topic_affinity_7d": "topic_interest_7d",
@@ -58,17 +58,17 @@ AFFINITIES = {"topic_affinity": "topic_interest", "topic_affinity_7d": "topic_in
 
 
 def derive(now: np.ndarray, created: np.ndarray, friends_since: np.ndarray, mentioned: np.ndarray,
-           affinities: dict[str, np.ndarray]) -> pd.DataFrame:
-    """The request features from their inputs as arrays (``friends_since`` -1: not friends).
-    Training (through Feast) and serving (one user, many posts) both end here."""
+           affinities: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The request features (name -> array) from their inputs as arrays (``friends_since`` -1:
+    not friends). Training (through Feast) and serving (one user, many posts) both end here."""
     friends = friends_since >= 0
     days = np.where(friends, (now - friends_since) / 86_400.0, -1.0)
     age_hours = (now - created) / 3600.0
-    return pd.DataFrame({
+    return {
         "post_age_bucket": post_age_bucket(now - created),
         # Continuous too: staleness decays smoothly, the buckets are for reading.
         "post_age_hours": np.where(np.isnan(age_hours) | (age_hours < 0), -1.0, age_hours).astype(np.float32),
         "user_mentioned": np.asarray(mentioned, np.int64),
         "friendship_days": np.where(friends, np.maximum(days, 0.0), -1.0).astype(np.float32),
         **{name: np.asarray(affinities[name], np.float32) for name in AFFINITIES},
-    })
+    }

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from newsfeed.feed.corpus import PostCorpus
 from newsfeed.feed.fast_ranker import FastRanker
@@ -32,6 +33,7 @@ class RetrievalModel:
     def prepare(cls, version: str, model: TwoTower, index: PostIndex, corpus: PostCorpus) -> "RetrievalModel":
         """Embeds the corpus (for pre-ranking) and adds to the index the posts published since
         it was built, embedded by the same version."""
+        model.eval()
         vectors = model.embed_posts(corpus.frame).astype(np.float32)
         missing = ~np.isin(corpus.post_ids, index.ids())
         if missing.any():
@@ -54,8 +56,10 @@ class RetrievalModel:
         self.post_vectors = np.concatenate([self.post_vectors, vectors])
 
     def user_vector(self, user_id: int, features: dict) -> np.ndarray:
-        frame = pd.DataFrame([{**{c: features.get(c) for c in self.model.config.user_inputs}, "user_id": user_id}])
-        return self.model.embed_users(frame)[0]
+        """The user tower on one request's features (one row encoded without a DataFrame)."""
+        batch = self.model.user_encoder.transform_one({**features, "user_id": int(user_id)})
+        with torch.no_grad():
+            return self.model.user_embedding(batch)[0].numpy()
 
 
 @dataclass
@@ -91,6 +95,6 @@ class RankingModel:
 
     def heads(self, rows: np.ndarray, user: dict, pair: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """P(reaction) per head at position 0 (relevance alone), ``p_<head>`` -> per row."""
-        inputs, fast = self.prepared
-        probabilities = fast.probabilities(rows, inputs.batch(rows, user, pair))
+        _, fast = self.prepared
+        probabilities = fast.probabilities(rows, user, pair)
         return {f"p_{h}": probabilities[:, i] for i, h in enumerate(HEADS)}

@@ -61,16 +61,20 @@ def _candidates(service, arm: Arm, user: int, now_unix: float, limit: int, only:
     return run_pipeline(kept, FeedContext(FeedRequest(int(user), limit, now_unix), service.user_view(int(user))[0]))
 
 
-def evaluate(service, world: World, users: np.ndarray, limit: int = 10, oracle_k: int = 50, seed: int = 0) -> dict:
+def evaluate(service, world: World, users: np.ndarray, limit: int = 10, oracle_k: int = 50, seed: int = 0,
+             variants: dict[str, Arm] | None = None) -> dict:
+    """``variants``: more served feeds to judge beside the first arm's, by name (an arm
+    changed in one setting, say the pre-rank budget), on the same users and pool."""
     weights = load_weights()
     arm = service.experiments.current().arms[0]
+    variants = variants or {}
     now = service.clock.now()
     pool = _pool(service, world, users, now, weights)
     corpus = service.corpus
     rng = np.random.default_rng(seed)
     # Oracle top-k per user, and recall of it per source.
     recall: dict[str, list[float]] = {name: [] for name in (*SOURCES, "merged")}
-    served = np.full(len(pool.rows), -np.inf)
+    served = {name: np.full(len(pool.rows), -np.inf) for name in ("served feed", *variants)}
     ranker_alone = np.full(len(pool.rows), -np.inf)
     starts = np.flatnonzero(np.r_[True, pool.users[1:] != pool.users[:-1]])
     ends = np.r_[starts[1:], len(pool.users)]
@@ -82,12 +86,13 @@ def evaluate(service, world: World, users: np.ndarray, limit: int = 10, oracle_k
         for source in (*SOURCES, None):
             found = _candidates(service, arm, user, now, limit, source).candidates.post_ids
             recall[source or "merged"].append(len(best & set(found.tolist())) / len(best))
-        # The served feed, without marking it seen (an evaluation, not a visit).
-        ctx = run_pipeline(service.pipeline(arm)[0], FeedContext(FeedRequest(user, limit, now),
-                                                                 service.user_view(user)[0]))
-        position = {int(p): i for i, p in enumerate(ctx.candidates.post_ids)}
+        # The served feeds, without marking them seen (an evaluation, not a visit).
         ids = corpus.post_ids[rows]
-        served[start:end] = [limit - position[p] if p in position else -np.inf for p in ids.tolist()]
+        for name, feed_arm in {"served feed": arm, **variants}.items():
+            ctx = run_pipeline(service.pipeline(feed_arm)[0], FeedContext(FeedRequest(user, limit, now),
+                                                                          service.user_view(user)[0]))
+            position = {int(p): i for i, p in enumerate(ctx.candidates.post_ids)}
+            served[name][start:end] = [limit - position[p] if p in position else -np.inf for p in ids.tolist()]
         # The ranker alone, over the whole pool.
         whole = FeedContext(FeedRequest(user, len(rows), now), service.user_view(user)[0])
         whole.user.features = service.read_user(user) or {}
@@ -96,7 +101,7 @@ def evaluate(service, world: World, users: np.ndarray, limit: int = 10, oracle_k
         order = {int(p): s for p, s in zip(whole.candidates.post_ids, whole.candidates.score)}
         ranker_alone[start:end] = [order[p] for p in ids.tolist()]
     popularity = service.corpus.popularity[pool.rows]
-    scorers = {"served feed": served, "ranker alone (whole pool)": ranker_alone, "most popular": popularity,
+    scorers = {**served, "ranker alone (whole pool)": ranker_alone, "most popular": popularity,
                "random": rng.random(len(pool.rows)), "oracle": pool.value}
     feed_quality = {}
     for name, scores in scorers.items():

@@ -1,12 +1,12 @@
-"""The ranker's input tensors for one user and hundreds of candidates, without a DataFrame
-per request.
+"""The ranker's inputs for one user and hundreds of candidates, without a DataFrame per
+request.
 
 ``Encoder.transform`` reads a frame column by column; per request that costs milliseconds.
-Here the post columns are encoded once for the whole corpus (when a replica loads a ranker),
-the user's columns once per request (one row, broadcast), and only the user-post pair
-columns (affinity, request-time features) per candidate, with the encoder's own
-vocabularies and scales. ``tests/test_feed.py`` checks the result equals
-``Encoder.transform`` on the same rows.
+Here the post columns are encoded once for the whole corpus (when a replica loads a ranker:
+``RankerInputs.base``), the user's columns once per request (``Encoder.transform_one``), and
+only the user-post pair columns (affinity, request-time features) per candidate, with the
+encoder's own vocabularies and scales (``encode_numeric``, ``encode_categories``).
+``tests/test_feed.py`` checks the served heads equal the model's on Feast's own frame.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 
-from newsfeed.features import hashing
 from newsfeed.features.request_time import AFFINITIES, derive
-from newsfeed.models.encoding import MISSING, Encoder, hash_ids
+from newsfeed.models.encoding import MISSING, Encoder
 
 USER_VIEWS = ("user_profile", "user_engagement", "user_history")
 PAIR_VIEWS = ("user_author_affinity", "request_features")
@@ -71,10 +69,7 @@ class RankerInputs:
         self.base = {k: v.numpy() for k, v in base.items()}
         self.numeric_at = {c: i for i, c in enumerate(encoder.numeric)}
         self.log_scaled = set(encoder.log_scaled)
-        self.category_at = {c: i for i, c in enumerate(encoder.categories)}
         self.vocab = {c: {v: i for i, v in enumerate(vocab)} for c, vocab in encoder.categories.items()}
-        offsets = np.cumsum([0, *encoder.vectors.values()])
-        self.vector_at = {c: slice(int(a), int(b)) for c, a, b in zip(encoder.vectors, offsets[:-1], offsets[1:])}
 
     def extended(self, more: "RankerInputs") -> "RankerInputs":
         """These inputs with ``more``'s rows appended (the same encoder)."""
@@ -82,53 +77,29 @@ class RankerInputs:
         out.base = {k: _stack(v, more.base[k]) for k, v in self.base.items()}
         return out
 
-    def _numeric(self, column: str, raw: np.ndarray) -> np.ndarray:
-        i = self.numeric_at[column]
+    def encode_numeric(self, columns: list[str], raw: np.ndarray) -> np.ndarray:
+        """Numeric columns' raw values, (n, len(columns)), as the encoder feeds them to the model
+        (log-scaled where it does, standardised, missing as 0)."""
+        at = [self.numeric_at[c] for c in columns]
         raw = np.asarray(raw, np.float64)
-        scaled = np.sign(raw) * np.log1p(np.abs(raw)) if column in self.log_scaled else raw
-        return np.nan_to_num((scaled - self.encoder.mean[i]) / self.encoder.std[i], nan=0.0)
+        logged = np.array([c in self.log_scaled for c in columns])
+        scaled = np.where(logged, np.sign(raw) * np.log1p(np.abs(raw)), raw)
+        mean, std = np.asarray(self.encoder.mean)[at], np.asarray(self.encoder.std)[at]
+        return np.nan_to_num((scaled - mean) / std, nan=0.0)
+
+    def encode_categories(self, column: str, values, n: int) -> np.ndarray:
+        """A categorical column's codes for ``n`` rows (``values``: one per row, or None for all
+        missing), as ``Encoder.transform`` finds them: by string form, unseen as 0."""
+        vocab = self.vocab[column]
+        if values is None:
+            return np.full(n, vocab.get(MISSING, 0), np.int64)
+        uniques, inverse = np.unique(np.asarray(values), return_inverse=True)  # a handful of codes per request
+        return np.array([self._category(column, u) for u in uniques.tolist()], np.int64)[inverse.reshape(-1)]
 
     def _category(self, column: str, value) -> int:
         if value is None or (isinstance(value, float) and np.isnan(value)):
             return self.vocab[column].get(MISSING, 0)
         return self.vocab[column].get(str(value), 0)
-
-    def batch(self, rows: np.ndarray, user: dict, pair: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        """Tensors for the corpus ``rows``: ``user`` maps the user's columns to one value each,
-        ``pair`` the pair columns to one value per row (see ``pair_values``)."""
-        n = len(rows)
-        numeric = self.base["numeric"][rows]
-        categorical = self.base["categorical"][rows]
-        vectors = self.base["vectors"][rows]
-        for column, side in self.side.items():
-            if side == "post":
-                continue
-            value = user.get(column) if side == "user" else pair.get(column)
-            if column in self.numeric_at:
-                raw = np.nan if value is None else value
-                numeric[:, self.numeric_at[column]] = self._numeric(column, np.broadcast_to(raw, (n,)).astype(
-                    np.float64))
-            elif column in self.category_at:
-                codes = ([self._category(column, value)] * n if side == "user"
-                         else [self._category(column, v) for v in np.asarray(value).tolist()])
-                categorical[:, self.category_at[column]] = codes
-            elif column in self.vector_at:
-                width = self.vector_at[column].stop - self.vector_at[column].start
-                vector = np.asarray(value, np.float32) if value is not None else np.zeros(0, np.float32)
-                vectors[:, self.vector_at[column]] = vector if len(vector) == width else 0.0
-        out = {"numeric": torch.from_numpy(numeric.astype(np.float32)), "categorical": torch.from_numpy(categorical),
-               "vectors": torch.from_numpy(vectors)}
-        for column, table in self.encoder.bags.items():
-            if self.side[column] == "post":
-                out[f"bag:{column}"] = torch.from_numpy(self.base[f"bag:{column}"][rows])
-                continue
-            ids = np.asarray(user.get(column) if user.get(column) is not None else [], np.int64)
-            encoded = (hash_ids(ids, self.encoder.id_buckets) if table != "hashtag"
-                       else np.clip(ids, 0, hashing.HASHTAG_BUCKETS - 1) + 1) if len(ids) else np.zeros(1, np.int64)
-            out[f"bag:{column}"] = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(encoded, (n, len(encoded)))))
-        for key in self.encoder.ids:
-            out[f"id:{key}"] = torch.from_numpy(self.base[f"id:{key}"][rows])
-        return out
 
 
 def _stack(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -156,4 +127,4 @@ def pair_values(now_unix: float, user_id: int, user: dict, affinity: Affinity | 
 
     request = derive(np.full(len(authors), float(now_unix)), np.asarray(created_unix, np.float64), since, mentioned,
                      {name: interest(column) for name, column in AFFINITIES.items()})
-    return {**values, **{f"request_features__{c}": request[c].to_numpy() for c in request.columns}}
+    return {**values, **{f"request_features__{c}": v for c, v in request.items()}}

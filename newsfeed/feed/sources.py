@@ -3,7 +3,7 @@ remembering itself as their source; a post another source offered first keeps th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -86,9 +86,16 @@ class PopularSource:
     slot: Slot = Slot.SOURCES
     source: str = "popular"  # the code its candidates carry (context.SOURCES)
 
+    # (window, popularity, its top rows): the same for every request until either is replaced
+    _top: tuple = field(default=(None, None, None), init=False, repr=False, compare=False)
+
     def __call__(self, ctx: FeedContext) -> None:
-        rows = self.corpus.window(ctx.request.now_unix, self.horizon_days).rows
-        top = rows[np.argsort(-self.corpus.popularity[rows], kind="stable")[: max(self.k, 0)]]
+        window, popularity = self.corpus.window(ctx.request.now_unix, self.horizon_days), self.corpus.popularity
+        cached_window, cached_popularity, top = self._top
+        if cached_window is not window or cached_popularity is not popularity:
+            rows = window.rows
+            top = rows[np.argsort(-popularity[rows], kind="stable")[: max(self.k, 0)]]
+            self._top = (window, popularity, top)  # replaced whole: safe beside concurrent requests
         ctx.offer(self.source, top, self.corpus.post_ids[top])
 
 

@@ -118,6 +118,26 @@ class Encoder:
             out[f"id:{key}"] = torch.from_numpy(hash_ids(frame[key].to_numpy(), self.id_buckets))
         return out
 
+    def transform_one(self, values: dict) -> dict[str, torch.Tensor]:
+        """``transform`` of a single row given as ``{column: value}`` (a missing key: a missing
+        value), without a DataFrame: what a request encodes for its one user (~20x faster)."""
+        raw = np.array([_float(values.get(c)) for c in self.numeric], np.float64)[None, :]
+        numeric = (self._scale_raw(raw) - np.array(self.mean)) / np.array(self.std) if self.numeric else raw
+        out = {"numeric": torch.from_numpy(np.nan_to_num(numeric, nan=0.0).astype(np.float32))}
+        codes = [_code(vocab, values.get(name)) for name, vocab in self.categories.items()]
+        out["categorical"] = torch.tensor([codes], dtype=torch.int64).reshape(1, len(self.categories))
+        vectors = [np.asarray(v, np.float32) if v is not None and len(v) == dim else np.zeros(dim, np.float32)
+                   for v, dim in ((values.get(name), dim) for name, dim in self.vectors.items())]
+        out["vectors"] = torch.from_numpy(np.concatenate(vectors)[None, :] if vectors else np.zeros((1, 0), np.float32))
+        for name, table in self.bags.items():
+            out[f"bag:{name}"] = torch.from_numpy(_pad_one(values.get(name), self.id_buckets if table != "hashtag"
+                                                           else None))
+        for key in self.ids:
+            value = values.get(key)
+            ids = np.array([value], np.int64) if isinstance(value, (int, np.integer)) else np.array([_float(value)])
+            out[f"id:{key}"] = torch.from_numpy(hash_ids(ids, self.id_buckets))
+        return out
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -129,7 +149,13 @@ class Encoder:
 def hash_ids(ids: np.ndarray, buckets: int) -> np.ndarray:
     """Entity ids to embedding rows 1..buckets-1 (0 is padding / unknown), by a stable
     multiplicative hash so consecutive ids spread out."""
-    values = pd.to_numeric(pd.Series(ids), errors="coerce").fillna(-1).to_numpy(np.int64)
+    ids = np.asarray(ids)
+    if ids.dtype.kind in "iu":  # already numbers: no pandas (the request path hashes a few per call)
+        values = ids.astype(np.int64)
+    elif ids.dtype.kind == "f":
+        values = np.where(np.isfinite(ids), ids, -1).astype(np.int64)
+    else:
+        values = pd.to_numeric(pd.Series(ids), errors="coerce").fillna(-1).to_numpy(np.int64)
     hashed = (values.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(33)
     return np.where(values < 0, 0, 1 + (hashed % np.uint64(buckets - 1)).astype(np.int64))
 
@@ -138,6 +164,38 @@ def _numeric(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     if not columns:
         return np.zeros((len(frame), 0))
     return np.column_stack([pd.to_numeric(frame[c], errors="coerce").to_numpy(np.float64) for c in columns])
+
+
+def _float(value) -> float:
+    """A numeric cell as ``pd.to_numeric(errors="coerce")`` reads it: NaN for missing or not a number."""
+    if value is None or isinstance(value, (str, bytes)):
+        try:
+            return float(value) if value is not None else np.nan
+        except ValueError:
+            return np.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def _code(vocab: list[str], value) -> int:
+    """A category's index as ``transform`` finds it: the string form, ``MISSING`` when null, 0 when unseen."""
+    missing = value is None or (isinstance(value, float) and np.isnan(value))
+    key = MISSING if missing else str(value)
+    try:
+        return vocab.index(key)
+    except ValueError:
+        return 0
+
+
+def _pad_one(value, id_buckets: int | None) -> np.ndarray:
+    """``_pad`` of one list: a (1, len) matrix of embedding rows, (1, 1) of padding when empty."""
+    ids = np.asarray(value if value is not None else [], np.int64)
+    if not len(ids):
+        return np.zeros((1, 1), np.int64)
+    rows = hash_ids(ids, id_buckets) if id_buckets else np.clip(ids, 0, hashing.HASHTAG_BUCKETS - 1) + 1
+    return rows[None, :]
 
 
 def _stack(values: pd.Series, dim: int) -> np.ndarray:
