@@ -11,7 +11,7 @@ sending its next request when the last one answers (closed loop), over distinct 
     .venv/bin/python benchmarks/serving_load.py [--home .newsfeed] [--replicate 13]
         [--sequential 300] [--per-client 60] [--modes fused,chained] [--ingresses haproxy,proxy]
 
-Needs a home with registered champions (`make demo`); the streaming run works on a copy.
+Needs a home with registered champions (`make demo`); every run works on a copy of it.
 Prints the tables and writes benchmarks/results/serving_load.json: ``in_process``,
 ``<mode>_sequential`` and ``<mode>_concurrent`` (8 clients) and ``ceiling_sequential`` /
 ``ceiling_concurrent`` for the default ingress (each ``p50_ms``, ``p95_ms``, ``p99_ms``,
@@ -37,6 +37,9 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from homes import copy_home  # noqa: E402
 
 PORT = 8777
 CLIENTS = (1, 4, 8, 16)
@@ -162,9 +165,6 @@ def load_levels(url: str, users: np.ndarray, rng, args) -> dict:
 def streaming_run(home: Path, users: np.ndarray, args, console) -> dict:
     """Fused, two replicas, the Redis state store, on a copy of the home: CONCURRENT clients
     while ``--stream`` posts a second arrive through ``POST /v1/posts``."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from homes import copy_home
-
     from live_content import streaming  # benchmarks/live_content.py
     import live_content
 
@@ -234,13 +234,25 @@ def main() -> None:
     if not (args.home / "data" / "posts.parquet").exists():
         parser.error(f"{args.home}: no demo home (run `make demo` first)")
 
+    console = Console()
+    scratch = tempfile.TemporaryDirectory()
+    try:
+        # A copy without the home's served state: every run starts from the data's own history,
+        # and the home is left as it was.
+        run(copy_home(args.home.resolve(), Path(scratch.name) / "home"), args, modes, ingresses, console)
+    finally:
+        scratch.cleanup()
+
+
+def run(home: Path, args, modes: list[str], ingresses: list[str], console: Console) -> None:
     from newsfeed.data.io import read_table
 
-    console = Console()
-    home = args.home.resolve()
     known = read_table(home / "data", "users")["user_id"].to_numpy()
     rng = np.random.default_rng(0)
     results: dict = {"config": {k: str(v) for k, v in vars(args).items()}}
+    if args.quality_users:  # first: the runs below mark the feeds they serve as seen
+        with console.status("feed quality"):
+            results["feed_quality"] = feed_quality(home, args.quality_users)
     with console.status("in process"):
         results["in_process"], results["batching"] = in_process(home, args.replicate, rng.choice(known, args.sequential))
     gc.collect()
@@ -270,9 +282,6 @@ def main() -> None:
     results["by_ingress"] = by_ingress
     if args.stream:
         results["streaming"] = streaming_run(home, known, args, console)
-    if args.quality_users:
-        with console.status("feed quality"):
-            results["feed_quality"] = feed_quality(home, args.quality_users)
 
     table = Table(title=f"/v1/feed at {results['in_process']['posts']:,} posts, ranker budget "
                         f"{results['in_process']['ranker_budget']} (limit 20)")

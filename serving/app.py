@@ -312,7 +312,7 @@ def build_app(settings: ServingSettings):
     """The bound application for ``serve.run`` (or a Serve config's import path)."""
     from newsfeed.feed.stages import GROUPS
 
-    options = {**settings.scaling(), "ray_actor_options": {"num_cpus": settings.replica_cpus}}
+    options = settings.deployment_options()
     payload = settings.model_dump()
     if settings.mode == "fused":
         return FeedIngress.options(**options).bind(payload, None)

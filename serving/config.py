@@ -24,8 +24,7 @@ def serve_config(settings: ServingSettings) -> dict:
             "route_prefix": "/",
             "import_path": "serving.app:app_builder",
             "args": settings.model_dump(),
-            "deployments": [{"name": n, **settings.scaling(),
-                             "ray_actor_options": {"num_cpus": settings.replica_cpus}} for n in names],
+            "deployments": [{"name": n, **settings.deployment_options()} for n in names],
         }],
     }
     check(config)

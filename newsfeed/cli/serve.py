@@ -83,6 +83,9 @@ def serve(
     store: StoreOption = None, registry: RegistryOption = None, state: StateOption = None, clock: ClockOption = None,
     window_days: Annotated[float | None, typer.Option(
         help="Posts older than this many days leave each replica's corpus and indexes [default: 14].", min=0.01)] = None,
+    max_ongoing_requests: Annotated[int | None, typer.Option(
+        help="Requests a replica runs at once, more wait in the router [default: 1 fused, Ray's own chained].",
+        min=1)] = None,
     ingress: Annotated[str, typer.Option(
         help="haproxy (Ray Serve's HAProxy ingress, throughput-optimised) | proxy (Ray Serve's Python proxy).")]
     = DEFAULT_INGRESS,
@@ -91,6 +94,7 @@ def serve(
     when `GET /healthz` answers."""
     options = {"home": home, "data_dir": data_dir, "store": store, "registry": registry, "state": state, "mode": mode,
                "replicas": replicas, "replica_cpus": replica_cpus, "max_replicas": max_replicas, "clock": clock,
+               "max_ongoing_requests": max_ongoing_requests,
                **({"window_days": window_days} if window_days is not None else {})}
     if ctx.invoked_subcommand is not None:
         ctx.obj = options
