@@ -272,6 +272,12 @@ def test_one_row_encodes_as_a_one_row_frame_does():
         whole = enc.transform(pd.DataFrame([{c: row.get(c) for c in frame.columns}]))
         for key in whole:
             assert torch.equal(one[key], whole[key]), (key, row)
+    # Many rows' codes of one column at once (the ranker's per-candidate categorical inputs).
+    genders = ["f", None, "x", "m", np.float32("nan")]
+    expected = enc.transform(frame.iloc[[0] * 5].assign(user_profile__gender=genders))["categorical"]
+    column = list(enc.categories).index("user_profile__gender")
+    assert enc.codes("user_profile__gender", np.array(genders, dtype=object), 5).tolist() == \
+        expected[:, column].tolist()
 
 
 def test_hashed_ids_are_stable_and_reserve_zero_for_unknown():

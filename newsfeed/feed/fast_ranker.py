@@ -91,14 +91,13 @@ class FastRanker:
             self.post_part = model.inputs(_tensors(inputs.base))[:, post] @ self.post_weight + bias  # per corpus row
         user = torch.from_numpy(np.flatnonzero(sides == "user"))
         self.user_dims, self.user_weight = user, weight[:, user].T.contiguous()
-        self.inputs = inputs
-        self._pair_layout(model, inputs, columns, sides, weight)
+        self._pair_layout(model, inputs, columns, weight)
         with torch.no_grad():
             self.rest = StackedMLP([branch[1:] for branch in branches])
             self.towers = StackedMLP(list(model.towers)[:len(HEADS)])  # the dwell tower is not served
             self.position_zero = model.position_bias.weight[0].detach().clone()
 
-    def _pair_layout(self, model, inputs: RankerInputs, columns, sides, weight) -> None:
+    def _pair_layout(self, model, inputs: RankerInputs, columns, weight) -> None:
         """The pair inputs as one matrix per request: numeric columns through their weight
         columns, each categorical one as a one-hot through a table (its embedding times its
         weight columns, one row per code)."""
@@ -133,9 +132,10 @@ class FastRanker:
     def pair_matrix(self, pair: dict[str, np.ndarray], n: int) -> torch.Tensor:
         """The pair inputs of ``n`` candidates, (n, numeric + one-hot codes), for ``pair_weight``."""
         raw = np.column_stack([_column(pair.get(c), n) for c in self.pair_numeric])
-        parts = [self.inputs.encode_numeric(self.pair_numeric, raw)]
+        encoder = self.model.encoder
+        parts = [encoder.standardise(self.pair_numeric, raw)]
         for column, vocab in self.pair_categories.items():
-            parts.append(np.eye(vocab)[self.inputs.encode_categories(column, pair.get(column), n)])
+            parts.append(np.eye(vocab)[encoder.codes(column, pair.get(column), n)])
         return torch.from_numpy(np.hstack(parts).astype(np.float32))
 
     @torch.no_grad()

@@ -5,7 +5,7 @@ request.
 Here the post columns are encoded once for the whole corpus (when a replica loads a ranker:
 ``RankerInputs.base``), the user's columns once per request (``Encoder.transform_one``), and
 only the user-post pair columns (affinity, request-time features) per candidate, with the
-encoder's own vocabularies and scales (``encode_numeric``, ``encode_categories``).
+encoder's own vocabularies and scales (``Encoder.standardise``, ``Encoder.codes``).
 ``tests/test_feed.py`` checks the served heads equal the model's on Feast's own frame.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from newsfeed.features.request_time import AFFINITIES, derive
-from newsfeed.models.encoding import MISSING, Encoder
+from newsfeed.models.encoding import Encoder
 
 USER_VIEWS = ("user_profile", "user_engagement", "user_history")
 PAIR_VIEWS = ("user_author_affinity", "request_features")
@@ -67,39 +67,12 @@ class RankerInputs:
         missing = {c: None for c in columns if self.side[c] != "post" or c not in corpus_frame}
         base = encoder.transform(corpus_frame.assign(**missing))
         self.base = {k: v.numpy() for k, v in base.items()}
-        self.numeric_at = {c: i for i, c in enumerate(encoder.numeric)}
-        self.log_scaled = set(encoder.log_scaled)
-        self.vocab = {c: {v: i for i, v in enumerate(vocab)} for c, vocab in encoder.categories.items()}
 
     def extended(self, more: "RankerInputs") -> "RankerInputs":
         """These inputs with ``more``'s rows appended (the same encoder)."""
         out = copy.copy(self)
         out.base = {k: _stack(v, more.base[k]) for k, v in self.base.items()}
         return out
-
-    def encode_numeric(self, columns: list[str], raw: np.ndarray) -> np.ndarray:
-        """Numeric columns' raw values, (n, len(columns)), as the encoder feeds them to the model
-        (log-scaled where it does, standardised, missing as 0)."""
-        at = [self.numeric_at[c] for c in columns]
-        raw = np.asarray(raw, np.float64)
-        logged = np.array([c in self.log_scaled for c in columns])
-        scaled = np.where(logged, np.sign(raw) * np.log1p(np.abs(raw)), raw)
-        mean, std = np.asarray(self.encoder.mean)[at], np.asarray(self.encoder.std)[at]
-        return np.nan_to_num((scaled - mean) / std, nan=0.0)
-
-    def encode_categories(self, column: str, values, n: int) -> np.ndarray:
-        """A categorical column's codes for ``n`` rows (``values``: one per row, or None for all
-        missing), as ``Encoder.transform`` finds them: by string form, unseen as 0."""
-        vocab = self.vocab[column]
-        if values is None:
-            return np.full(n, vocab.get(MISSING, 0), np.int64)
-        uniques, inverse = np.unique(np.asarray(values), return_inverse=True)  # a handful of codes per request
-        return np.array([self._category(column, u) for u in uniques.tolist()], np.int64)[inverse.reshape(-1)]
-
-    def _category(self, column: str, value) -> int:
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            return self.vocab[column].get(MISSING, 0)
-        return self.vocab[column].get(str(value), 0)
 
 
 def _stack(a: np.ndarray, b: np.ndarray) -> np.ndarray:
