@@ -123,15 +123,16 @@ class Trigger:
         return Decision(True, found)
 
     def act(self, decision: Decision, data_dir: Path, report: str | None = None, now: float | None = None,
-            dry_run: bool = False) -> dict:
+            dry_run: bool = False, wait: bool = False) -> dict:
         """Carry out ``decision`` (start the retrain where it fires) and append the audit line.
-        ``dry_run``: say what would start, start nothing, hold no cooldown."""
+        ``dry_run``: say what would start, start nothing, hold no cooldown. ``wait``: a local
+        retrain runs to its end here, its exit code in the line (the closed loop waits for it)."""
         now = time.time() if now is None else now
         action = {"action": "none"}
         if decision.retrain and dry_run:
             action = {"action": f"dry run ({self.policy.action})", "command": self._command(data_dir)}
         elif decision.retrain:
-            action = self._start(data_dir, now)
+            action = self._start(data_dir, now, wait)
             atomic.write_text(self.state_path, json.dumps({"fired_at": now, "reasons": decision.reasons, **action}))
         line = {"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), **decision.to_dict(), **action,
                 "report": report}
@@ -146,7 +147,7 @@ class Trigger:
             return [exe, "pipeline", "submit", "--host", str(self.policy.kubeflow_host), "--data-dir", str(data_dir)]
         return [exe, "pipeline", "run", "--home", str(self.home), "--data-dir", str(data_dir)]
 
-    def _start(self, data_dir: Path, now: float) -> dict:
+    def _start(self, data_dir: Path, now: float, wait: bool = False) -> dict:
         if self.policy.action == "none":
             return {"action": "none (policy: record only)"}
         command = self._command(data_dir)
@@ -164,4 +165,5 @@ class Trigger:
         with open(log, "w") as out:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        start_new_session=True, env={**os.environ, "NEWSFEED_HOME": str(self.home)})
-        return {"action": "local", "command": command, "pid": process.pid, "log": str(log)}
+            exit_code = {"exit_code": process.wait()} if wait else {}
+        return {"action": "local", "command": command, "pid": process.pid, "log": str(log), **exit_code}

@@ -26,19 +26,24 @@ component = functools.partial(dsl.component, base_image=IMAGE, install_kfp_packa
 
 @component
 def prepare_data(home: str, data_dir: str, scale: float, seed: int, dataset: Output[Dataset]):
-    """The dataset at the data location; where there is none yet, a simulated one at
-    ``scale`` (1.0: 2,000 users, 8,000 posts, 14 days)."""
+    """The dataset at the data location, with the impressions the service showed since
+    (``newsfeed.feed.served_data``); where there is none yet, a simulated one at ``scale``
+    (1.0: 2,000 users, 8,000 posts, 14 days)."""
     import json
     from pathlib import Path
 
     from newsfeed.data.io import has_dataset, read_manifest, replace_dataset
     from newsfeed.data.simulator import SimConfig, simulate_to
+    from newsfeed.feed.served_data import absorb
     from newsfeed.workspace import Workspace
 
     ws = Workspace.open(home, data_dir)
     if has_dataset(ws.data_dir):
         manifest = read_manifest(ws.data_dir)
         print(f"using the dataset at {ws.data_dir} ({manifest.get('source', 'no manifest')})")
+        absorbed = absorb(ws.home, ws.data_dir)  # what the service showed since, with its reactions
+        if absorbed:
+            print(f"{absorbed:,} served impressions added to the data's impression log")
     else:
         config = SimConfig.at_scale(scale, int(seed))  # kfp.local hands ints over as floats
         print(f"no dataset at {ws.data_dir}: simulating {config.users:,} users and {config.posts:,} posts")

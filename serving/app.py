@@ -4,7 +4,7 @@ in process (``fused``), or calls one deployment per stage group through handles
 stages ``newsfeed.feed.build`` wires; the executor does not know which mode it runs in.
 
 Routes: ``POST /v1/feed``; ``POST /v1/events``, ``/v1/posts``, ``/v1/users``,
-``/v1/friendships`` (bearer token ``NEWSFEED_INGEST_TOKEN`` when set); ``GET|PUT /v1/experiments`` (bearer token ``NEWSFEED_ADMIN_TOKEN``), ``GET /healthz``,
+``/v1/friendships`` (bearer token ``NEWSFEED_INGEST_TOKEN`` when set); ``GET|PUT /v1/experiments`` and ``PUT /v1/clock`` (bearer token ``NEWSFEED_ADMIN_TOKEN``), ``GET /healthz``,
 ``GET /metrics``. Every field is bounded (ids fit int64, bodies at most ``MAX_BODY_BYTES``,
 cursors signed and capped); what a client sends can degrade its own answer, never a replica.
 """
@@ -107,6 +107,11 @@ class UsersBody(BaseModel):
 class FriendshipsBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     friendships: list[FriendshipItem] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class ClockBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    now: str = Field(min_length=1, max_length=64, description="ISO 8601: the simulated time from now on")
 
 
 class SharesBody(BaseModel):
@@ -284,6 +289,21 @@ class FeedIngress:
             raise HTTPException(422, detail=[{k: e[k] for k in ("loc", "msg")} for e in err.errors()]) from None
         except ValueError as err:
             raise HTTPException(422, detail=str(err).splitlines()[0]) from None
+
+    @api.put("/v1/clock")
+    def put_clock(self, body: ClockBody, authorization: str | None = Header(None)):
+        """The simulated time (admin token; a service on ``NEWSFEED_CLOCK=simulated``): every
+        replica follows within ``SIMULATED_CHECK_SECONDS``. Only forward; 409 on any other clock."""
+        from newsfeed.feed.clock import ClockError
+        from newsfeed.feed.user_state import StateError
+
+        self._admin(authorization)
+        try:
+            return self.service.set_time(body.now)
+        except ClockError as err:
+            raise HTTPException(409 if self.service.clock.kind != "simulated" else 422, detail=str(err)) from None
+        except StateError as err:
+            raise HTTPException(503, detail=str(err)) from None
 
     @api.get("/healthz")
     def healthz(self):

@@ -21,8 +21,8 @@ class ServingSettings(BaseModel):
     state: Literal["embedded", "production"] | None = Field(
         None, description="user state and the experiment: embedded (files under the home) | production (Redis at "
                           "NEWSFEED_REDIS)")
-    clock: Literal["auto", "wall", "replayed"] | None = Field(
-        None, description="request time: wall (production) | replayed (simulated data) | auto: replayed when the "
+    clock: Literal["auto", "wall", "replayed", "simulated"] | None = Field(
+        None, description="request time: wall (production) | replayed (simulated data) | simulated (set by a simulator) | auto: replayed when the "
                           "data ended over a day ago; default NEWSFEED_CLOCK, else auto")
     window_days: float = Field(WINDOW_DAYS, gt=0, description="posts older than this leave each replica's corpus and "
                                                         "indexes (at least every arm's freshness horizon)")

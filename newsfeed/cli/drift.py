@@ -23,16 +23,20 @@ ReferenceDaysOption = Annotated[float, typer.Option(
     help="Last days of the champion's training window compared (0: all of it; its first days are a cold start).")]
 DryRunOption = Annotated[bool, typer.Option(
     "--dry-run", help="Decide and audit, but start no retrain and hold no cooldown.")]
+WaitOption = Annotated[bool, typer.Option(
+    "--wait", help="A local retrain runs to its end before the command returns; its exit code in the audit line.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 PolicyOption = Annotated[Path | None, typer.Option(
     "--policy", help="Retrain policy YAML (thresholds, cooldown, action) [default: <home>/monitoring/policy.yaml "
                      "if present, else built-in].")]
 
 
 def _run(home, data_dir, store, registry, reference, current, current_days, reference_days, policy_file, dry_run,
-         write: bool):
+         write: bool, wait: bool = False):
     from monitoring import drift, report_store, windows
     from monitoring.trigger import RetrainPolicy, Trigger
     from newsfeed.config import Paths
+    from newsfeed.feed.served_data import absorb
 
     paths = Paths.resolve(home, data_dir)
     if current_days <= 0:
@@ -47,6 +51,7 @@ def _run(home, data_dir, store, registry, reference, current, current_days, refe
     policy.check()
     feast_store, _ = open_feature_store(paths.home, store)
     reg = open_registry(paths.home, registry)
+    absorb(paths.home, paths.data_dir)  # recent traffic: what the service showed, with its reactions
     ref, cur, lineage = windows.build(feast_store, reg, paths.data_dir, reference, current,
                                       current_days, reference_days)
     summary, snapshot = drift.compare(ref, cur, lineage)
@@ -54,7 +59,8 @@ def _run(home, data_dir, store, registry, reference, current, current_days, refe
     decision = trigger.decide(summary)
     summary["drifted"] = bool(decision.reasons)
     folder = report_store.write(paths.home, summary, decision.to_dict(), snapshot) if write else None
-    action = trigger.act(decision, paths.data_dir, str(folder / "report.html") if folder else None, dry_run=dry_run)
+    action = trigger.act(decision, paths.data_dir, str(folder / "report.html") if folder else None, dry_run=dry_run,
+                         wait=wait)
     return summary, decision, action, folder
 
 
@@ -78,29 +84,34 @@ def _print(summary, decision, action, folder) -> None:
 def check(
     reference: ReferenceOption = None, current: CurrentOption = None, current_days: CurrentDaysOption = 1.0,
     reference_days: ReferenceDaysOption = 3.0, policy: PolicyOption = None, dry_run: DryRunOption = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    wait: WaitOption = False, as_json: JsonOption = False,
     home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None,
     registry: Annotated[str | None, typer.Option(help="embedded | production [env NEWSFEED_REGISTRY].")] = None,
 ) -> None:
     """Compare the windows, decide, fire the retrain trigger when the policy says so (audit line
     in <home>/monitoring/audit.log). Exit 0 either way."""
-    summary, decision, action, _ = _run(home, data_dir, store, registry, reference, current, current_days,
-                                        reference_days, policy, dry_run, write=False)
+    _show(*_run(home, data_dir, store, registry, reference, current, current_days, reference_days, policy, dry_run,
+                write=False, wait=wait), as_json)
+
+
+def _show(summary, decision, action, folder, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"drifted": summary["drifted"], "drifted_features": summary["drifted_features"],
                           "retrain": decision.retrain, "reasons": decision.reasons,
-                          "suppressed": decision.suppressed, "action": action, **summary}, default=str))
+                          "suppressed": decision.suppressed, "action": action,
+                          "report": str(folder / "report.html") if folder else None, **summary}, default=str))
     else:
-        _print(summary, decision, action, None)
+        _print(summary, decision, action, folder)
 
 
 @app.command()
 def report(
     reference: ReferenceOption = None, current: CurrentOption = None, current_days: CurrentDaysOption = 1.0,
     reference_days: ReferenceDaysOption = 3.0, policy: PolicyOption = None, dry_run: DryRunOption = False,
+    wait: WaitOption = False, as_json: JsonOption = False,
     home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None,
     registry: Annotated[str | None, typer.Option(help="embedded | production [env NEWSFEED_REGISTRY].")] = None,
 ) -> None:
     """As `check`, and write the HTML and JSON report under <home>/monitoring/drift/ with its index."""
-    _print(*_run(home, data_dir, store, registry, reference, current, current_days, reference_days, policy, dry_run,
-                 write=True))
+    _show(*_run(home, data_dir, store, registry, reference, current, current_days, reference_days, policy, dry_run,
+                write=True, wait=wait), as_json)

@@ -1,4 +1,4 @@
-"""`newsfeed experiment set | show | report | promote | rollback | simulate`: the arms that split
+"""`newsfeed experiment set | show | report | decide | promote | rollback | simulate`: the arms that split
 feed traffic, and how each arm did."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from newsfeed.cli.common import HomeOption, StateOption, console, fail
+from newsfeed.errors import NewsfeedError
 
 app = typer.Typer(help="Experiment arms (traffic shares, models, weights, re-rankers); per-arm reports, promote, "
                        "roll back.", no_args_is_help=True)
@@ -29,6 +30,11 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
             raise fail(f"{option} {value!r}: expected NAME=VALUE")
         out[name] = rest
     return out
+
+
+SinceVersionOption = Annotated[int | None, typer.Option(
+    "--since-version", min=0, help="Only traffic served under this experiment version or a later one (a canary's "
+                                   "own days) [default: all].")]
 
 
 @app.command("set")
@@ -114,6 +120,7 @@ def report(
     rollback: Annotated[bool, typer.Option(help="Roll back challengers that breach a guardrail (in the "
                                                 "experiment serving reads).")] = True,
     html: Annotated[Path | None, typer.Option(help="Also write the report as an HTML page here.")] = None,
+    since_version: SinceVersionOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     home: HomeOption = None,
     state: StateOption = None,
@@ -122,9 +129,8 @@ def report(
     import json
 
     from monitoring import experiment as analysis
-    from monitoring import impression_log, pages
+    from monitoring import pages
     from newsfeed import atomic
-    from newsfeed.config import Paths
     from newsfeed.feed.experiments import control_arm, rolled_back
 
     pairs = _pairs(expected, "--expected")
@@ -134,14 +140,9 @@ def report(
         raise fail(f"--expected: shares must be numbers, got {pairs}") from None
     if any(not 0 <= s <= 100 for s in shares.values()):
         raise fail(f"--expected: shares must be percentages (0-100), got {shares}")
-    paths = Paths.resolve(home)
     store = _store(home, state)
     experiment = store.read()
-    if data_dir is not None:
-        impressions, posts = impression_log.from_data_dir(data_dir)
-    else:
-        impressions = impression_log.from_served_log(paths.home, paths.data_dir)
-        posts = impression_log.from_data_dir(paths.data_dir)[1] if paths.data_dir.is_dir() else None
+    impressions, posts = _impressions(home, data_dir, since_version)
     arms = sorted(impressions["variant"].unique())
     configured = {a.name for a in experiment.arms}
     configured_control = control_arm(experiment)
@@ -167,6 +168,93 @@ def report(
     _print_report(result)
     if html:
         console.print(f"page: {html}")
+
+
+def _impressions(home, data_dir: Path | None, since_version: int | None):
+    """(impressions, posts): a data folder's, or what this home's servers logged, labelled."""
+    from monitoring import impression_log
+    from newsfeed.config import Paths
+
+    paths = Paths.resolve(home)
+    try:
+        if data_dir is not None:
+            impressions, posts = impression_log.from_data_dir(data_dir)
+        else:
+            impressions = impression_log.from_served_log(paths.home, paths.data_dir)
+            posts = impression_log.from_data_dir(paths.data_dir)[1] if paths.data_dir.is_dir() else None
+    except NewsfeedError as err:
+        raise fail(str(err)) from None
+    if since_version is not None:
+        if "experiment_version" not in impressions.columns:
+            raise fail("--since-version: these impressions do not say which experiment version served them")
+        impressions = impressions[impressions["experiment_version"] >= since_version]
+        if impressions.empty:
+            raise fail(f"--since-version {since_version}: no impressions served under it or later")
+    return impressions, posts
+
+
+@app.command()
+def decide(
+    since_version: SinceVersionOption = None,
+    policy: Annotated[Path | None, typer.Option(help="Canary policy YAML (min_users, max_hours, measure) "
+                                                     "[default: built-in].")] = None,
+    apply: Annotated[bool, typer.Option(help="Carry the verdict out: promote (registry aliases, all traffic to the "
+                                             "control) or roll back.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdicts as JSON.")] = False,
+    registry: Annotated[str | None, typer.Option(help="embedded | production [env NEWSFEED_REGISTRY].")] = None,
+    home: HomeOption = None,
+    state: StateOption = None,
+) -> None:
+    """End a canary by its policy: per challenger arm, promote it (confidently better), roll it
+    back (a guardrail, confidently worse, or not better in time) or let it run on."""
+    import json
+
+    import yaml
+    from pydantic import ValidationError
+
+    from monitoring import canary
+    from monitoring import experiment as analysis
+    from newsfeed.cli.common import open_registry
+    from newsfeed.feed.experiments import challengers, control_arm, promote as promote_arm, rolled_back
+
+    try:
+        rules = canary.CanaryPolicy.model_validate(yaml.safe_load(policy.read_text()) or {}) if policy else \
+            canary.CanaryPolicy()
+    except (OSError, yaml.YAMLError, ValidationError) as err:
+        raise fail(f"--policy {policy}: {str(err).splitlines()[0]}") from None
+    store = _store(home, state)
+    experiment = store.read()
+    names = challengers(experiment)
+    if not names:
+        raise fail(f"no challenger arm with traffic: arms are {[(a.name, a.share) for a in experiment.arms]}")
+    impressions, posts = _impressions(home, None, since_version)
+    control = control_arm(experiment)
+    hours = float((impressions["ts"].max() - impressions["ts"].min()).total_seconds() / 3600)
+    try:
+        result = analysis.analyse(impressions, control, {a.name: a.share for a in experiment.arms}, posts)
+    except ValueError as err:
+        raise fail(str(err)) from None
+    verdicts = canary.decide(result, names, rules, hours)
+    done = []
+    if apply:
+        promoted = [v for v in verdicts if v.action == canary.PROMOTE]
+        if promoted:  # the best of them, if several
+            best = max(promoted, key=lambda v: result["arms"][v.arm][f"diff_{rules.measure}"]["estimate"])
+            versions, saved = promote_arm(store, open_registry(home, registry), best.arm)
+            done.append({"promoted": best.arm, "versions": versions, "experiment_version": saved.version})
+        else:
+            back = [v.arm for v in verdicts if v.action == canary.ROLLBACK]
+            if back:
+                saved = store.save(rolled_back(experiment, back), experiment.version)
+                done.append({"rolled_back": back, "experiment_version": saved.version})
+    if as_json:
+        print(json.dumps({"hours": hours, "verdicts": [v.to_dict() for v in verdicts], "done": done,
+                          "report": result}, default=float))
+        return
+    for v in verdicts:
+        console.print(f"{v.arm}: {v.action} ({v.why})", highlight=False, soft_wrap=True)
+    for d in done:
+        console.print(json.dumps(d), highlight=False)
 
 
 def _print_report(result: dict) -> None:
@@ -233,22 +321,14 @@ def promote(
 ) -> None:
     """Make an arm's models the champions and give the control arm (now serving them) all traffic."""
     from newsfeed.cli.common import open_registry
-    from newsfeed.feed.experiments import all_to_control, control_arm
-    from newsfeed.registry import RANKER, TWO_TOWER
+    from newsfeed.feed.experiments import control_arm, promote as promote_arm
 
     store = _store(home, state)
-    experiment = store.read()
-    chosen = experiment.arm(arm)
-    if chosen is None:
-        raise fail(f"no arm {arm!r}: arms are {[a.name for a in experiment.arms]}")
-    reg = open_registry(home, registry)
-    versions = {name: reg.version(name, ref).version for name, ref in ((TWO_TOWER, chosen.two_tower),
-                                                                        (RANKER, chosen.ranker))}
-    for name, version in versions.items():
-        reg.set_alias(name, "champion", version)
-    saved = store.save(all_to_control(experiment), experiment.version)
+    if store.read().arm(arm) is None:
+        raise fail(f"no arm {arm!r}: arms are {[a.name for a in store.read().arms]}")
+    versions, saved = promote_arm(store, open_registry(home, registry), arm)
     console.print(f"champion now: {', '.join(f'{n} v{v}' for n, v in versions.items())}; "
-                  f"arm {control_arm(experiment)!r} serves them to all users")
+                  f"arm {control_arm(saved)!r} serves them to all users")
     _print(saved)
 
 

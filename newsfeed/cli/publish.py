@@ -77,7 +77,7 @@ def into_home(home: Path | None, data_dir: Path | None, store: str | None, state
     from newsfeed.config import Paths
     from newsfeed.feed.activity import UserDirectory
     from newsfeed.feed.content import open_channel
-    from newsfeed.feed.service import Clock, replay_started
+    from newsfeed.feed.clock import open_clock
     from newsfeed.feed.user_state import open_user_state
     from newsfeed.features.publish import known_of, online_writer, publish
 
@@ -87,7 +87,7 @@ def into_home(home: Path | None, data_dir: Path | None, store: str | None, state
     user_state = open_user_state(paths.home, state, check=True)
     feast_store, _ = open_feature_store(home, store)
     directory = UserDirectory.from_data(paths.data_dir)
-    clock = Clock.for_data(directory.latest_unix, started=lambda: replay_started(user_state, paths.data_dir))
+    clock = open_clock(None, directory.latest_unix, user_state, paths.data_dir)
     result = publish(table, items, paths.data_dir, known_of(directory), user_state,
                      pd.Timestamp(clock.now(), unit="s", tz="UTC"), online_writer(feast_store, paths.home))
     if result.log_file is not None:

@@ -24,8 +24,9 @@ MaxReplicasOption = Annotated[int | None, typer.Option(help="Autoscale each depl
                                                             "[default: no autoscaling].", min=1)]
 CpusOption = Annotated[float, typer.Option(help="CPUs each replica reserves.", min=0.01)]
 ClockOption = Annotated[str | None, typer.Option(
-    help="Request time: wall | replayed (the data's end, from now on) | auto: replayed for data that ended over a "
-         "day ago [default: NEWSFEED_CLOCK, else auto].")]
+    help="Request time: wall | replayed (the data's end, from now on) | simulated (set by `newsfeed simulate` "
+         "through PUT /v1/clock) | auto: replayed for data that ended over a day ago [default: NEWSFEED_CLOCK, "
+         "else auto].")]
 
 
 def _settings(home=None, data_dir=None, **options):
@@ -46,7 +47,7 @@ def _settings(home=None, data_dir=None, **options):
 def _restart_replayed_clock(settings) -> None:
     """A replayed clock starts again at the data's end with this service (every replica, and
     `newsfeed publish`, read its start from the user-state store)."""
-    from newsfeed.feed.service import replay_started
+    from newsfeed.feed.clock import replay_started
     from newsfeed.feed.user_state import open_user_state
 
     replay_started(open_user_state(Path(settings.home), settings.state), Path(settings.data_dir), restart=True)

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-LOG_DIRS = {"events": "event_log", "posts": "post_log", "users": "user_log", "friendships": "friendship_log"}
-LIVE_TABLES = ("posts", "users", "friendships")
-"""Tables the service appends to (besides events): read as the canonical table plus the log."""
-KEYS = {"posts": ["post_id"], "users": ["user_id"]}
+LOG_DIRS = {"events": "event_log", "posts": "post_log", "users": "user_log", "friendships": "friendship_log",
+            "impressions": "impression_log"}
+LIVE_TABLES = ("posts", "users", "friendships", "impressions")
+"""Tables the service appends to (besides events): read as the canonical table plus the log.
+Impressions: what was served, absorbed from the served log (``newsfeed.feed.served_data``)."""
+KEYS = {"posts": ["post_id"], "users": ["user_id"], "impressions": ["impression_id"]}
 ENDED = "ended"
 """A friendship log row with ``ended`` true removes the pair (either direction)."""
 
@@ -62,7 +64,8 @@ def read_parts(paths: list[Path]) -> pd.DataFrame | None:
 
 def merge(table: str, canonical: pd.DataFrame | None, logged: pd.DataFrame | None) -> pd.DataFrame | None:
     """The table as readers see it: ``canonical`` with the ``logged`` rows (in log order).
-    Posts and users: the first row per id stands (a publish is idempotent). Friendships: the
+    Posts, users and impressions: the first row per id stands (a publish is idempotent); a
+    column the log lacks (the simulator's true probabilities) is empty in its rows. Friendships: the
     last log row per pair decides, and an ``ended`` one removes the pair."""
     if logged is None or logged.empty:
         return canonical
@@ -70,7 +73,7 @@ def merge(table: str, canonical: pd.DataFrame | None, logged: pd.DataFrame | Non
         canonical = logged.iloc[:0].drop(columns=[ENDED], errors="ignore")
     if table in KEYS:
         columns = list(canonical.columns)
-        both = pd.concat([canonical, logged[columns]], ignore_index=True)
+        both = pd.concat([canonical, logged.reindex(columns=columns)], ignore_index=True)
         return both.drop_duplicates(KEYS[table], keep="first").reset_index(drop=True)
     if table != "friendships":
         raise ValueError(f"{table} has no log to merge")

@@ -52,6 +52,9 @@ class Arm(BaseModel):
     share: float = Field(ge=0, le=100, description="percent of users")
     two_tower: str = Field("champion", description="alias or version of newsfeed-two-tower")
     ranker: str = Field("champion", description="alias or version of newsfeed-ranker")
+    policy: Literal["model", "most_popular", "random"] = Field(
+        "model", description="what orders the candidates: the ranker (model), or a baseline that needs none: engagement "
+                             "so far (most_popular), a random order (random)")
     weights: dict[str, float] = Field(default_factory=dict, description="overrides of the ranker's weight table")
     sources: Sources = Field(default_factory=Sources)
     reranking: Reranking = Field(default_factory=Reranking)

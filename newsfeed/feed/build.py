@@ -10,7 +10,7 @@ from newsfeed.feed.corpus import PostCorpus
 from newsfeed.feed.filters import BlockedAuthorsFilter, HiddenFilter, OwnPostsFilter, SeenFilter
 from newsfeed.feed.models import RankingModel, RetrievalModel
 from newsfeed.feed.ranker_inputs import Affinity
-from newsfeed.feed.ranking import Backfill, PreRank, Rank, UserFeatures
+from newsfeed.feed.ranking import Backfill, PopularityRank, PreRank, RandomRank, Rank, UserFeatures
 from newsfeed.feed.reranking import (AuthorDiversity, Exploration, Freshness, InterestBoost, NewCommentsBoost, Order,
                                      TopicMMR, Truncate)
 from newsfeed.feed.sources import AnnSource, FreshSource, InNetworkSource, NewCommentsSource, PopularSource
@@ -38,8 +38,7 @@ def build_pipeline(arm: Arm, retrieval: RetrievalModel, ranking: RankingModel, r
         NewCommentsSource(corpus, s.new_comments),
         *filters,
         Backfill(corpus, filters, s.minimum),
-        PreRank(retrieval, s.ranker_budget),
-        Rank(corpus, ranking, {**ranking.weights, **arm.weights}, res.affinity),
+        *scorers(arm, retrieval, ranking, res, seed),
         Order(),
         *([NewCommentsBoost(r.new_comments_friend, r.new_comments_other)]
           if r.new_comments_friend or r.new_comments_other else []),
@@ -55,3 +54,13 @@ def build_pipeline(arm: Arm, retrieval: RetrievalModel, ranking: RankingModel, r
     if any(a.slot > b.slot for a, b in zip(stages, stages[1:])):
         raise ValueError(f"stages out of slot order: {[(x.name, x.slot.name) for x in stages]}")
     return stages
+
+
+def scorers(arm: Arm, retrieval: RetrievalModel, ranking: RankingModel, res: Resources, seed: int | None) -> list:
+    """What orders an arm's candidates: pre-ranking and the ranker, or a baseline's one stage."""
+    if arm.policy == "most_popular":
+        return [PopularityRank(res.corpus)]
+    if arm.policy == "random":
+        return [RandomRank(seed)]
+    return [PreRank(retrieval, arm.sources.ranker_budget),
+            Rank(res.corpus, ranking, {**ranking.weights, **arm.weights}, res.affinity)]

@@ -206,6 +206,29 @@ def all_to_control(experiment: Experiment) -> Experiment:
     return experiment.with_shares({a.name: (100.0 if a.name == control else 0.0) for a in experiment.arms})
 
 
+def challengers(experiment: Experiment) -> list[str]:
+    """Arms with traffic that serve other models than the control (baselines are not challengers)."""
+    control = experiment.arm(control_arm(experiment))
+    return [a.name for a in experiment.arms if a.name != control.name and a.share > 0 and a.policy == "model"
+            and (a.two_tower, a.ranker) != (control.two_tower, control.ranker)]
+
+
+def promote(store: "ExperimentStore", registry, arm: str) -> tuple[dict[str, str], Experiment]:
+    """Make ``arm``'s models the champions (registry aliases) and give the control arm, which
+    serves the champions, all traffic; (versions by model name, the saved experiment)."""
+    from newsfeed.registry import RANKER, TWO_TOWER
+
+    experiment = store.read()
+    chosen = experiment.arm(arm)
+    if chosen is None:
+        raise NewsfeedError(f"no arm {arm!r}: arms are {[a.name for a in experiment.arms]}")
+    versions = {name: str(registry.version(name, ref).version) for name, ref in ((TWO_TOWER, chosen.two_tower),
+                                                                                 (RANKER, chosen.ranker))}
+    for name, version in versions.items():
+        registry.set_alias(name, "champion", version)
+    return versions, store.save(all_to_control(experiment), experiment.version)
+
+
 def etag(experiment: Experiment) -> str:
     return f'"{experiment.version}"'
 

@@ -113,3 +113,35 @@ class Rank:
         heads = self.ranking.heads(rows, ctx.user.features, pair)
         c.score = engagement_score(heads, self.weights)
         ctx.candidates = c.take(np.argsort(-c.score, kind="stable"))
+
+
+@dataclass
+class PopularityRank:
+    """The most-popular baseline: candidates by their engagement so far (the platform's weight
+    table over the live counters), no model."""
+
+    corpus: PostCorpus
+    name: str = "rank:most_popular"
+    slot: Slot = Slot.RANK
+
+    def __call__(self, ctx: FeedContext) -> None:
+        c = ctx.candidates
+        c.score = self.corpus.popularity[c.rows].astype(np.float32)
+        ctx.candidates = c.take(np.argsort(-c.score, kind="stable"))
+
+
+@dataclass
+class RandomRank:
+    """The random baseline: candidates in a random order, drawn anew for every request."""
+
+    seed: int | None = None
+    name: str = "rank:random"
+    slot: Slot = Slot.RANK
+
+    def __post_init__(self):
+        self.rng = np.random.default_rng(self.seed)
+
+    def __call__(self, ctx: FeedContext) -> None:
+        c = ctx.candidates
+        c.score = self.rng.random(len(c)).astype(np.float32)
+        ctx.candidates = c.take(np.argsort(-c.score, kind="stable"))

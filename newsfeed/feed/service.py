@@ -17,13 +17,10 @@ keep serving and the response says so.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +29,7 @@ from newsfeed.feed import handler
 from newsfeed.feed.activity import UserDirectory, apply_ingested, load_history
 from newsfeed.feed.arms import Arm
 from newsfeed.feed.build import Resources, build_pipeline
+from newsfeed.feed.clock import clock_kind, open_clock
 from newsfeed.feed.context import FeedContext, FeedRequest, UserView
 from newsfeed.feed.content import open_channel
 from newsfeed.feed.corpus import WINDOW_DAYS, PostCorpus, read_posts
@@ -43,65 +41,12 @@ from newsfeed.feed.ranker_inputs import USER_VIEWS, affinity_tables
 from newsfeed.feed.replica import ContentFollower
 from newsfeed.feed.served_log import ServedLog
 from newsfeed.feed.stages import GROUPS, Group, in_groups, run_pipeline
-from newsfeed.errors import NewsfeedError
 from newsfeed.feed.user_state import StateError, UserSnapshot, open_user_state
 from newsfeed.schema import REACTIONS
 
 ALIAS_TTL_SECONDS = 5.0
 LIVE_COUNTER_TTL_SECONDS = 30.0
 WINDOW_CHECK_SECONDS = 60.0
-
-CLOCK_KINDS = ("auto", "wall", "replayed")
-CLOCK_ENV = "NEWSFEED_CLOCK"
-
-
-@dataclass
-class Clock:
-    """Request time: the wall clock (production), or ``replayed``: a dataset that ended in the
-    past (the simulator's) served as if it ended when the service started, so the freshness
-    horizon finds its newest posts. ``auto`` (``NEWSFEED_CLOCK``, default) replays data that
-    ended more than a day ago; the production overlay sets ``wall``. A replayed clock starts
-    when the dataset was first served (``replay_started``, kept in the shared store; `newsfeed
-    serve` restarts it), so every replica and publisher tells the same time, and a post
-    published on one replica is not in another's future."""
-
-    kind: str = "wall"
-    offset: float = 0.0
-
-    @classmethod
-    def for_data(cls, data_end_unix: float | None, kind: str | None = None,
-                 started: Callable[[], float] = time.time) -> "Clock":
-        kind = clock_kind(kind)
-        now = time.time()
-        old = data_end_unix is not None and data_end_unix < now - 86_400
-        if kind == "wall" or (kind == "auto" and not old):
-            return cls("wall")
-        return cls("replayed", (data_end_unix if data_end_unix is not None else now) - started())
-
-    def now(self) -> float:
-        return time.time() + self.offset
-
-    def describe(self) -> dict:
-        return {"kind": self.kind, "now": datetime.fromtimestamp(self.now(), timezone.utc).isoformat()}
-
-
-def clock_kind(kind: str | None = None) -> str:
-    kind = kind or os.environ.get(CLOCK_ENV) or "auto"
-    if kind not in CLOCK_KINDS:
-        raise NewsfeedError(f"{CLOCK_ENV}={kind!r}: expected one of {', '.join(CLOCK_KINDS)}")
-    return kind
-
-
-def replay_started(state, data_dir: Path, restart: bool = False) -> float:
-    """When the replayed clock of ``data_dir``'s dataset started (now, for the first to ask, or
-    with ``restart``); this process's own now while the store cannot be reached."""
-    from newsfeed.feed.activity import dataset_mark
-
-    try:
-        return state.anchor(f"clock:{dataset_mark(data_dir)}", time.time(), replace=restart)
-    except StateError:
-        return time.time()
-
 
 # -- models by alias ---------------------------------------------------------------------------
 
@@ -207,7 +152,7 @@ class FeedService:
                  clock: str | None = None, window_days: float = WINDOW_DAYS):
         """``corpus``: share another replica's (tests); ``replicate_posts``: see
         ``PostCorpus.replicated`` (load benchmarks); ``state``, ``experiments``: the shared
-        stores (default: the home's embedded ones); ``clock``: see ``Clock``."""
+        stores (default: the home's embedded ones); ``clock``: see ``newsfeed.feed.clock``."""
         from newsfeed.data.io import read_table
         from newsfeed.features.online_load import latest_rows
         from newsfeed.models.datasets import view_features
@@ -224,8 +169,7 @@ class FeedService:
         self.experiments = experiments or ExperimentStore.open(home, "embedded")
         self.state = state or open_user_state(home, "embedded")
         self.cursors = CursorCodec.for_home(home)
-        self.clock = Clock.for_data(self.directory.latest_unix, clock, started=lambda: replay_started(
-            self.state, self.data_dir))
+        self.clock = open_clock(clock, self.directory.latest_unix, self.state, self.data_dir)
         self.log = ServedLog(home)
         self.effects = FeedEffects(self.state, self.log, self.run)
         self._load_history()
@@ -399,6 +343,19 @@ class FeedService:
                 result.notes.append(f"content channel ({self.content.channel.where}): {str(err)[:200]}")
             self.content.catch_up()
         return result.as_json()
+
+    def set_time(self, when: str) -> dict:
+        """``PUT /v1/clock``: the simulated time, for every replica (``ClockError``: not a simulated
+        clock, not a time, or a step back)."""
+        import pandas as pd
+
+        from newsfeed.feed.clock import ClockError
+
+        parsed = pd.to_datetime(when, utc=True, errors="coerce", format="mixed")
+        if pd.isna(parsed) or not 1990 <= parsed.year <= 2200:
+            raise ClockError(f"now: expected an ISO 8601 time between 1990 and 2200, got {when[:64]!r}")
+        self.clock.set(parsed.value / 1e9)
+        return self.clock.describe()
 
     def _add_posts(self, posts) -> int:
         """Published posts into the corpus and every loaded model (from the online store, where

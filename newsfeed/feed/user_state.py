@@ -98,6 +98,10 @@ class UserState(Protocol):
         (the first writer wins: e.g. when a replayed clock started, so every replica keeps one time)."""
         ...
 
+    def stored(self, name: str) -> float | None:
+        """The value stored under ``name`` (None: none yet), without writing."""
+        ...
+
     def reset(self) -> None: ...
 
     def exclusive(self, name: str, timeout: float = 600.0): ...
@@ -259,6 +263,13 @@ class SqliteUserState:
         verb = "REPLACE" if replace else "IGNORE"
         self._write([(f"INSERT OR {verb} INTO anchors VALUES (?, ?)", [(name, float(proposed))])])
         return float(self._db().execute("SELECT value FROM anchors WHERE name = ?", (name,)).fetchone()[0])
+
+    def stored(self, name: str) -> float | None:
+        try:
+            row = self._db().execute("SELECT value FROM anchors WHERE name = ?", (name,)).fetchone()
+        except sqlite3.Error as err:
+            raise StateError(f"cannot read the user-state file {self.path}: {err}") from None
+        return None if row is None else float(row[0])
 
     def reset(self) -> None:
         """Forget every user's state, the counters and the marks (another dataset is served)."""
@@ -457,6 +468,10 @@ class RedisUserState:
     def anchor(self, name: str, proposed: float, replace: bool = False) -> float:
         key = self.key("anchor", name)
         return float(self._run(lambda p: (p.set(key, repr(float(proposed)), nx=not replace), p.get(key)))[1])
+
+    def stored(self, name: str) -> float | None:
+        value = self._run(lambda p: p.get(self.key("anchor", name)))[0]
+        return None if value is None else float(value)
 
     def reset(self) -> None:
         """Forget every user's state, the counters and the marks (the experiment stays)."""
