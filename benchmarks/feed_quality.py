@@ -4,7 +4,7 @@ random feeds and the ranker alone over every unseen post (``newsfeed.feed.offlin
 
     .venv/bin/python benchmarks/feed_quality.py [--home .newsfeed] [--users 300]
 
-Needs the demo's home (`make demo`). Prints two tables, writes benchmarks/results/feed_quality.json.
+Needs the benchmark home (`make bench-home`). Prints two tables, writes benchmarks/results/feed_quality.json.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main() -> None:
 
     world = World.of_dataset(args.home / "data")
     if world is None:
-        parser.error(f"{args.home}/data: not simulated data (no world to judge by); run `make demo`")
+        parser.error(f"{args.home}/data: not simulated data (no world to judge by); run `make bench-home`")
     console = Console()
     t0 = time.perf_counter()
     service = FeedService.open(args.home)

@@ -13,7 +13,7 @@
 
     .venv/bin/python benchmarks/live_content.py [--home .newsfeed] [--state embedded|production]
 
-``--home``: a home with registered champions (after `make demo`); it is copied, never
+``--home``: a home with registered champions (after `make bench-home`); it is copied, never
 changed. Prints one table and writes benchmarks/results/live_content.json.
 """
 

@@ -14,7 +14,7 @@ the two-tower by Recall@500 over the serving corpus, the interest estimator by t
 orders on its own. The test period is never read, so tests can assert on it, and on a
 simulator seed no choice was made on.
 
-    .venv/bin/python benchmarks/model_choices.py [--only interest|ranker|two_tower]   # after `make demo`
+    .venv/bin/python benchmarks/model_choices.py [--only interest|ranker|two_tower]   # after `make bench-home`
 """
 
 from __future__ import annotations
@@ -337,7 +337,7 @@ def main() -> None:
     try:
         data = datasets.load(paths.home, paths.data_dir)
     except FileNotFoundError as err:
-        raise SystemExit(f"{err} (this benchmark reads the demo's home: run `make demo` first)") from None
+        raise SystemExit(f"{err} (this benchmark reads the benchmark home: run `make bench-home` first)") from None
     store = open_store(paths.home)
     console = Console(width=180)
     # Parts run alone (--only) update the results of the others.

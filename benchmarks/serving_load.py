@@ -4,14 +4,14 @@ ceiling), for each ingress (HAProxy, throughput-optimised, and Ray's Python prox
 and chained, at 1, 4, 8 and 16 concurrent clients; then with the Redis state store and
 posts streaming in; then the served feed's quality (engagement vs the simulator's oracle).
 
-The demo home's 8,000 posts are served ``--replicate`` times over under new ids (12.5x:
+The benchmark home's 8,000 posts are served ``--replicate`` times over under new ids (12.5x:
 104,000 posts, ~500 candidates ranked per request). Clients are asyncio + httpx, each
 sending its next request when the last one answers (closed loop), over distinct users.
 
     .venv/bin/python benchmarks/serving_load.py [--home .newsfeed] [--replicate 13]
         [--sequential 300] [--per-client 60] [--modes fused,chained] [--ingresses haproxy,proxy]
 
-Needs a home with registered champions (`make demo`); every run works on a copy of it.
+Needs a home with registered champions (`make bench-home`); every run works on a copy of it.
 Prints the tables and writes benchmarks/results/serving_load.json: ``in_process``,
 ``<mode>_sequential`` and ``<mode>_concurrent`` (8 clients) and ``ceiling_sequential`` /
 ``ceiling_concurrent`` for the default ingress (each ``p50_ms``, ``p95_ms``, ``p99_ms``,
@@ -232,7 +232,7 @@ def main() -> None:
     if not ingresses or any(i not in INGRESSES for i in ingresses) or args.per_client < 1 or args.stream < 0:
         parser.error(f"--ingresses: some of {', '.join(INGRESSES)}; --per-client >= 1; --stream >= 0")
     if not (args.home / "data" / "posts.parquet").exists():
-        parser.error(f"{args.home}: no demo home (run `make demo` first)")
+        parser.error(f"{args.home}: no demo home (run `make bench-home` first)")
 
     console = Console()
     scratch = tempfile.TemporaryDirectory()

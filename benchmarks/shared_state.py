@@ -11,7 +11,7 @@
     .venv/bin/python benchmarks/shared_state.py [--home .newsfeed] [--sizes 1,10,100]
         [--batches 20] [--requests 400]
 
-``--home``: a home with registered champions (after `make demo`; its data is copied for the
+``--home``: a home with registered champions (after `make bench-home`; its data is copied for the
 log's part, never changed). Prints two tables and writes benchmarks/results/shared_state.json.
 """
 

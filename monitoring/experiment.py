@@ -146,9 +146,27 @@ def analyse(impressions: pd.DataFrame, control: str, expected: dict[str, float] 
         summaries[arm]["diff_engagement_per_user"] = difference(ratios[arm]["engagement_per_user"],
                                                                 ratios[control]["engagement_per_user"])
         summaries[arm]["guardrails"] = breaches(summaries[arm], guardrails)
+    for arm in arms:
+        if "team" in frame.columns and frame.loc[frame["variant"] == arm, "team"].notna().any():
+            summaries[arm]["interleaving"] = interleaved(frame[(frame["variant"] == arm) & frame["team"].notna()])
     users = {arm: s["users"] for arm, s in summaries.items()}
     return {"control": control, "arms": summaries,
             "srm": srm(users, expected if expected is not None else {a: 100 / len(arms) for a in arms})}
+
+
+def interleaved(frame: pd.DataFrame) -> dict:
+    """An interleaving arm's verdict: each user's engagement on the posts each team picked,
+    the share of users preferring the first team (by name) with its interval."""
+    from newsfeed.metrics import interleaving_preference
+
+    teams = sorted(frame["team"].unique())
+    if len(teams) != 2:
+        return {"teams": teams, "note": "needs posts of exactly two teams"}
+    credit = frame.pivot_table(index="user_id", columns="team", values="engagement", aggfunc="sum",
+                               fill_value=0.0).reindex(columns=teams, fill_value=0.0)
+    shown = frame.groupby("user_id").size().reindex(credit.index)
+    return {"teams": teams, **interleaving_preference(credit[teams[0]].to_numpy(), credit[teams[1]].to_numpy(),
+                                                     shown.to_numpy())}
 
 
 def breaches(arm: dict, guardrails: Guardrails) -> list[str]:

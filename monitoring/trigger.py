@@ -12,10 +12,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from newsfeed import atomic
 from newsfeed.errors import NewsfeedError
@@ -42,6 +42,8 @@ class RetrainPolicy(BaseModel):
     action: Literal["local", "kubeflow", "none"] = Field("local", description="run the pipeline here, submit it "
                                                                               "to Kubeflow, or only record")
     kubeflow_host: str | None = Field(None, description="the Kubeflow Pipelines endpoint for action kubeflow")
+    pipeline_options: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]{0,40}$")], int | float | str] = Field(
+        default_factory=dict, description="options of the retrain's `newsfeed pipeline run|submit` (e.g. epochs: 4)")
 
     @classmethod
     def load(cls, path: Path | None) -> "RetrainPolicy":
@@ -143,9 +145,12 @@ class Trigger:
 
     def _command(self, data_dir: Path) -> list[str]:
         exe = shutil.which("newsfeed") or str(Path(sys.executable).with_name("newsfeed"))
+        options = [part for key, value in self.policy.pipeline_options.items()
+                   for part in (f"--{key.replace('_', '-')}", str(value))]
         if self.policy.action == "kubeflow":
-            return [exe, "pipeline", "submit", "--host", str(self.policy.kubeflow_host), "--data-dir", str(data_dir)]
-        return [exe, "pipeline", "run", "--home", str(self.home), "--data-dir", str(data_dir)]
+            return [exe, "pipeline", "submit", "--host", str(self.policy.kubeflow_host), "--data-dir", str(data_dir),
+                    *options]
+        return [exe, "pipeline", "run", "--home", str(self.home), "--data-dir", str(data_dir), *options]
 
     def _start(self, data_dir: Path, now: float, wait: bool = False) -> dict:
         if self.policy.action == "none":

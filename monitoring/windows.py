@@ -153,12 +153,23 @@ def _score(frame: pd.DataFrame, model, weights: dict) -> pd.DataFrame:
     return frame.assign(**columns, engagement_score=engagement_score(columns, weights))
 
 
+AGAINST = ("training", "previous")
+
+
 def build(store, registry, data_dir: Path, reference: Path | None = None, current: Path | None = None,
-          current_days: float = 1.0, reference_days: float = 3.0, seed: int = 0) -> tuple[Window, Window, dict]:
+          current_days: float = 1.0, reference_days: float = 3.0, seed: int = 0,
+          against: str = "training") -> tuple[Window, Window, dict]:
     """(reference, current, champion lineage). By default the reference is the last
     ``reference_days`` of the champion's training window (0: all of it) and the current window
     the last ``current_days`` of ``data_dir``; ``reference`` / ``current`` name data folders
-    whose impressions are compared whole instead."""
+    whose impressions are compared whole instead. ``against="previous"``: the reference is the
+    ``reference_days`` of ``data_dir`` just before the current window (traffic against its own
+    recent past: a new serving policy is no drift of the world, the training window's logging
+    policy would make it look like one)."""
+    if against not in AGAINST:
+        raise DriftError(f"against {against!r}: expected one of {', '.join(AGAINST)}")
+    if against == "previous" and (reference is not None or current is not None or reference_days <= 0):
+        raise DriftError("against the previous days: no --reference or --current folder, and --reference-days > 0")
     from newsfeed.models.registered import load_registered
 
     lineage = champion_lineage(registry)
@@ -177,6 +188,8 @@ def build(store, registry, data_dir: Path, reference: Path | None = None, curren
         cur_span = (last - pd.Timedelta(days=current_days), last + pd.Timedelta(seconds=1))
     else:
         cur_span = whole
+    if against == "previous":
+        ref_dir, ref_span = cur_dir, (cur_span[0] - pd.Timedelta(days=reference_days), cur_span[0])
     windows = []
     for name, folder, span in (("reference", ref_dir, ref_span), ("current", cur_dir, cur_span)):
         try:

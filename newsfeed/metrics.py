@@ -255,3 +255,39 @@ def paired_weighted_difference(ours: Callable[[np.ndarray], float], theirs: Call
     tail = (1 - level) / 2 * 100
     low, high = np.nanpercentile(draws, [tail, 100 - tail])
     return Interval(ours(ones) - theirs(ones), float(low), float(high), int(unit.max() + 1))
+
+
+def interleaving_preference(credit_a: np.ndarray, credit_b: np.ndarray, impressions: np.ndarray,
+                            seed: int = 0) -> dict:
+    """Interleaving's verdict from each user's credit to either team (the engagement their
+    reactions gave the posts each arm picked): the share of users preferring ``a`` among those
+    who preferred one, and the mean per-impression difference, each with a 95% interval over
+    users."""
+    a, b = np.asarray(credit_a, np.float64), np.asarray(credit_b, np.float64)
+    n = len(a)
+    wins, losses = a > b, a < b
+    share = ratio_interval(wins.astype(np.float64), (wins | losses).astype(np.float64), n, seed=seed)
+    diff = ratio_interval(a - b, np.asarray(impressions, np.float64), n, seed=seed)
+    return {"preference_a": {"estimate": share.value, "ci": [share.low, share.high]},
+            "difference_per_impression": {"estimate": diff.value, "ci": [diff.low, diff.high]},
+            "users": int(n), "wins_a": int(wins.sum()), "wins_b": int(losses.sum()), "ties": int(n - wins.sum()
+                                                                                                - losses.sum())}
+
+
+def users_needed(effect: float, per_user_variance: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Units a two-sided z-test needs to tell a mean of ``effect`` from zero, each unit adding
+    ``per_user_variance`` to the estimate's variance times n: ((z_{1-a/2} + z_power) sd / effect)^2."""
+    from scipy import stats
+
+    if effect == 0 or not np.isfinite(effect):
+        return float("inf")
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return float(z**2 * per_user_variance / effect**2)
+
+
+def ratio_linearised(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """Per-unit contributions of a ratio of sums (the delta method): their variance / n is the
+    ratio's variance."""
+    numerator, denominator = np.asarray(numerator, np.float64), np.asarray(denominator, np.float64)
+    ratio = numerator.sum() / denominator.sum()
+    return (numerator - ratio * denominator) / denominator.mean()

@@ -6,7 +6,7 @@ starts: `newsfeed serve` (``LocalServer``) sets them before Ray starts; on Kuber
 ``newsfeed-config`` ConfigMap sets them in every Ray pod (``tests/test_k8s.py`` checks that
 it holds ``ingress_env(DEFAULT_INGRESS)``). HAProxy writes its config and socket under
 ``/tmp/haproxy-serve``: the pods' ``/tmp`` is a writable emptyDir on a read-only root.
-Measured in ``benchmarks/serving_load.py`` (README, "Serving speed").
+Measured in ``benchmarks/serving_load.py`` (docs/serving.md, "Speed").
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ def test_ranker_quality_at_demo_scale(trained):
 def test_two_tower_retrieval_is_measured_on_the_serving_corpus_beside_tuned_baselines(trained):
     """Each test request is a query over the posts serving's ANN source searches at that time;
     the two-tower finds more than chance beyond noise, of what users engaged with and of the
-    oracle's feed. On this data it does not beat popular posts (see the README): its
+    oracle's feed. On this data it does not beat popular posts (docs/models.md): its
     normalised dot product cannot carry a post's own quality, so popular and fresh posts
     are candidate sources of their own in serving."""
     home, _ = trained

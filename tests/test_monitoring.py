@@ -6,18 +6,15 @@ rendered in a real browser (headless Chromium)."""
 from __future__ import annotations
 
 import json
-import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from browser import needs_chromium, render
 from typer.testing import CliRunner
 
 from newsfeed.cli import app
 
 pytestmark = pytest.mark.slow
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _pipeline_home(root: Path, *generate: str) -> Path:
@@ -87,15 +84,7 @@ def test_drift_compares_two_data_folders_when_given(steady_home):
     assert missing.exit_code == 1 and "/nonexistent" in missing.output
 
 
-def render(page: Path) -> str:
-    """The page's text as headless Chromium rendered it (scripts run, markup stripped)."""
-    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
-                          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    dom = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install chromium; .ci/run does)")
+@needs_chromium
 def test_drift_report_pages_render_in_a_browser_with_the_verdict_and_figures(drifted_home, steady_home):
     runner = CliRunner()
     for home in (steady_home, drifted_home):
@@ -125,7 +114,7 @@ def test_drift_report_pages_render_in_a_browser_with_the_verdict_and_figures(dri
     assert "Verdict: no drift; no retrain." in steady
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install chromium; .ci/run does)")
+@needs_chromium
 def test_experiment_report_page_renders_with_lifts_and_srm(steady_home, tmp_path):
     runner = CliRunner()
     home = str(tmp_path / "exp")

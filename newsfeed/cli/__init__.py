@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import typer
 
-from newsfeed.cli import (data, drift, experiment, features, index, models, ope, package, pipeline, publish, serve,
-                          train)
+from newsfeed.cli import (data, demo, drift, experiment, features, index, models, ope, package, pipeline, publish,
+                          serve, simulate, train)
 from newsfeed.cli.common import CommandGroup
 
 app = typer.Typer(
@@ -36,6 +36,8 @@ app.command("publish")(publish.publish_command)
 app.add_typer(experiment.app, name="experiment")
 app.add_typer(drift.app, name="drift")
 app.add_typer(ope.app, name="ope")
+app.command("simulate")(simulate.simulate)
+app.command("demo")(demo.demo)
 
 
 def main() -> None:

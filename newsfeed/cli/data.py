@@ -69,7 +69,7 @@ def import_(
     home: HomeOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Import a public dataset into canonical tables (mappings: see the README)."""
+    """Import a public dataset into canonical tables (mappings: docs/data.md)."""
     from newsfeed.config import Paths
     from newsfeed.data.adapters import import_dataset
     from newsfeed.data.io import has_dataset, replace_dataset, write_dataset

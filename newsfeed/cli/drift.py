@@ -23,6 +23,9 @@ ReferenceDaysOption = Annotated[float, typer.Option(
     help="Last days of the champion's training window compared (0: all of it; its first days are a cold start).")]
 DryRunOption = Annotated[bool, typer.Option(
     "--dry-run", help="Decide and audit, but start no retrain and hold no cooldown.")]
+AgainstOption = Annotated[str, typer.Option(
+    help="Reference: training (the champion's training window) | previous (the --reference-days of this data just "
+         "before the current window: live traffic against its own recent past).")]
 WaitOption = Annotated[bool, typer.Option(
     "--wait", help="A local retrain runs to its end before the command returns; its exit code in the audit line.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
@@ -32,13 +35,15 @@ PolicyOption = Annotated[Path | None, typer.Option(
 
 
 def _run(home, data_dir, store, registry, reference, current, current_days, reference_days, policy_file, dry_run,
-         write: bool, wait: bool = False):
+         write: bool, wait: bool = False, against: str = "training"):
     from monitoring import drift, report_store, windows
     from monitoring.trigger import RetrainPolicy, Trigger
     from newsfeed.config import Paths
     from newsfeed.feed.served_data import absorb
 
     paths = Paths.resolve(home, data_dir)
+    if against not in windows.AGAINST:
+        raise fail(f"--against {against!r}: expected one of {', '.join(windows.AGAINST)}")
     if current_days <= 0:
         raise fail(f"--current-days: must be positive, got {current_days:g}")
     if reference_days < 0:
@@ -53,14 +58,15 @@ def _run(home, data_dir, store, registry, reference, current, current_days, refe
     reg = open_registry(paths.home, registry)
     absorb(paths.home, paths.data_dir)  # recent traffic: what the service showed, with its reactions
     ref, cur, lineage = windows.build(feast_store, reg, paths.data_dir, reference, current,
-                                      current_days, reference_days)
+                                      current_days, reference_days, against=against)
     summary, snapshot = drift.compare(ref, cur, lineage)
     trigger = Trigger(paths.home, policy)
-    decision = trigger.decide(summary)
+    now = cur.end.timestamp()  # the traffic's time: the wall clock in production, the loop's when simulated
+    decision = trigger.decide(summary, now)
     summary["drifted"] = bool(decision.reasons)
     folder = report_store.write(paths.home, summary, decision.to_dict(), snapshot) if write else None
-    action = trigger.act(decision, paths.data_dir, str(folder / "report.html") if folder else None, dry_run=dry_run,
-                         wait=wait)
+    action = trigger.act(decision, paths.data_dir, str(folder / "report.html") if folder else None, now,
+                         dry_run=dry_run, wait=wait)
     return summary, decision, action, folder
 
 
@@ -84,14 +90,14 @@ def _print(summary, decision, action, folder) -> None:
 def check(
     reference: ReferenceOption = None, current: CurrentOption = None, current_days: CurrentDaysOption = 1.0,
     reference_days: ReferenceDaysOption = 3.0, policy: PolicyOption = None, dry_run: DryRunOption = False,
-    wait: WaitOption = False, as_json: JsonOption = False,
+    wait: WaitOption = False, as_json: JsonOption = False, against: AgainstOption = "training",
     home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None,
     registry: Annotated[str | None, typer.Option(help="embedded | production [env NEWSFEED_REGISTRY].")] = None,
 ) -> None:
     """Compare the windows, decide, fire the retrain trigger when the policy says so (audit line
     in <home>/monitoring/audit.log). Exit 0 either way."""
     _show(*_run(home, data_dir, store, registry, reference, current, current_days, reference_days, policy, dry_run,
-                write=False, wait=wait), as_json)
+                write=False, wait=wait, against=against), as_json)
 
 
 def _show(summary, decision, action, folder, as_json: bool) -> None:
@@ -108,10 +114,10 @@ def _show(summary, decision, action, folder, as_json: bool) -> None:
 def report(
     reference: ReferenceOption = None, current: CurrentOption = None, current_days: CurrentDaysOption = 1.0,
     reference_days: ReferenceDaysOption = 3.0, policy: PolicyOption = None, dry_run: DryRunOption = False,
-    wait: WaitOption = False, as_json: JsonOption = False,
+    wait: WaitOption = False, as_json: JsonOption = False, against: AgainstOption = "training",
     home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None,
     registry: Annotated[str | None, typer.Option(help="embedded | production [env NEWSFEED_REGISTRY].")] = None,
 ) -> None:
     """As `check`, and write the HTML and JSON report under <home>/monitoring/drift/ with its index."""
     _show(*_run(home, data_dir, store, registry, reference, current, current_days, reference_days, policy, dry_run,
-                write=True, wait=wait), as_json)
+                write=True, wait=wait, against=against), as_json)

@@ -111,11 +111,12 @@ def read_dataset(data_dir: Path, tables: tuple[str, ...] = TABLES) -> dict[str, 
     return {t: read_table(data_dir, t) for t in tables if table_path(data_dir, t).exists()}
 
 
-def fingerprint(data_dir: Path) -> str:
+def fingerprint(data_dir: Path, published: bool = True) -> str:
     """A short content hash of the canonical tables and what was published into them since: the
-    data snapshot a model was trained on."""
+    data snapshot a model was trained on. ``published=False``: of the canonical tables only,
+    the dataset's identity, which what the service appends does not change."""
     digest = hashlib.sha256()
-    published = [p for t in table_log.LIVE_TABLES for p in table_log.parts(data_dir, t)]
+    published = [p for t in table_log.LIVE_TABLES for p in table_log.parts(data_dir, t)] if published else []
     for table, path in [*((t, table_path(data_dir, t)) for t in TABLES), *((p.parent.name, p) for p in published)]:
         if path.exists():
             digest.update(table.encode())

@@ -41,6 +41,7 @@ def build_offline(data_dir: Path, home: Path, as_of: pd.Timestamp | None = None,
     manifest = {
         "data_dir": str(Path(data_dir).resolve()),
         "data_fingerprint": fingerprint(data_dir),
+        "dataset_fingerprint": fingerprint(data_dir, published=False),
         "events": len(events),
         "start": result.start.isoformat(),
         "end": result.end.isoformat(),

@@ -2,10 +2,10 @@
 
 Serving reads one row per key: its latest. Each online view's latest rows are hashed
 and compared with the hashes recorded at the previous load into the same store, so a
-rebuild after new events writes only the keys those events touched, and a rebuild of
-unchanged data writes nothing. When the dataset itself is another one (replaced with
-``--force``, another data dir) or keys disappeared, the views are emptied and loaded
-whole, so no key of an old dataset survives. The record of a load is written after the
+rebuild after new events, posts or served impressions writes only the keys they touched
+(in place, under a running service), and a rebuild of unchanged data writes nothing. When
+the dataset itself is another one (replaced with ``--force``, another data dir) or keys
+disappeared, the views are emptied and loaded whole, so no key of an old dataset survives. The record of a load is written after the
 load succeeded (to a temporary name, then renamed): a crash mid-load leaves the old
 record or none, and the next load redoes the work.
 """
@@ -70,7 +70,10 @@ def state_dir(home: Path, store) -> Path:
 
 
 def _identity(manifest: dict) -> dict:
-    return {"data_dir": manifest["data_dir"], "data_fingerprint": manifest["data_fingerprint"]}
+    """The dataset the store was loaded from: its canonical tables, not what was published into
+    them since (a retrain while the service runs updates the store in place, never empties it)."""
+    return {"data_dir": manifest["data_dir"],
+            "dataset": manifest.get("dataset_fingerprint", manifest["data_fingerprint"])}
 
 
 def _read_state(directory: Path, manifest: dict) -> dict[str, pd.DataFrame] | None:
@@ -94,12 +97,33 @@ def _write_state(directory: Path, manifest: dict, hashes: dict[str, pd.DataFrame
 
 
 def _empty(store, views: list) -> None:
-    """Drop and recreate the views' online tables (sqlite) or keys (Redis)."""
+    """Empty the views' online tables (sqlite: their rows deleted in the file a running service
+    has open; Feast's teardown would unlink it under the service) or keys (Redis: dropped and
+    recreated)."""
+    if store.config.online_store.type == "sqlite":
+        _empty_sqlite(store, views)
+        return
     provider = store._get_provider()
     entities = store.list_entities()
     provider.teardown_infra(store.project, views, entities)
     provider.update_infra(project=store.project, tables_to_delete=[], tables_to_keep=views,
                           entities_to_delete=[], entities_to_keep=entities, partial=False)
+
+
+def _empty_sqlite(store, views: list) -> None:
+    import sqlite3
+
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore, _table_id
+
+    path = Path(SqliteOnlineStore._get_db_path(store.config))
+    if not path.exists():
+        return
+    with sqlite3.connect(path, timeout=30) as db:
+        present = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for view in views:
+            table = _table_id(store.project, view)
+            if table in present:
+                db.execute(f'DELETE FROM "{table}"')
 
 
 def load(store, home: Path, manifest: dict, full: bool = False) -> OnlineLoad:

@@ -6,7 +6,7 @@ partition each with Feast's DuckDB store (the code that runs on one machine), an
 partitions are put back together in order: the same training set, value for value.
 
 Feast's own Ray store (``type: ray``, 0.67) was tried first and gives wrong training sets
-on this data (the README's "Offline side" says how); Spark would need a second set of
+on this data (docs/benchmarks.md, "Offline side", says how); Spark would need a second set of
 source definitions (``SparkSource``) and a JVM in every image. Each task reads the
 feature tables itself, so on a cluster their paths must be reachable from every node (the
 shared home volume, or object storage).

@@ -55,6 +55,9 @@ class Arm(BaseModel):
     policy: Literal["model", "most_popular", "random"] = Field(
         "model", description="what orders the candidates: the ranker (model), or a baseline that needs none: engagement "
                              "so far (most_popular), a random order (random)")
+    interleave: tuple[str, str] | None = Field(
+        None, description="two other arms whose feeds this arm merges by team draft, each post credited to the arm "
+                          "that picked it (their own settings apply; this arm's models and switches do not)")
     weights: dict[str, float] = Field(default_factory=dict, description="overrides of the ranker's weight table")
     sources: Sources = Field(default_factory=Sources)
     reranking: Reranking = Field(default_factory=Reranking)
@@ -81,6 +84,13 @@ class Experiment(BaseModel):
         total = sum(a.share for a in self.arms)
         if abs(total - 100) > 1e-6:
             raise ValueError(f"arm shares must sum to 100, got {total:g} ({', '.join(f'{a.name}={a.share:g}' for a in self.arms)})")
+        for arm in self.arms:
+            if arm.interleave is None:
+                continue
+            teams = [self.arm(name) for name in arm.interleave]
+            if arm.name in arm.interleave or any(t is None or t.interleave for t in teams) or len(set(arm.interleave)) < 2:
+                raise ValueError(f"arm {arm.name!r} interleaves {list(arm.interleave)}: two other arms of this "
+                                 "experiment that do not interleave themselves")
         if self.shadow is not None:
             shadow = self.arm(self.shadow)
             if shadow is None or shadow.share != 0:

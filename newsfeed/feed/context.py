@@ -58,6 +58,11 @@ class Candidates:
     def __len__(self) -> int:
         return len(self.rows)
 
+    @classmethod
+    def joined(cls, parts: list["Candidates"]) -> "Candidates":
+        """One after another, in order."""
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
+
     def take(self, index: np.ndarray) -> "Candidates":
         """The candidates at ``index`` (a boolean mask or positions, in that order)."""
         return Candidates(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
@@ -101,6 +106,7 @@ class FeedContext:
     timings_ms: dict[str, float] = field(default_factory=dict)
     degraded: list[str] = field(default_factory=list)  # "stage: why", in the order they happened
     explain: dict = field(default_factory=dict)  # what the pipeline found, when the request asks
+    teams: list[str] | None = None  # interleaving: the arm that picked each candidate
 
     def offer(self, source: str, rows: np.ndarray, post_ids: np.ndarray, retrieval_score=None) -> int:
         """A source's candidates: added where new (a post keeps the first source that offered

@@ -13,7 +13,7 @@ from newsfeed.feed.arms import Arm
 from newsfeed.feed.context import FeedContext
 from newsfeed.feed.user_state import StateError, UserState
 
-LOGGED_ITEM_FIELDS = ("post_id", "position", "score", "source", "show_probability")
+LOGGED_ITEM_FIELDS = ("post_id", "position", "score", "source", "show_probability", "team")
 
 
 class FeedEffects:
@@ -33,7 +33,7 @@ class FeedEffects:
                         "arm": ctx.arm, "experiment_version": experiment_version,
                         "model_versions": ctx.model_versions, "degraded": response["degraded"],
                         "latency_ms": round(sum(ctx.timings_ms.values()), 3),
-                        "items": [{k: it[k] for k in LOGGED_ITEM_FIELDS} for it in response["items"]]})
+                        "items": [{k: it[k] for k in LOGGED_ITEM_FIELDS if k in it} for it in response["items"]]})
 
     def shadow(self, arm: Arm, ctx: FeedContext) -> None:
         """Score ``arm`` on a copy of the request in the background; log what it would have shown."""

@@ -15,7 +15,8 @@ def page_items(ctx: FeedContext, corpus: PostCorpus) -> list[dict]:
     return [{"post_id": int(p), "score": round(float(s), 4) if np.isfinite(s) else None, "source": SOURCES[src],
              "author_id": int(corpus.author_ids[r]), "topic_id": int(corpus.topic_ids[r]),
              "topic": str(corpus.topic_names[r]), "position": i, "show_probability": round(float(q), 6),
-             "reason": "new_comments" if int(p) in ctx.user.new_comments else "new"}
+             "reason": "new_comments" if int(p) in ctx.user.new_comments else "new",
+             **({"team": ctx.teams[i]} if ctx.teams else {})}
             for i, (p, s, src, r, q) in enumerate(zip(c.post_ids, c.score, c.sources, c.rows, c.show_probability))]
 
 

@@ -297,13 +297,28 @@ class FeedService:
         if experiment.shadow and experiment.shadow != arm.name:  # its view is taken before this page counts as seen
             shadow = experiment.arm(experiment.shadow)
             self.effects.shadow(shadow, FeedContext(request, ctx.user, arm=shadow.name))
-        ctx = (run or self.run)(arm, ctx)
+        ctx = self._run_arm(experiment, arm, ctx, run or self.run)
         # By post id: another replica's rows (chained), or a window that moved meanwhile.
         corpus = self.corpus
         ctx.candidates = ctx.candidates.on(corpus)
         answer = handler.response(ctx, corpus, self.cursors)
         self.effects.served(ctx, answer, experiment.version)
         return answer
+
+    @staticmethod
+    def _run_arm(experiment, arm: Arm, ctx: FeedContext, run) -> FeedContext:
+        """``arm``'s pipeline on ``ctx``; an interleaving arm runs its two arms on copies of the
+        request (each its own user vector) and merges their pages by team draft."""
+        if arm.interleave is None:
+            return run(arm, ctx)
+        from dataclasses import replace
+
+        from newsfeed.feed.interleaving import interleave
+
+        sides = [run(side, FeedContext(ctx.request, replace(ctx.user, embedding=None), arm=side.name,
+                                       degraded=list(ctx.degraded)))
+                 for side in (experiment.arm(name) for name in arm.interleave)]
+        return interleave(ctx, *sides)
 
     def ingest(self, events: list[dict]) -> dict:
         """``POST /v1/events``: durable in the event log, idempotent and counted through the shared
