@@ -168,7 +168,7 @@ def test_the_served_feed_delivers_what_the_ranker_finds_in_the_whole_pool(servic
     """By the world's true engagement: far above random, and retrieval plus re-ranking lose
     little against the ranker scoring every unseen post. (Whether the ranker beats popular
     posts depends on the data's scale: at this test's 2 epochs on 30k impressions it does
-    not; at demo scale it does, docs/serving.md.)"""
+    not; at the default scale (`make bench-home`) it does, docs/serving.md.)"""
     from newsfeed.data.world import World
     from newsfeed.feed import offline
 

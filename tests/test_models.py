@@ -1,5 +1,5 @@
-"""Training, evaluation, registry, index and packaging end to end on the demo-scale simulated
-network (what `make demo` builds), through the command line a user drives, with the real
+"""Training, evaluation, registry, index and packaging end to end on the default-scale simulated
+network (what `make bench-home` builds), through the command line a user drives, with the real
 Feast store, MLflow, FAISS and BentoML. The quality bars are the issue's, at that scale."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ so is spent)."""
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Data -> features (applied, materialized) -> both models trained and registered -> index,
-    at the demo's scale (2,000 users, 8,000 posts, 14 days) on a fresh seed."""
+    at the default scale (2,000 users, 8,000 posts, 14 days) on a fresh seed."""
     home = tmp_path_factory.mktemp("models-home")
     mp = pytest.MonkeyPatch()
     mp.setenv("NEWSFEED_HOME", str(home))

@@ -243,6 +243,42 @@ def test_a_share_change_takes_effect_without_a_restart_and_assignment_is_sticky(
     assert call("PUT", "/v1/experiments", {"shares": {"champion": 100, "canary": 0}}, token=TOKEN)[0] == 200
 
 
+def test_an_interleaving_arm_merges_two_arms_pages_and_credits_each_post_to_its_arm(server, served_copy):
+    """Team draft over HTTP: every post of the page from one of the two arms, labelled with it,
+    half each, the page logged with the teams; a baseline arm serves without a model."""
+    from newsfeed.feed.served_log import ServedLog
+
+    arms = [{"name": "champion", "share": 0}, {"name": "most_popular", "share": 0, "policy": "most_popular"},
+            {"name": "mix", "share": 100, "interleave": ["champion", "most_popular"]}]
+    status, saved = call("PUT", "/v1/experiments", {"name": "feed", "salt": "mix", "arms": arms}, token=TOKEN)
+    assert status == 200, saved
+    bad = [{"name": "champion", "share": 100}, {"name": "mix", "share": 0, "interleave": ["champion", "nobody"]}]
+    assert call("PUT", "/v1/experiments", {"name": "feed", "arms": bad}, token=TOKEN)[0] == 422
+    time.sleep(1.5)
+    teams = []
+    for user in range(20, 30):
+        status, page = call("POST", "/v1/feed", {"user_id": user, "limit": 10})
+        assert status == 200 and page["arm"] == "mix", page
+        shown = [it["post_id"] for it in page["items"]]
+        assert len(shown) == len(set(shown)) == 10
+        labels = [it["team"] for it in page["items"]]
+        assert set(labels) <= {"champion", "most_popular"} and abs(labels.count("champion") - 5) <= 1
+        teams += labels
+    assert {"champion", "most_popular"} == set(teams)
+    time.sleep(0.5)
+    logged = [r for r in ServedLog(served_copy).read() if r["arm"] == "mix"]
+    assert logged and all(i.get("team") in ("champion", "most_popular") for r in logged for i in r["items"])
+    assert call("PUT", "/v1/experiments", {"name": "feed", "arms": [{"name": "champion", "share": 100}]},
+                token=TOKEN)[0] == 200
+
+
+def test_only_a_simulated_clock_can_be_set(server):
+    assert call("PUT", "/v1/clock", {"now": "2026-10-20T00:00:00Z"})[0] == 401
+    status, body = call("PUT", "/v1/clock", {"now": "2026-10-20T00:00:00Z"}, token=TOKEN)
+    assert status == 409 and "replayed clock" in body["detail"]  # this service replays its data
+    assert call("PUT", "/v1/clock", {"now": "x" * 65}, token=TOKEN)[0] == 422
+
+
 def test_concurrent_event_writers_on_two_replicas_leave_exact_counters(server, served_copy):
     from newsfeed.features.store import open_store
 

@@ -18,6 +18,7 @@ from newsfeed.cli.common import HomeOption, console, fail
 MARK = ".newsfeed-demo"
 """Written into a home the demo made: only such a home is cleared for the next demo."""
 USERS, POSTS, EPOCHS = 500, 2_000, 4
+CANARY_POLICY = "# The demo's canary must end within its days: a verdict after 2 days at most.\nmax_hours: 48\n"
 
 
 def _fresh(home: Path) -> None:
@@ -36,7 +37,8 @@ def demo(
     home: HomeOption = None,
 ) -> None:
     """Train, serve and run the closed loop on a fresh demo home (cleared if a demo made it)."""
-    from typer.testing import CliRunner
+    import subprocess
+    import sys
 
     from newsfeed.cli.simulate import print_summary, run_loop
     from newsfeed.config import Paths
@@ -47,23 +49,26 @@ def demo(
     paths = Paths.resolve(home)
     _fresh(paths.home)
     t0 = time.perf_counter()
-    from newsfeed.cli import app
+    exe = shutil.which("newsfeed") or str(Path(sys.executable).with_name("newsfeed"))
 
     def step(title: str, args: list[str]) -> None:
-        console.print(f"\n[bold]{title}[/]: newsfeed {' '.join(args)}", highlight=False)
-        result = CliRunner().invoke(app, [*args, "--home", str(paths.home)])
-        console.print(result.output.rstrip(), highlight=False, soft_wrap=True)
-        if result.exit_code != 0:
-            raise fail(f"`newsfeed {' '.join(args)}` failed (exit {result.exit_code})")
+        console.print(f"\n[bold]{title}[/]: newsfeed {' '.join(args)}", highlight=False, soft_wrap=True)
+        code = subprocess.run([exe, *args, "--home", str(paths.home)], stdin=subprocess.DEVNULL).returncode
+        if code != 0:
+            raise fail(f"`newsfeed {' '.join(args)}` failed (exit {code})")
 
     step("1. a simulated network", ["data", "generate", "--users", str(USERS), "--posts", str(POSTS),
                                     "--seed", str(seed), "--drift-day", "-1"])
     step("2. the training pipeline (kfp, locally)", ["pipeline", "run", "--epochs", str(EPOCHS), "--seed", str(seed)])
+    canary = paths.home / "monitoring" / "canary-policy.yaml"
+    canary.parent.mkdir(parents=True, exist_ok=True)
+    canary.write_text(CANARY_POLICY)
     console.print(f"\n[bold]3. the closed loop[/]: newsfeed simulate --days {days:g} --drift-day {drift_day:g} "
-                  f"--arms champion,{','.join(BASELINES)} --retrain-epochs {EPOCHS} --step-hours 2", highlight=False)
+                  f"--arms champion,{','.join(BASELINES)} --retrain-epochs {EPOCHS} --step-hours 2 --canary-policy {canary}",
+                  highlight=False, soft_wrap=True)
     config = LoopConfig(days=days, drift_day=drift_day, arms=["champion", *BASELINES], retrain_epochs=EPOCHS,
                         step_hours=2.0, seed=seed)
-    summary = run_loop(config, home=paths.home)
+    summary = run_loop(config, home=paths.home, canary_policy=canary)
     print_summary(summary)
     minutes, seconds = divmod(time.perf_counter() - t0, 60)
     retrains = [r for r in summary["retrains"] if r["exit_code"] == 0]

@@ -169,7 +169,8 @@ class Loop:
         self.ledger.retrains.append(retrain)
         if action.get("exit_code") == 0:
             saved = self.start_canary(day)
-            retrain["canary"] = {"arm": CHALLENGER, "share": saved["arms"], "experiment_version": saved["version"]}
+            share = next(a["share"] for a in saved["arms"] if a["name"] == CHALLENGER)
+            retrain["canary"] = {"arm": CHALLENGER, "share": share, "experiment_version": saved["version"]}
         self.progress(f"  retrain on day {day:g}: {'; '.join(result['reasons'])} -> "
                       + {0: "registered; canary out", 3: "stopped by the gate"}.get(action.get("exit_code"),
                                                                                    f"failed ({retrain['log']})"))
