@@ -201,3 +201,59 @@ def test_interleaving_needs_fewer_users_than_ab_for_a_known_better_arm():
     assert result["ab"]["difference"] > 0 and result["interleaving"]["mean_difference"] > 0
     assert result["ratio_ab_to_interleaving"] > 3
     assert result["interleaving"]["preference_a"]["estimate"] > 0.5
+
+
+def test_a_job_that_fails_is_recorded_and_the_loop_goes_on(tmp_path):
+    from types import SimpleNamespace
+
+    from newsfeed.loop.config import LoopConfig
+    from newsfeed.loop.jobs import JobFailed
+    from newsfeed.loop.run import Loop
+
+    def failing(*_):
+        raise JobFailed("drift exited 1: the feature store cannot be reached (log: x)")
+
+    jobs = SimpleNamespace(data_dir=tmp_path, drift=failing, decide=failing)
+    world = SimpleNamespace(save=lambda data_dir: None)
+    said = []
+    loop = Loop(LoopConfig(), client=None, world=world, jobs=jobs, progress=said.append)
+    loop.check_drift(3.0)
+    loop.canary_since = 2
+    loop.judge(4.0)
+    assert loop.ledger.checks[0]["error"].startswith("drift exited 1") and not loop.ledger.checks[0]["retrain"]
+    assert loop.ledger.decisions[0]["done"] == [] and loop.canary_since == 2  # the canary runs on
+    assert len(said) == 2 and all("failed" in line for line in said)
+
+
+def test_the_living_world_grows_one_size_keeps_its_ties_and_drifts_on_its_day():
+    from newsfeed.data.simulator import DAY_NS, SimConfig, generate
+    from newsfeed.loop.world import LiveWorld
+
+    config = SimConfig(seed=3, users=120, posts=600, days=5, new_user_fraction=0.3)
+    tables, world = generate(config)
+    old_n, old_pairs = world.n_users, world.friend_key.copy()
+    start = config.end_ns
+    live = LiveWorld(world, tables, start, days=10, seed=1)
+    grown = live.world
+    users, posts, ties = live.published.users, live.published.posts, live.published.friendships
+    assert grown.n_users == old_n + len(users) and len(users) > 0
+    assert posts["post_id"].tolist() == list(range(len(world.post_author), len(grown.post_author)))
+    assert ((posts["created_ns"] >= start) & (posts["created_ns"] < start + 10 * DAY_NS)).all()
+    # every old tie is still found under the new key width, and a new one only from its time on
+    a, b = old_pairs // old_n, old_pairs % old_n
+    assert grown.friendship(a, b, np.full(len(a), start + 20 * DAY_NS))[0].all()
+    if len(ties):
+        t = ties.iloc[0]
+        u, f = np.array([t.user_id]), np.array([t.friend_id])
+        assert not grown.friendship(u, f, np.array([t.formed_ns - 1]))[0][0]
+        assert grown.friendship(u, f, np.array([t.formed_ns]))[0][0]
+    # sessions only for users signed up by then; reactions drawn for a page
+    who, when = live.sessions(start, start + DAY_NS)
+    assert len(who) and (live.signup_ns[who] < start).all() and (np.diff(when) >= 0).all()
+    drawn = live.react(int(who[0]), posts["post_id"].to_numpy()[:5], start + DAY_NS)
+    assert len(drawn["labels"]["click"]) == 5 and len(drawn["dwell"]) == 5
+    before = live.world.interest_after.copy()
+    topics = live.drift(start + 2 * DAY_NS, 1.0)
+    assert len(topics) == 3 and np.allclose(live.world.interest_before, before)
+    trending = [live.world.topics.index(t) for t in topics]
+    assert live.world.interest_after[:, trending].sum(1).mean() > before[:, trending].sum(1).mean() + 0.3

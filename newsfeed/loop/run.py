@@ -152,7 +152,12 @@ class Loop:
 
     def check_drift(self, day: float) -> None:
         self.world.save(self.jobs.data_dir)  # a retrain's evaluation scores against the world as it is now
-        result = self.jobs.drift(self.config.reference_days)
+        try:
+            result = self.jobs.drift(self.config.reference_days)
+        except JobFailed as err:  # recorded, and the loop goes on: the next check may run
+            self.ledger.checks.append({"day": day, "error": str(err), "retrain": False, "clicked_topic_p": None})
+            self.progress(f"  drift check on day {day:g} failed: {err}")
+            return
         target = result.get("target", {}).get("clicked_post_topic") or {}
         rates = result.get("target", {})
         check = {"day": day, "drifted": result["drifted"], "retrain": result["retrain"],
@@ -176,7 +181,12 @@ class Loop:
                                                                                    f"failed ({retrain['log']})"))
 
     def judge(self, day: float) -> None:
-        result = self.jobs.decide(self.canary_since)
+        try:
+            result = self.jobs.decide(self.canary_since)
+        except JobFailed as err:  # recorded; the canary runs on to the next verdict
+            self.ledger.decisions.append({"day": day, "error": str(err), "verdicts": [], "done": []})
+            self.progress(f"  canary verdict on day {day:g} failed: {err}")
+            return
         decision = {"day": day, "hours": result["hours"], "verdicts": result["verdicts"], "done": result["done"]}
         self.ledger.decisions.append(decision)
         for verdict in result["verdicts"]:

@@ -67,7 +67,13 @@ class LiveWorld:
         signups = tables["users"].set_index("user_id")["signup_ts"]
         self.signup_ns[signups.index.to_numpy()] = pd.to_datetime(signups, utc=True).astype("int64").to_numpy()
         self.posts_per_day = len(tables["posts"]) / (self.config.days + 2)
-        self.first_new_post = int(tables["posts"]["post_id"].max()) + 1
+        # Post ids are positions in the world's arrays. After an earlier loop every post it drew
+        # is in the data too; one it stopped before publishing lives on in the world only.
+        known = int(tables["posts"]["post_id"].max()) + 1
+        if known > len(world.post_author):
+            raise ValueError(f"the data has posts up to id {known - 1} that its world ({len(world.post_author)} posts) "
+                             "does not know: not this dataset's world")
+        self.first_new_post = len(world.post_author)
         self.world, self.rate = world, rate
         self.published = self._grow(tables, days)
 
@@ -149,9 +155,6 @@ class LiveWorld:
         topic = np.where(rng.random(m) < 0.8, main[author], drawn).astype(np.int16)
         media = rng.choice(len(MEDIA_TYPES), size=m, p=[0.4, 0.35, 0.15, 0.1]).astype(np.int8)
         ids = np.arange(self.first_new_post, self.first_new_post + m, dtype=np.int64)
-        grown = len(w.post_author)
-        if ids.size and grown != ids[0]:
-            raise ValueError(f"post ids of the world ({grown}) and the data ({ids[0]}) disagree")
         self.world = replace(
             w, post_author=np.concatenate([w.post_author, author]), post_topic=np.concatenate([w.post_topic, topic]),
             post_quality=np.concatenate([w.post_quality, rng.normal(0.0, 0.5, m)]),
