@@ -22,7 +22,8 @@ import pandas as pd
 
 from newsfeed.data.simulator import DAY_NS, HOUR_NS
 from newsfeed.feed.arms import Arm, Experiment
-from newsfeed.loop.client import FeedClient
+from newsfeed.feed.experiments import control_arm
+from newsfeed.loop.client import FeedClient, ServiceError
 from newsfeed.loop.config import BASELINES, LoopConfig
 from newsfeed.loop.jobs import Jobs, JobFailed
 from newsfeed.loop.world import LiveWorld, items
@@ -80,8 +81,6 @@ class Loop:
 
     def start_canary(self, day: float) -> dict:
         current = Experiment.model_validate(self.client.experiment())
-        from newsfeed.feed.experiments import control_arm
-
         control = current.arm(control_arm(current))
         share = control.share * self.config.canary_share / 100
         challenger = control.model_copy(update={"name": CHALLENGER, "share": share, "two_tower": "challenger",
@@ -121,7 +120,7 @@ class Loop:
         for start in range(0, len(events), 10_000):
             answer = self.client.events(events[start:start + 10_000])
             if answer["rejected"]:
-                raise JobFailed(f"the service rejected {len(answer['rejected'])} events: {answer['rejected'][:2]}")
+                raise ServiceError(f"the service rejected {len(answer['rejected'])} events: {answer['rejected'][:2]}")
         return {"requests": requests, "events": len(events), **published}
 
     def _react(self, answer: dict, t_ns: int, day: int, page: int) -> list[dict]:
