@@ -157,16 +157,13 @@ def analyse(impressions: pd.DataFrame, control: str, expected: dict[str, float] 
 def interleaved(frame: pd.DataFrame) -> dict:
     """An interleaving arm's verdict: each user's engagement on the posts each team picked,
     the share of users preferring the first team (by name) with its interval."""
+    from newsfeed.feed.interleaving import team_credit
     from newsfeed.metrics import interleaving_preference
 
     teams = sorted(frame["team"].unique())
     if len(teams) != 2:
         return {"teams": teams, "note": "needs posts of exactly two teams"}
-    credit = frame.pivot_table(index="user_id", columns="team", values="engagement", aggfunc="sum",
-                               fill_value=0.0).reindex(columns=teams, fill_value=0.0)
-    shown = frame.groupby("user_id").size().reindex(credit.index)
-    return {"teams": teams, **interleaving_preference(credit[teams[0]].to_numpy(), credit[teams[1]].to_numpy(),
-                                                     shown.to_numpy())}
+    return {"teams": teams, **interleaving_preference(*team_credit(frame, *teams))}
 
 
 def breaches(arm: dict, guardrails: Guardrails) -> list[str]:

@@ -257,3 +257,13 @@ def test_the_living_world_grows_one_size_keeps_its_ties_and_drifts_on_its_day():
     assert len(topics) == 3 and np.allclose(live.world.interest_before, before)
     trending = [live.world.topics.index(t) for t in topics]
     assert live.world.interest_after[:, trending].sum(1).mean() > before[:, trending].sum(1).mean() + 0.3
+
+
+def test_the_experiment_report_credits_an_interleaving_arms_teams():
+    from monitoring.experiment import interleaved
+
+    frame = pd.DataFrame({"user_id": [1, 1, 2, 2, 3, 3], "team": ["a", "b"] * 3,
+                          "engagement": [5.0, 0.0, 0.0, 1.0, 6.0, 1.0]})
+    result = interleaved(frame)
+    assert result["teams"] == ["a", "b"] and (result["wins_a"], result["wins_b"], result["ties"]) == (2, 1, 0)
+    assert result["difference_per_impression"]["estimate"] == pytest.approx(9 / 6)

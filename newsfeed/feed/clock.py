@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -118,8 +117,7 @@ def replay_started(state, data_dir: Path, restart: bool = False) -> float:
         return time.time()
 
 
-def open_clock(kind: str | None, data_end_unix: float | None, state, data_dir: Path,
-               started: Callable[[], float] | None = None) -> Clock | SimulatedClock:
+def open_clock(kind: str | None, data_end_unix: float | None, state, data_dir: Path) -> Clock | SimulatedClock:
     """The clock of ``kind`` (see the module's docstring) for a dataset that ended at
     ``data_end_unix``; ``state``: the shared store its time is kept in."""
     from newsfeed.feed.activity import dataset_mark
@@ -132,5 +130,4 @@ def open_clock(kind: str | None, data_end_unix: float | None, state, data_dir: P
     old = data_end_unix is not None and data_end_unix < now - 86_400
     if kind == "wall" or (kind == "auto" and not old):
         return Clock("wall")
-    started = started or (lambda: replay_started(state, data_dir))
-    return Clock("replayed", end - started())
+    return Clock("replayed", end - replay_started(state, data_dir))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pandas as pd
 
 from newsfeed.feed.context import Candidates, FeedContext
 
@@ -55,3 +56,13 @@ def interleave(ctx: FeedContext, a: FeedContext, b: FeedContext) -> FeedContext:
             ctx.timings_ms[f"{side.arm}.{stage}"] = ms
         ctx.degraded.extend(d for d in side.degraded if d not in ctx.degraded)
     return ctx
+
+
+def team_credit(frame: pd.DataFrame, a: str, b: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per user of an interleaved arm's impressions (``user_id``, ``team``, ``engagement``): the
+    engagement their reactions gave the posts team ``a`` picked, team ``b`` picked, and how many
+    posts they were shown."""
+    credit = frame.pivot_table(index="user_id", columns="team", values="engagement", aggfunc="sum",
+                               fill_value=0.0).reindex(columns=[a, b], fill_value=0.0)
+    shown = frame.groupby("user_id").size().reindex(credit.index)
+    return credit[a].to_numpy(np.float64), credit[b].to_numpy(np.float64), shown.to_numpy(np.float64)

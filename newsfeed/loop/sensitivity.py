@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from newsfeed.feed.interleaving import team_credit
 from newsfeed.metrics import interleaving_preference, ratio_linearised, users_needed
 
 ALPHA, POWER = 0.05, 0.8
@@ -34,14 +35,12 @@ def ab_needed(a: pd.DataFrame, b: pd.DataFrame) -> dict:
 
 
 def interleaving_needed(frame: pd.DataFrame, a: str, b: str) -> dict:
-    credit = frame.pivot_table(index="user_id", columns="team", values="engagement", aggfunc="sum", fill_value=0.0)
-    credit = credit.reindex(columns=[a, b], fill_value=0.0)
-    shown = frame.groupby("user_id").size().reindex(credit.index)
-    d = ((credit[a] - credit[b]) / shown).to_numpy()
+    credit_a, credit_b, shown = team_credit(frame, a, b)
+    d = (credit_a - credit_b) / shown
     needed = users_needed(float(d.mean()), float(d.var(ddof=1)), ALPHA, POWER)
     return {"mean_difference": float(d.mean()), "users": needed,
             "power_at_that_many": _mean_power(d, int(np.ceil(needed))),
-            **interleaving_preference(credit[a].to_numpy(), credit[b].to_numpy(), shown.to_numpy())}
+            **interleaving_preference(credit_a, credit_b, shown)}
 
 
 def _significant(sample: np.ndarray) -> bool:
