@@ -30,7 +30,10 @@ def served_records(home: Path) -> list[dict]:
 
 def labelled(records: list[dict], events: pd.DataFrame) -> pd.DataFrame:
     """One row per post shown, labelled by the reactions logged for that user and post after it
-    was first shown (``events``: the event log, any order)."""
+    was shown and before it was shown to them again (``events``: the event log, any order).
+
+    A seen post can come back (a comment revives it): each reaction counts once, for the
+    showing it followed, not for every showing of the pair."""
     rows = [{"request_id": r["request_id"], "user_id": r["user_id"], "ts": r["ts"], "variant": r["arm"],
              "experiment_version": r.get("experiment_version", 0),
              "model_version": (r.get("model_versions") or {}).get("ranker", ""), "degraded": bool(r.get("degraded")),
@@ -38,16 +41,21 @@ def labelled(records: list[dict], events: pd.DataFrame) -> pd.DataFrame:
              "propensity": item.get("show_probability", np.nan), "team": item.get("team")}
             for r in records for item in r["items"]]
     frame = pd.DataFrame(rows)
-    frame["ts"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
-    events = events.assign(ts=pd.to_datetime(events["ts"], utc=True))
-    first_shown = frame.groupby(["user_id", "post_id"])["ts"].min().rename("shown").reset_index()
-    after = events.merge(first_shown, on=["user_id", "post_id"])
-    after = after[after["ts"] >= after["shown"]]  # a reaction counts for what it followed
+    frame["ts"] = pd.to_datetime(frame["ts"], unit="s", utc=True).astype("datetime64[ns, UTC]")
+    frame["row"] = np.arange(len(frame))
+    events = events[events["event_type"].isin([*REACTIONS, "dwell"])]
+    events = events.assign(ts=pd.to_datetime(events["ts"], utc=True).astype("datetime64[ns, UTC]"),
+                           user_id=events["user_id"].astype(np.int64), post_id=events["post_id"].astype(np.int64))
+    shown = frame[["ts", "user_id", "post_id", "row"]].astype({"user_id": np.int64, "post_id": np.int64})
+    # Each event goes to the latest showing of its user and post at or before it.
+    after = pd.merge_asof(events.sort_values("ts"), shown.sort_values("ts"), on="ts", by=["user_id", "post_id"],
+                          direction="backward").dropna(subset=["row"])
+    after["row"] = after["row"].astype(np.int64)
     reacted = after[after["event_type"].isin(REACTIONS)].assign(value=1).pivot_table(
-        index=["user_id", "post_id"], columns="event_type", values="value", aggfunc="max")
-    dwell = after[after["event_type"] == "dwell"].groupby(["user_id", "post_id"])["value"].sum()
+        index="row", columns="event_type", values="value", aggfunc="max")
+    dwell = after[after["event_type"] == "dwell"].groupby("row")["value"].sum()
     labels = reacted.reindex(columns=list(REACTIONS)).join(dwell.rename("dwell_seconds"), how="outer")
-    frame = frame.merge(labels.reset_index(), on=["user_id", "post_id"], how="left")
+    frame = frame.join(labels, on="row").drop(columns="row")
     frame[list(REACTIONS)] = frame[list(REACTIONS)].apply(pd.to_numeric).fillna(0).astype(np.int8)
     frame["dwell_seconds"] = pd.to_numeric(frame["dwell_seconds"]).fillna(0.0)
     return frame
