@@ -27,3 +27,13 @@ class Paths(BaseModel):
         home_path = Path(home or os.environ.get("NEWSFEED_HOME") or DEFAULT_HOME)
         data_path = Path(data_dir or os.environ.get("NEWSFEED_DATA_DIR") or home_path / "data")
         return cls(home=home_path, data_dir=data_path)
+
+    @property
+    def pipeline_runs(self) -> Path:
+        """Where local pipeline runs keep their artifacts, one folder per run."""
+        return self.home / "pipeline-runs"
+
+    @property
+    def last_gate_decision(self) -> Path:
+        """The gate's decision of the latest local pipeline run (a job that ran one reads it)."""
+        return self.pipeline_runs / "last-gate-decision.json"

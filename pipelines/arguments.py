@@ -71,6 +71,7 @@ class PipelineArguments(BaseModel):
     gate_tolerance: float | None = Field(None, **UNIT)
     guardrail_tolerance: float | None = Field(None, **UNIT)
     calibration_tolerance: float | None = Field(None, **UNIT)
+    holdout_days: float | None = Field(None, ge=0, le=365)
 
     @field_validator(*NAMED_CHOICES)
     @classmethod

@@ -104,7 +104,7 @@ def build_features(home: str, data_dir: str, feature_store: str, validation: Inp
 
 
 @component
-def build_training_sets(home: str, data_dir: str, feature_store: str, features: Input[Dataset],
+def build_training_sets(home: str, data_dir: str, feature_store: str, holdout_days: float, features: Input[Dataset],
                         ranker_set: Output[Dataset], two_tower_set: Output[Dataset]):
     """Point-in-time training sets from Feast: every impression with the ranker's features,
     every engaged impression with the two-tower's, as of the impression's time."""
@@ -112,7 +112,7 @@ def build_training_sets(home: str, data_dir: str, feature_store: str, features: 
     from newsfeed.workspace import Workspace
 
     ws = Workspace.open(home, data_dir, feature_store)
-    data = datasets.load(ws.home, ws.data_dir)
+    data = datasets.load(ws.home, ws.data_dir, datasets.SplitConfig.of(holdout_days))
     for artifact, service, positives_only in ((ranker_set, "ranker", False), (two_tower_set, "two_tower", True)):
         frame = datasets.impression_set(ws.home, ws.store, data, service, positives_only=positives_only)
         frame.drop(columns="split").to_parquet(artifact.path, index=False)
@@ -125,13 +125,14 @@ def build_training_sets(home: str, data_dir: str, feature_store: str, features: 
 @component
 def train_two_tower(home: str, data_dir: str, feature_store: str, registry: str, epochs: int,
                     learning_rate: float, seed: int, trainer: str, ray_workers: int, ray_address: str,
-                    training_set: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
+                    holdout_days: float, training_set: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
     """Train the two-tower retrieval model (here, or on Ray with ``trainer='ray'``) and
     evaluate it on the held-out period; the MLflow run is logged, nothing is registered yet."""
     import pandas as pd
     from rich.console import Console
 
     from newsfeed.models import runs, saved
+    from newsfeed.models.datasets import SplitConfig
     from newsfeed.models.distributed import RayTrainConfig
     from newsfeed.models.tables import retrieval_table
     from newsfeed.workspace import Workspace
@@ -141,7 +142,7 @@ def train_two_tower(home: str, data_dir: str, feature_store: str, registry: str,
     train = runs.TWO_TOWER_TRAINING.model_copy(update={"epochs": int(epochs), "learning_rate": learning_rate,
                                                        "seed": int(seed)})
     result = runs.train_two_tower(ws.home, ws.data_dir, ws.store, ws.registry, train=train,
-                                  register=False, trainer=ray, positives=pd.read_parquet(training_set.path))
+                                  split=SplitConfig.of(holdout_days), register=False, trainer=ray, positives=pd.read_parquet(training_set.path))
     Console(width=100).print(retrieval_table(result.report))
     saved.save(result.model, model.path)
     model.metadata.update({"model_name": result.model_name, "mlflow_run_id": result.run_id,
@@ -153,13 +154,14 @@ def train_two_tower(home: str, data_dir: str, feature_store: str, registry: str,
 @component
 def train_ranker(home: str, data_dir: str, feature_store: str, registry: str, epochs: int, learning_rate: float,
                  seed: int, architecture: str, trainer: str, ray_workers: int, ray_address: str,
-                 training_set: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
+                 holdout_days: float, training_set: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
     """Train the multi-task ranker (here, or on Ray) and evaluate it on the held-out period
     (heads, NDCG@10 beside the baselines); the MLflow run is logged, nothing is registered yet."""
     import pandas as pd
     from rich.console import Console
 
     from newsfeed.models import runs, saved
+    from newsfeed.models.datasets import SplitConfig
     from newsfeed.models.distributed import RayTrainConfig
     from newsfeed.models.ranker import RankerConfig
     from newsfeed.models.tables import head_table, ranking_table
@@ -172,7 +174,8 @@ def train_ranker(home: str, data_dir: str, feature_store: str, registry: str, ep
                                                     "seed": int(seed)})
     # No feature store: the training set comes in whole (opening Feast would cost seconds).
     result = runs.train_ranker(ws.home, ws.data_dir, None, ws.registry, RankerConfig(architecture=architecture),
-                               train, register=False, trainer=ray, impressions=pd.read_parquet(training_set.path))
+                               train, split=SplitConfig.of(holdout_days), register=False, trainer=ray,
+                               impressions=pd.read_parquet(training_set.path))
     console = Console(width=100)
     console.print(head_table(result.report["heads"]))
     console.print(ranking_table(result.report["ranking"], result.report["tuning"]))
@@ -184,18 +187,21 @@ def train_ranker(home: str, data_dir: str, feature_store: str, registry: str, ep
 
 
 @component
-def evaluate_champion(home: str, data_dir: str, feature_store: str, registry: str, two_tower: Input[Model],
+def evaluate_champion(home: str, data_dir: str, feature_store: str, registry: str, holdout_days: float,
+                      two_tower: Input[Model],
                       ranker: Input[Model], champion: Output[Metrics]):
     """Score the current champions on the held-out period the challengers were scored on
     (a model with no champion yet is left out), and each challenger against its champion
     paired: the rankers on the same feeds (each with its own weight table, both judged by
     the platform's), the two-towers on the same requests."""
     from newsfeed.models import runs, saved
+    from newsfeed.models.datasets import SplitConfig
     from newsfeed.workspace import Workspace
 
     ws = Workspace.open(home, data_dir, feature_store, registry)
     challenger = runs.Challenger(saved.load(ranker.path), saved.load_weights(ranker.path), saved.load(two_tower.path))
-    found = runs.champion_metrics(ws.home, ws.data_dir, ws.store, ws.registry, challenger=challenger)
+    found = runs.champion_metrics(ws.home, ws.data_dir, ws.store, ws.registry, SplitConfig.of(holdout_days),
+                                  challenger=challenger)
     for name, entry in found.items():
         print(f"champion {name} version {entry['version']}")
         champion.metadata[name] = entry

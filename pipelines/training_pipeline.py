@@ -60,25 +60,29 @@ def training_pipeline(
     gate_tolerance: float = GateConfig().tolerance,
     guardrail_tolerance: float = GateConfig().guardrail_tolerance,
     calibration_tolerance: float = GateConfig().calibration_tolerance,
+    holdout_days: float = 0.0,
 ) -> str:
     """Parameters: ``data_dir`` (default <home>/data) is the data location; ``scale`` sizes
     the simulated dataset made there when it holds none; ``trainer`` is local (in the step)
     or ray (Ray Train, ``ray_workers`` workers, on ``ray_address`` or a Ray started for the
-    step); the tolerances are the gate's (see newsfeed.gate). Returns the gate's decision (JSON)."""
+    step); the tolerances are the gate's (see newsfeed.gate); ``holdout_days`` (0: the last 2/7
+    of the data's span) are the newest days held out, half validation, half test (see
+    newsfeed.models.datasets.SplitConfig). Returns the gate's decision (JSON)."""
     store = dict(home=home, data_dir=data_dir, feature_store=feature_store)
     data = _on_cluster(c.prepare_data(home=home, data_dir=data_dir, scale=scale, seed=seed))
     validated = _on_cluster(c.validate_data(home=home, data_dir=data_dir, max_bad_rate=max_bad_rate,
                                             dataset=data.outputs["dataset"]))
     features = _on_cluster(c.build_features(**store, validation=validated.outputs["validation"]), memory="8G")
-    sets = _on_cluster(c.build_training_sets(**store, features=features.outputs["features"]), cpu="2", memory="16G")
+    sets = _on_cluster(c.build_training_sets(**store, holdout_days=holdout_days, features=features.outputs["features"]),
+                       cpu="2", memory="16G")
     training = dict(**store, registry=registry, seed=seed, epochs=epochs, trainer=trainer, ray_workers=ray_workers,
-                    ray_address=ray_address)
+                    ray_address=ray_address, holdout_days=holdout_days)
     two_tower = _on_cluster(c.train_two_tower(**training, learning_rate=two_tower_learning_rate,
                                               training_set=sets.outputs["two_tower_set"]), cpu="2", memory="8G")
     ranker = _on_cluster(c.train_ranker(**training, learning_rate=ranker_learning_rate,
                                         architecture=ranker_architecture, training_set=sets.outputs["ranker_set"]),
                          cpu="2", memory="16G")
-    champion = _on_cluster(c.evaluate_champion(**store, registry=registry, two_tower=two_tower.outputs["model"],
+    champion = _on_cluster(c.evaluate_champion(**store, registry=registry, holdout_days=holdout_days, two_tower=two_tower.outputs["model"],
                                                ranker=ranker.outputs["model"]), memory="8G")
     decision = _on_cluster(c.gate(two_tower_metrics=two_tower.outputs["metrics"],
                                   ranker_metrics=ranker.outputs["metrics"], champion=champion.outputs["champion"],

@@ -267,3 +267,50 @@ def test_the_experiment_report_credits_an_interleaving_arms_teams():
     result = interleaved(frame)
     assert result["teams"] == ["a", "b"] and (result["wins_a"], result["wins_b"], result["ties"]) == (2, 1, 0)
     assert result["difference_per_impression"]["estimate"] == pytest.approx(9 / 6)
+
+
+def test_a_retrain_reports_its_gates_paired_comparison_only_when_it_made_one(tmp_path):
+    import json
+    import time
+
+    from newsfeed.config import Paths
+    from newsfeed.loop.jobs import Jobs
+    from newsfeed.loop.summary import gate_line
+
+    jobs = Jobs(tmp_path / "home", tmp_path / "data", tmp_path / "loop" / "jobs")
+    assert jobs.gate_since(0) is None  # no pipeline ran here yet
+    primary = {"metric": "ranker.engagement_vs_oracle", "challenger": 0.378, "champion": 0.165, "primary": True,
+               "passed": True, "paired": {"difference": 0.214, "low": 0.165, "high": 0.257}}
+    path = Paths(home=tmp_path / "home", data_dir=tmp_path / "data").last_gate_decision
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"passed": True, "checks": [{**primary, "primary": False, "metric": "auc_hide"},
+                                                           primary]}))
+    assert jobs.gate_since(time.time() - 60) == primary
+    assert jobs.gate_since(time.time() + 60) is None  # a decision older than the retrain is not its own
+    assert gate_line(primary) == ("ranker.engagement_vs_oracle 0.378 against the champion's 0.165, "
+                                  "paired +0.214 [+0.165, +0.257]")
+
+
+def test_a_reaction_labels_the_showing_it_followed_not_every_showing_of_the_post():
+    from newsfeed.feed.served_data import labelled
+
+    t0 = 1_760_000_000.0
+
+    def request(rid, ts, posts):
+        return {"request_id": rid, "user_id": 1, "ts": ts, "arm": "champion",
+                "items": [{"post_id": p, "position": i} for i, p in enumerate(posts)]}
+
+    # Post 7 is shown three times (a comment revived it); the user clicks it after the second showing only.
+    records = [request("a", t0, [7, 8]), request("b", t0 + 3600, [7, 9]), request("c", t0 + 7200, [7])]
+    events = pd.DataFrame([
+        {"user_id": 1, "post_id": 7, "event_type": "click", "value": 0.0, "ts": pd.Timestamp(t0 + 3605, unit="s", tz="UTC")},
+        {"user_id": 1, "post_id": 7, "event_type": "dwell", "value": 12.0, "ts": pd.Timestamp(t0 + 3606, unit="s", tz="UTC")},
+        {"user_id": 1, "post_id": 8, "event_type": "like", "value": 0.0, "ts": pd.Timestamp(t0 + 10, unit="s", tz="UTC")},
+        {"user_id": 1, "post_id": 9, "event_type": "hide", "value": 0.0, "ts": pd.Timestamp(t0 - 10, unit="s", tz="UTC")},
+        {"user_id": 2, "post_id": 7, "event_type": "click", "value": 0.0, "ts": pd.Timestamp(t0 + 5, unit="s", tz="UTC")},
+    ])
+    frame = labelled(records, events).set_index(["request_id", "post_id"])
+    assert frame["click"].to_dict() == {("a", 7): 0, ("a", 8): 0, ("b", 7): 1, ("b", 9): 0, ("c", 7): 0}
+    assert frame.loc[("b", 7), "dwell_seconds"] == 12.0 and frame.loc[("a", 7), "dwell_seconds"] == 0.0
+    assert frame.loc[("a", 8), "like"] == 1  # a reaction to a post shown once labels that showing
+    assert frame["hide"].sum() == 0  # before it was shown: not its reaction

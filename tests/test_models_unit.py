@@ -372,3 +372,19 @@ def test_stacked_layers_compute_what_each_stack_computes_alone():
     assert torch.allclose(StackedMLP(stacks)(x), expected, atol=1e-6)
     with pytest.raises(ValueError, match="same Linear/ReLU shape"):
         StackedMLP([mlp([12, 8, 3]), mlp([12, 6, 3])])
+
+
+def test_a_fixed_holdout_keeps_all_but_the_last_hours_for_training():
+    from newsfeed.models.datasets import SplitConfig, boundaries
+
+    ts = pd.Series(pd.date_range("2026-10-01", "2026-10-21", freq="15min", tz="UTC"))
+    by_fraction = boundaries(ts, SplitConfig())
+    assert by_fraction.val_start < ts.max() - pd.Timedelta(days=5)  # 2/7 of 20 days held out
+    fixed = boundaries(ts, SplitConfig.of(0.5))
+    assert fixed.test_start == ts.max() - pd.Timedelta(hours=6)
+    assert fixed.val_start == ts.max() - pd.Timedelta(hours=12)
+    assert list(pd.Series(fixed.label(ts)).value_counts().sort_index()) == [25, len(ts) - 49, 24]  # test, train, val
+    assert SplitConfig.of(0) == SplitConfig()
+    # More days held out than the data spans: something is still left to train on.
+    short = boundaries(ts, SplitConfig.of(60))
+    assert short.start < short.val_start < short.test_start < short.end

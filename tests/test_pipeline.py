@@ -116,6 +116,10 @@ def test_worse_settings_are_stopped_by_the_gate_and_register_nothing(runs):
     last_run = _run_dirs(home)[-1]
     decision = json.loads((last_run / "gate" / "decision").read_text())
     assert not decision["passed"]
+    from newsfeed.config import Paths
+
+    # The latest decision is also where a job that ran the pipeline (the closed loop) reads it.
+    assert json.loads(Paths(home=home, data_dir=home / "data").last_gate_decision.read_text()) == decision
     primary = next(c for c in decision["checks"] if c["primary"])
     assert primary["metric"] == "ranker.engagement_vs_oracle" and primary["challenger"] < primary["champion"]
     assert primary["paired"]["high"] < primary["limit"]  # worse beyond noise, on the same feeds

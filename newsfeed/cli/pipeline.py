@@ -3,12 +3,14 @@ locally, as IR YAML, and on Kubeflow Pipelines."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from newsfeed import atomic
 from newsfeed.cli.common import DataDirOption, HomeOption, RegistryOption, StoreOption, console, fail
 from newsfeed.gate import GateConfig
 
@@ -36,6 +38,10 @@ GuardrailOption = Annotated[float | None, typer.Option(help="Gate: how far hide/
                                                             f"[default {GATE.guardrail_tolerance:g}].")]
 CalibrationOption = Annotated[float | None, typer.Option(help="Gate: how far a head's calibration error may rise "
                                                               f"[default {GATE.calibration_tolerance:g}].")]
+HoldoutOption = Annotated[float | None, typer.Option(help="Days at the data's end held out, half validation, half "
+                                                          "test; 0: the last 2/7 of its span [default 0]. A few "
+                                                          "hours to a day lets a retrain learn from a change it "
+                                                          "was started by.")]
 HostOption = Annotated[str, typer.Option("--host", help="Kubeflow Pipelines endpoint, e.g. http://localhost:8080.")]
 PackageOption = Annotated[Path | None, typer.Option("--package", help="Compiled pipeline [default: the committed one].")]
 
@@ -54,7 +60,7 @@ def run(
     ranker_architecture: ArchitectureOption = None, max_bad_rate: MaxBadRateOption = None,
     trainer: TrainerOption = None, ray_workers: RayWorkersOption = None, ray_address: RayAddressOption = None,
     gate_tolerance: ToleranceOption = None, guardrail_tolerance: GuardrailOption = None,
-    calibration_tolerance: CalibrationOption = None,
+    calibration_tolerance: CalibrationOption = None, holdout_days: HoldoutOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show kfp's executor logs too.")] = False,
     home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None, registry: RegistryOption = None,
 ) -> None:
@@ -71,14 +77,16 @@ def run(
                            ranker_learning_rate=ranker_learning_rate, ranker_architecture=ranker_architecture,
                            max_bad_rate=max_bad_rate, trainer=trainer, ray_workers=ray_workers,
                            ray_address=ray_address, gate_tolerance=gate_tolerance,
-                           guardrail_tolerance=guardrail_tolerance, calibration_tolerance=calibration_tolerance)
+                           guardrail_tolerance=guardrail_tolerance, calibration_tolerance=calibration_tolerance,
+                           holdout_days=holdout_days)
     ws.check_services()  # an unreachable store is named now, not after minutes of work
-    root = ws.home / "pipeline-runs"
+    root = ws.paths.pipeline_runs
     t0 = time.perf_counter()
     try:
         decision = run_locally(arguments, root, verbose)
     except PipelineFailed as err:
         raise fail(f"the pipeline failed; nothing was registered.\n{err}") from None
+    atomic.write_text(ws.paths.last_gate_decision, json.dumps(decision))
     minutes, seconds = divmod(time.perf_counter() - t0, 60)
     console.print(decision["message"], highlight=False, soft_wrap=True)
     if not decision["passed"]:

@@ -194,22 +194,26 @@ def _loop(config, url: str, paths, out: Path, policy, canary_policy, progress) -
 def print_summary(summary: dict) -> None:
     from rich.table import Table
 
+    from newsfeed.loop.summary import gate_line
+
     table = Table(title="realised engagement per impression (eng./impr.), 95% interval over users")
     for column in ("arm", "users", "impr.", "eng./impr.", "95% interval", "true exp."):
         table.add_column(column, justify="left" if column == "arm" else "right", no_wrap=True)
     for name, arm in summary["arms"].items():
         e = arm["engagement_per_impression"]
         table.add_row(name, f"{arm['users']:,}", f"{arm['impressions']:,}", f"{e['estimate']:+.3f}",
-                      f"[{e['ci'][0]:+.3f}, {e['ci'][1]:+.3f}]", f"{arm['expected_per_impression']:+.3f}")
+                      f"[{e['ci'][0]:+.3f}, {e['ci'][1]:+.3f}]", f"{arm['expected_per_impression']['estimate']:+.3f}")
     console.print(table)
     for canary in summary.get("canaries", []):
         days = f"days {canary['from_day']:g}-{canary['to_day']:g}" if canary["to_day"] else f"from day {canary['from_day']:g}"
-        same = ", ".join(f"{name} {arm['engagement_per_impression']['estimate']:+.3f} ({arm['users']} users)"
+        same = ", ".join(f"{name} {arm['engagement_per_impression']['estimate']:+.3f} (true exp. "
+                         f"{arm['expected_per_impression']['estimate']:+.3f}; {arm['users']} users)"
                          for name, arm in canary["arms"].items())
         console.print(f"during the canary ({days}), per impression: {same}", highlight=False, soft_wrap=True)
     for retrain in summary["retrains"]:
-        console.print(f"retrain on day {retrain['day']:g}: exit {retrain['exit_code']} ({'; '.join(retrain['reasons'])})",
-                      highlight=False, soft_wrap=True)
+        gate = f"; gate: {gate_line(retrain['gate'])}" if retrain.get("gate") else ""
+        console.print(f"retrain on day {retrain['day']:g}: exit {retrain['exit_code']} ({'; '.join(retrain['reasons'])})"
+                      f"{gate}", highlight=False, soft_wrap=True)
     for decision in summary["decisions"]:
         for verdict in decision["verdicts"]:
             console.print(f"verdict on day {decision['day']:g}: {verdict['arm']} {verdict['action']} ({verdict['why']})",

@@ -20,7 +20,7 @@ class JobFailed(NewsfeedError):
     """A job exited with an error: its command and the last of its output."""
 
 
-LOOP_POLICY = {"watched_features": [], "pipeline_options": {"calibration_tolerance": 1.0}}
+LOOP_POLICY = {"watched_features": [], "pipeline_options": {"holdout_days": 0.5}}
 """The loop's retrain policy unless it is given one.
 
 Retrain when a realised rate falls beyond the policy's limit (30%) against the days before,
@@ -29,12 +29,14 @@ day (a personalised feed drains each topic's best fresh posts: the click rate ea
 ~20% a day, the clicked-topic mix shifts at p ~ 1e-8 over ~1,000 clicks), which that test,
 made for the training window, takes for drift.
 
-The gate's calibration guardrails are off (a rise of up to 1.0 allowed); its engagement
-check and AUC guardrails stand. A retrain a day after the drift is tested on days that
-straddle it, where base rates fall by half or more, and a challenger trained on served (well
-ranked, often clicked) feeds is the worse calibrated there even when it ranks far better
-(measured: engagement 0.317 against the champion's 0.122 on the same held-out days, click
-calibration error 0.126 against 0.047). The canary that follows judges it on what users do."""
+The retrain holds out the last half day only (6 hours validation, then 6 test), not the last
+2/7 of its weeks of data: a retrain a day after the drift then trains on half a day of the
+drifted world, stops early on drifted hours and is gated on drifted hours. With the fractions
+every drifted hour was held out, the challenger learnt nothing of the change, and on test
+days straddling the drift it was the worse calibrated even where it ranked better (engagement
+0.317 against the champion's 0.122, click calibration error 0.126 against 0.047), so the
+loop had to turn the calibration guardrails off; with the short holdout the challenger
+is the better calibrated on every head too, and the gate's defaults stand."""
 
 
 @dataclass
@@ -79,6 +81,17 @@ class Jobs:
         (``action.exit_code``)."""
         args = ["drift", "report", "--json", "--wait", "--against", "previous", "--reference-days", f"{reference_days:g}"]
         return self._run("drift", args + (["--policy", str(self.policy)] if self.policy else []))
+
+    def gate_since(self, since: float) -> dict | None:
+        """The primary check of the gate's decision in a retrain that ended after ``since`` (a
+        time.time()), or None: the challenger against the champion on the same held-out feeds."""
+        from newsfeed.config import Paths
+
+        path = Paths(home=self.home, data_dir=self.data_dir).last_gate_decision
+        if not path.exists() or path.stat().st_mtime < since:
+            return None
+        checks = json.loads(path.read_text()).get("checks", [])
+        return next((c for c in checks if c.get("primary")), None)
 
     def decide(self, since_version: int) -> dict:
         """The guardrail CronJob's report and the canary's verdict, carried out."""

@@ -13,6 +13,7 @@ reached over HTTP, the jobs are the platform's own commands (``jobs.py``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from newsfeed.feed.experiments import control_arm
 from newsfeed.loop.client import FeedClient, ServiceError
 from newsfeed.loop.config import BASELINES, LoopConfig
 from newsfeed.loop.jobs import Jobs, JobFailed
+from newsfeed.loop.summary import gate_line
 from newsfeed.loop.world import LiveWorld, items
 from newsfeed.schema import REACTIONS
 from newsfeed.scoring import load_weights
@@ -151,6 +153,7 @@ class Loop:
 
     def check_drift(self, day: float) -> None:
         self.world.save(self.jobs.data_dir)  # a retrain's evaluation scores against the world as it is now
+        started = time.time()
         try:
             result = self.jobs.drift(self.config.reference_days)
         except JobFailed as err:  # recorded, and the loop goes on: the next check may run
@@ -169,15 +172,17 @@ class Loop:
         if not result["retrain"] or action.get("action") != "local":
             return
         retrain = {"day": day, "reasons": result["reasons"], "exit_code": action.get("exit_code"),
-                   "log": action.get("log")}
+                   "log": action.get("log"), "gate": self.jobs.gate_since(started)}
         self.ledger.retrains.append(retrain)
         if action.get("exit_code") == 0:
             saved = self.start_canary(day)
             share = next(a["share"] for a in saved["arms"] if a["name"] == CHALLENGER)
             retrain["canary"] = {"arm": CHALLENGER, "share": share, "experiment_version": saved["version"]}
+        gate = f"; gate: {gate_line(retrain['gate'])}" if retrain["gate"] else ""
         self.progress(f"  retrain on day {day:g}: {'; '.join(result['reasons'])} -> "
                       + {0: "registered; canary out", 3: "stopped by the gate"}.get(action.get("exit_code"),
-                                                                                   f"failed ({retrain['log']})"))
+                                                                                   f"failed ({retrain['log']})")
+                      + gate)
 
     def judge(self, day: float) -> None:
         try:

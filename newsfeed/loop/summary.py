@@ -15,13 +15,26 @@ from newsfeed.metrics import ratio_interval
 
 
 def engagement(frame: pd.DataFrame, seed: int = 0) -> dict:
-    """Realised engagement per impression of ``frame``'s rows, with its interval over users."""
-    per_user = frame.groupby("user_id").agg(engagement=("engagement", "sum"), impressions=("engagement", "size"))
-    interval = ratio_interval(per_user["engagement"].to_numpy(), per_user["impressions"].to_numpy(),
-                              len(per_user), seed=seed)
-    return {"engagement_per_impression": {"estimate": interval.value, "ci": [interval.low, interval.high]},
-            "expected_per_impression": float(frame["expected"].mean()),
-            "users": int(len(per_user)), "impressions": int(len(frame))}
+    """Realised engagement per impression of ``frame``'s rows, with its interval over users;
+    and the expected engagement of what was shown (the world's true probabilities, which only
+    a simulation knows: the same judgement without the reactions' draw noise)."""
+    per_user = frame.groupby("user_id").agg(engagement=("engagement", "sum"), expected=("expected", "sum"),
+                                            impressions=("engagement", "size"))
+    out = {}
+    for column in ("engagement", "expected"):
+        interval = ratio_interval(per_user[column].to_numpy(), per_user["impressions"].to_numpy(), len(per_user),
+                                  seed=seed)
+        out[f"{column}_per_impression"] = {"estimate": interval.value, "ci": [interval.low, interval.high]}
+    return {**out, "users": int(len(per_user)), "impressions": int(len(frame))}
+
+
+def gate_line(check: dict) -> str:
+    """The gate's primary check in a line: the challenger against the champion, paired."""
+    paired = check.get("paired") or {}
+    line = f"{check['metric']} {check['challenger']:.3f} against the champion's {check['champion']:.3f}"
+    if paired:
+        line += f", paired {paired['difference']:+.3f} [{paired['low']:+.3f}, {paired['high']:+.3f}]"
+    return line
 
 
 def by_arm(frame: pd.DataFrame) -> dict:
@@ -119,12 +132,17 @@ def page(summary: dict, ledger) -> str:
     arms = [{"arm": name, "users": a["users"], "impressions": a["impressions"],
              "engagement / impression": a["engagement_per_impression"]["estimate"],
              "95% low": a["engagement_per_impression"]["ci"][0], "95% high": a["engagement_per_impression"]["ci"][1],
-             "true expected / impression": a["expected_per_impression"]} for name, a in summary["arms"].items()]
+             "true expected / impression": a["expected_per_impression"]["estimate"]}
+            for name, a in summary["arms"].items()]
     canaries = [{"canary from day": f"{c['from_day']:.1f}", "arm": name, "users": a["users"],
                  "engagement / impression": a["engagement_per_impression"]["estimate"],
-                 "95% low": a["engagement_per_impression"]["ci"][0], "95% high": a["engagement_per_impression"]["ci"][1]}
+                 "95% low": a["engagement_per_impression"]["ci"][0], "95% high": a["engagement_per_impression"]["ci"][1],
+                 "true expected / impression": a["expected_per_impression"]["estimate"],
+                 "true 95% low": a["expected_per_impression"]["ci"][0],
+                 "true 95% high": a["expected_per_impression"]["ci"][1]}
                 for c in summary.get("canaries", []) for name, a in c["arms"].items()]
-    events = [{"day": f"{r['day']:.1f}", "event": "retrain", "what": "; ".join(r["reasons"]),
+    events = [{"day": f"{r['day']:.1f}", "event": "retrain",
+               "what": "; ".join(r["reasons"]) + (f"; gate: {gate_line(r['gate'])}" if r.get("gate") else ""),
                "result": {0: "registered, canary out", 3: "stopped by the gate"}.get(r["exit_code"], "failed")}
               for r in summary["retrains"]]
     events += [{"day": f"{d['day']:.1f}", "event": "verdict",

@@ -21,10 +21,21 @@ POSITIVE = tuple(catalog.POSITIVE_REACTIONS)
 
 
 class SplitConfig(BaseModel):
-    """Temporal split: the last fractions of the time span are validation, then test."""
+    """Temporal split: the last fractions of the time span are validation, then test; or, with
+    ``holdout_days``, the last that many days, half validation then half test.
+
+    A fixed holdout is for a retrain soon after the world changed: with fractions of a
+    multi-week span the held-out days are the newest few, so everything since the change
+    would be held out and never trained on."""
 
     val_fraction: float = Field(1 / 7, gt=0, lt=0.5)
     test_fraction: float = Field(1 / 7, gt=0, lt=0.5)
+    holdout_days: float | None = Field(None, gt=0, le=365)
+
+    @classmethod
+    def of(cls, holdout_days: float) -> "SplitConfig":
+        """The pipeline's parameter: 0 is the fractions, a positive number the fixed holdout."""
+        return cls(holdout_days=holdout_days or None)
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,11 @@ def boundaries(impression_ts: pd.Series, split: SplitConfig) -> Boundaries:
     ts = pd.to_datetime(impression_ts, utc=True)
     start, end = ts.min(), ts.max()
     span = end - start
+    if split.holdout_days is not None:
+        half = min(pd.Timedelta(days=split.holdout_days), span * 0.8) / 2  # leaves something to train on
+        test_start = (end - half).floor("h")
+        val_start = (test_start - half).floor("h")
+        return Boundaries(start, val_start, test_start, end)
     test_start = (end - span * split.test_fraction).floor("h")
     val_start = (test_start - span * split.val_fraction).floor("h")
     return Boundaries(start, val_start, test_start, end)
