@@ -27,7 +27,7 @@ def from_data_dir(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
 
 def from_served_log(home: Path, data_dir: Path) -> pd.DataFrame:
     """One row per post a server showed (shadow arms left out), labelled by the reactions
-    logged for that user and post after it was shown."""
+    logged for that user and post after that showing (see served_data.labelled)."""
     from newsfeed.feed.served_data import labelled, read_events_or_none, served_records
     from newsfeed.feed.served_log import serving_dir
 

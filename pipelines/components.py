@@ -142,7 +142,8 @@ def train_two_tower(home: str, data_dir: str, feature_store: str, registry: str,
     train = runs.TWO_TOWER_TRAINING.model_copy(update={"epochs": int(epochs), "learning_rate": learning_rate,
                                                        "seed": int(seed)})
     result = runs.train_two_tower(ws.home, ws.data_dir, ws.store, ws.registry, train=train,
-                                  split=SplitConfig.of(holdout_days), register=False, trainer=ray, positives=pd.read_parquet(training_set.path))
+                                  split=SplitConfig.of(holdout_days), register=False, trainer=ray,
+                                  positives=pd.read_parquet(training_set.path))
     Console(width=100).print(retrieval_table(result.report))
     saved.save(result.model, model.path)
     model.metadata.update({"model_name": result.model_name, "mlflow_run_id": result.run_id,
@@ -188,8 +189,7 @@ def train_ranker(home: str, data_dir: str, feature_store: str, registry: str, ep
 
 @component
 def evaluate_champion(home: str, data_dir: str, feature_store: str, registry: str, holdout_days: float,
-                      two_tower: Input[Model],
-                      ranker: Input[Model], champion: Output[Metrics]):
+                      two_tower: Input[Model], ranker: Input[Model], champion: Output[Metrics]):
     """Score the current champions on the held-out period the challengers were scored on
     (a model with no champion yet is left out), and each challenger against its champion
     paired: the rankers on the same feeds (each with its own weight table, both judged by

@@ -82,8 +82,9 @@ def training_pipeline(
     ranker = _on_cluster(c.train_ranker(**training, learning_rate=ranker_learning_rate,
                                         architecture=ranker_architecture, training_set=sets.outputs["ranker_set"]),
                          cpu="2", memory="16G")
-    champion = _on_cluster(c.evaluate_champion(**store, registry=registry, holdout_days=holdout_days, two_tower=two_tower.outputs["model"],
-                                               ranker=ranker.outputs["model"]), memory="8G")
+    champion = _on_cluster(c.evaluate_champion(**store, registry=registry, holdout_days=holdout_days,
+                                               two_tower=two_tower.outputs["model"], ranker=ranker.outputs["model"]),
+                           memory="8G")
     decision = _on_cluster(c.gate(two_tower_metrics=two_tower.outputs["metrics"],
                                   ranker_metrics=ranker.outputs["metrics"], champion=champion.outputs["champion"],
                                   tolerance=gate_tolerance, guardrail_tolerance=guardrail_tolerance,

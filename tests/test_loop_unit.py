@@ -302,13 +302,13 @@ def test_a_reaction_labels_the_showing_it_followed_not_every_showing_of_the_post
 
     # Post 7 is shown three times (a comment revived it); the user clicks it after the second showing only.
     records = [request("a", t0, [7, 8]), request("b", t0 + 3600, [7, 9]), request("c", t0 + 7200, [7])]
-    events = pd.DataFrame([
-        {"user_id": 1, "post_id": 7, "event_type": "click", "value": 0.0, "ts": pd.Timestamp(t0 + 3605, unit="s", tz="UTC")},
-        {"user_id": 1, "post_id": 7, "event_type": "dwell", "value": 12.0, "ts": pd.Timestamp(t0 + 3606, unit="s", tz="UTC")},
-        {"user_id": 1, "post_id": 8, "event_type": "like", "value": 0.0, "ts": pd.Timestamp(t0 + 10, unit="s", tz="UTC")},
-        {"user_id": 1, "post_id": 9, "event_type": "hide", "value": 0.0, "ts": pd.Timestamp(t0 - 10, unit="s", tz="UTC")},
-        {"user_id": 2, "post_id": 7, "event_type": "click", "value": 0.0, "ts": pd.Timestamp(t0 + 5, unit="s", tz="UTC")},
-    ])
+
+    def event(user, post, kind, after_seconds, value=0.0):
+        return {"user_id": user, "post_id": post, "event_type": kind, "value": value,
+                "ts": pd.Timestamp(t0 + after_seconds, unit="s", tz="UTC")}
+
+    events = pd.DataFrame([event(1, 7, "click", 3605), event(1, 7, "dwell", 3606, 12.0), event(1, 8, "like", 10),
+                           event(1, 9, "hide", -10), event(2, 7, "click", 5)])
     frame = labelled(records, events).set_index(["request_id", "post_id"])
     assert frame["click"].to_dict() == {("a", 7): 0, ("a", 8): 0, ("b", 7): 1, ("b", 9): 0, ("c", 7): 0}
     assert frame.loc[("b", 7), "dwell_seconds"] == 12.0 and frame.loc[("a", 7), "dwell_seconds"] == 0.0

@@ -212,8 +212,9 @@ def print_summary(summary: dict) -> None:
         console.print(f"during the canary ({days}), per impression: {same}", highlight=False, soft_wrap=True)
     for retrain in summary["retrains"]:
         gate = f"; gate: {gate_line(retrain['gate'])}" if retrain.get("gate") else ""
-        console.print(f"retrain on day {retrain['day']:g}: exit {retrain['exit_code']} ({'; '.join(retrain['reasons'])})"
-                      f"{gate}", highlight=False, soft_wrap=True)
+        reasons = "; ".join(retrain["reasons"])
+        console.print(f"retrain on day {retrain['day']:g}: exit {retrain['exit_code']} ({reasons}){gate}",
+                      highlight=False, soft_wrap=True)
     for decision in summary["decisions"]:
         for verdict in decision["verdicts"]:
             console.print(f"verdict on day {decision['day']:g}: {verdict['arm']} {verdict['action']} ({verdict['why']})",
