@@ -72,6 +72,29 @@ def main() -> None:
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=1))
     tmp.replace(args.out)
+    run_id = log_to_mlflow(args.home, report, service.pipeline(arm)[1])
+    console.print(f"wrote {args.out}; MLflow run {run_id} in experiment {EXPERIMENT}")
+
+
+EXPERIMENT = "newsfeed-feed-quality"
+
+
+def log_to_mlflow(home: Path, report: dict, versions: dict[str, str]) -> str:
+    """The figures as a run of the home's MLflow, tagged with the model versions served."""
+    import mlflow
+
+    from newsfeed.models.runs import metric_name
+    from newsfeed.registry import Registry
+
+    registry = Registry.open(home)
+    metrics = {metric_name(f"candidate_recall.{name}"): row["recall"] for name, row in report["candidate_recall"].items()}
+    metrics.update({metric_name(f"feed.{name}.{k}"): v for name, row in report["feed"].items() for k, v in row.items()})
+    with mlflow.start_run(experiment_id=registry.experiment_id(EXPERIMENT)) as run:
+        mlflow.set_tags({f"served.{model}": version for model, version in versions.items()})
+        mlflow.log_params({k: report[k] for k in ("users", "oracle_k", "ranker_budget") if k in report})
+        mlflow.log_metrics({k.replace(" ", "_").replace(",", ""): float(v) for k, v in metrics.items()})
+        mlflow.log_dict(report, "feed_quality.json")
+    return run.info.run_id
 
 
 if __name__ == "__main__":

@@ -85,35 +85,56 @@ window and collapsed (too few rows keep any weight; hide and block AUC fell belo
 def ranker_variants():
     from newsfeed.models.ranker import RankerConfig
     from newsfeed.models.settings import RANKER_TRAINING
+    from newsfeed.scoring import load_weights
 
     def train(**update):
         return RANKER_TRAINING.model_copy(update=update)
     default = RANKER_TRAINING.recency_half_life_days
     return {
-        f"default: MMoE, refit, {default:g}-day half-life": (RankerConfig(), RANKER_TRAINING),
+        f"default: MMoE, refit, {default:g}-day half-life, Platt-calibrated heads": (RankerConfig(), RANKER_TRAINING),
         "no refit": (RankerConfig(), train(refit=False)),
         "no recency weighting": (RankerConfig(), train(recency_half_life_days=None)),
         **{f"half-life {days:g} days": (RankerConfig(), train(recency_half_life_days=days))
            for days in HALF_LIVES_DAYS if days != default},
         "shared-bottom": (RankerConfig(architecture="shared-bottom"), RANKER_TRAINING),
+        "DCN-v2 cross, 2 layers": (RankerConfig(cross_layers=2), RANKER_TRAINING),
+        "no calibration": (RankerConfig(calibration="none"), RANKER_TRAINING),
+        "early stopping on engagement": (RankerConfig(), train(early_stopping="engagement")),
+        "loss weights by engagement weight": (RankerConfig(loss_weights={
+            **{h: 1 + abs(w) / 10 for h, w in load_weights().items()}, "skip": 1.0, "dwell": 0.5}), RANKER_TRAINING),
+        "wider (512, 256)": (RankerConfig(hidden=[512, 256]), RANKER_TRAINING),
+        "learning rate 1e-3": (RankerConfig(), train(learning_rate=1e-3)),
+        "no id embeddings": (RankerConfig(ids=[]), RANKER_TRAINING),
+        "id dropout 0.8": (RankerConfig(id_dropout=0.8), RANKER_TRAINING),
     }
 
 
 def two_tower_variants():
     from newsfeed.features import catalog
     from newsfeed.models.settings import TWO_TOWER_TRAINING
-    from newsfeed.models.two_tower import USER_INPUTS, TwoTowerConfig
+    from newsfeed.models.two_tower import POST_ENGAGEMENT_INPUTS, POST_INPUTS, USER_INPUTS, TwoTowerConfig
 
     every_user_feature = [f"{view}__{c}" for view in ("user_profile", "user_engagement", "user_history")
                           for c in catalog.TABLES[view].columns]
     return {
-        "default: interests and history, no refit": (TwoTowerConfig(), TWO_TOWER_TRAINING),
+        "default: interests and history, post bias, recency, no log-Q, no refit": (TwoTowerConfig(),
+                                                                                   TWO_TOWER_TRAINING),
         "refit": (TwoTowerConfig(), TWO_TOWER_TRAINING.model_copy(update={"refit": True})),
         "every user feature": (TwoTowerConfig(user_inputs=every_user_feature), TWO_TOWER_TRAINING),
         "history only": (TwoTowerConfig(user_inputs=[c for c in USER_INPUTS if c.startswith("user_history")]),
                          TWO_TOWER_TRAINING),
         "interest shares only (no rate)": (TwoTowerConfig(
             user_inputs=[c for c in USER_INPUTS if c != "user_engagement__topic_interest_rate"]), TWO_TOWER_TRAINING),
+        "log-Q correction": (TwoTowerConfig(logq_correction=True), TWO_TOWER_TRAINING),
+        "no post bias": (TwoTowerConfig(post_bias=False), TWO_TOWER_TRAINING),
+        "no recency": (TwoTowerConfig(recency=False), TWO_TOWER_TRAINING),
+        "the match alone, log-Q corrected (the earlier default)": (TwoTowerConfig(
+            post_bias=False, recency=False, logq_correction=True), TWO_TOWER_TRAINING),
+        "the match alone, no log-Q": (TwoTowerConfig(post_bias=False, recency=False), TWO_TOWER_TRAINING),
+        "post bias alone": (TwoTowerConfig(recency=False, logq_correction=True), TWO_TOWER_TRAINING),
+        "recency alone": (TwoTowerConfig(post_bias=False, logq_correction=True), TWO_TOWER_TRAINING),
+        "engagement so far in the post tower": (TwoTowerConfig(post_inputs=[*POST_INPUTS, *POST_ENGAGEMENT_INPUTS]),
+                                                TWO_TOWER_TRAINING),
     }
 
 
@@ -142,12 +163,18 @@ def variant_row(value, paired: dict, per_window: list[float], **extra) -> dict:
             "paired": {k: paired[k] for k in ("difference", "low", "high")}, "windows": per_window, **extra}
 
 
-def choose_ranker(home: Path, data_dir: Path, store, data, console: Console) -> dict:
+def selected(variants: dict, wanted: list[str] | None) -> dict:
+    """The default (first) and the variants whose name contains one of ``wanted`` (all: None)."""
+    default = next(iter(variants))
+    return {name: v for name, v in variants.items()
+            if name == default or wanted is None or any(w.lower() in name.lower() for w in wanted)}
+
+
+def choose_ranker(home: Path, data_dir: Path, store, data, console: Console, wanted: list[str] | None = None) -> dict:
     """Every ranker variant trained for each window, its feeds pooled, gated against the default."""
     from newsfeed import metrics as measures
     from newsfeed.data.world import World, examine_probability
     from newsfeed.models import datasets, evaluation, runs
-    from newsfeed.models.ranker import MultiTaskRanker, multitask_loss, training_batch
     from newsfeed.registry import RANKER
     from newsfeed.scoring import engagement_score, load_weights
 
@@ -156,18 +183,16 @@ def choose_ranker(home: Path, data_dir: Path, store, data, console: Console) -> 
     backtest = folds(data)
     parts = [fold_parts(frame, fold) for fold in backtest]
     feeds = pd.concat([p["test"] for p in parts], ignore_index=True)  # disjoint windows: request ids stay unique
-    groups, users = feeds["request_id"].to_numpy(), feeds["user_id"].to_numpy()
+    groups = feeds["request_id"].to_numpy()
     oracle = evaluation.oracle_engagement(world, feeds, weights)
     window_of = np.repeat(np.arange(len(parts)), [len(p["test"]) for p in parts])
     primary = f"ranker.{evaluation.ENGAGEMENT}"
     rows, default = {}, None
-    for name, (config, train) in ranker_variants().items():
+    for name, (config, train) in selected(ranker_variants(), wanted).items():
         t0 = time.perf_counter()
         scores, heads, epochs = [], [], []
         for fold in parts:
-            model, history = runs.fit_and_refit(functools.partial(MultiTaskRanker.from_frame, config=config),
-                                                multitask_loss, training_batch, fold["train"], fold["val"], train,
-                                                name, show_progress=False)
+            model, history = runs.fit_ranker(config, train, fold["train"], fold["val"], weights, show_progress=False)
             scores.append(engagement_score(model.predict(fold["test"]), weights))
             heads.append(model.predict(fold["test"], logged_position=True))
             epochs.append(history.best_epoch + 1)
@@ -195,7 +220,7 @@ def choose_ranker(home: Path, data_dir: Path, store, data, console: Console) -> 
             "variants": rows, "chosen": chosen(rows)}
 
 
-def choose_two_tower(home: Path, store, data, console: Console) -> dict:
+def choose_two_tower(home: Path, store, data, console: Console, wanted: list[str] | None = None) -> dict:
     """Every two-tower variant trained for each window, its requests over the serving corpus
     pooled, gated against the default (its guardrail, Recall@500, paired)."""
     from newsfeed import metrics as measures
@@ -213,7 +238,7 @@ def choose_two_tower(home: Path, store, data, console: Console) -> dict:
     ks = (100, 500)
     measure = "two_tower.recall_at_500"
     rows, default = {}, None
-    for name, (config, train) in two_tower_variants().items():
+    for name, (config, train) in selected(two_tower_variants(), wanted).items():
         t0 = time.perf_counter()
         hits, epochs = {k: [] for k in ks}, []
         for fold, rs in zip(parts, searches):
@@ -326,6 +351,9 @@ def table(title: str, result: dict) -> Table:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=("interest", "ranker", "two_tower"), default=None)
+    parser.add_argument("--variants", nargs="+", default=None, metavar="TEXT",
+                        help="only the variants whose name contains one of these (and the default); their rows "
+                             "are merged into the earlier results")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -341,15 +369,20 @@ def main() -> None:
     store = open_store(paths.home)
     console = Console(width=180)
     # Parts run alone (--only) update the results of the others.
-    result = json.loads(args.out.read_text()) if args.only and args.out.exists() else {}
+    result = json.loads(args.out.read_text()) if (args.only or args.variants) and args.out.exists() else {}
     steps = {"interest": ("topic_interest_rate settings: feeds ordered by the estimate alone",
                           lambda: choose_interest_estimator(paths.data_dir, data, console)),
-             "ranker": ("ranker choices", lambda: choose_ranker(paths.home, paths.data_dir, store, data, console)),
+             "ranker": ("ranker choices", lambda: choose_ranker(paths.home, paths.data_dir, store, data, console,
+                                                                args.variants)),
              "two_tower": ("two-tower choices, serving corpus", lambda: choose_two_tower(paths.home, store, data,
-                                                                                         console))}
+                                                                                         console, args.variants))}
     for name, (title, run) in steps.items():
         if args.only in (None, name):
-            result[name] = run()
+            fresh = run()
+            if args.variants and name in result:  # a partial run: its rows join the earlier ones
+                fresh["variants"] = {**result[name]["variants"], **fresh["variants"]}
+                fresh["chosen"] = chosen(fresh["variants"])
+            result[name] = fresh
             console.print(table(f"{title}; windows (w1 latest): {', '.join(result[name]['windows'])}", result[name]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")

@@ -346,7 +346,7 @@ def test_two_tower_learns_a_topic_match_and_full_corpus_recall_sees_it():
         "post_content__topic_id": user_topic,  # every engagement is with a post of the user's topic
     })
     config = TwoTowerConfig(user_inputs=["user_engagement__topic_interest"], post_inputs=["post_content__topic_id"],
-                            user_ids=[], post_ids=[], embedding_dim=8, hidden=[16])
+                            user_ids=[], post_ids=[], embedding_dim=8, hidden=[16], recency=False)  # no clock here
     seed_everything(0)
     model = TwoTower.from_frame(frame, config)
     train, val = frame.iloc[:2500], frame.iloc[2500:]
@@ -388,3 +388,148 @@ def test_a_fixed_holdout_keeps_all_but_the_last_hours_for_training():
     # More days held out than the data spans: something is still left to train on.
     short = boundaries(ts, SplitConfig.of(60))
     assert short.start < short.val_start < short.test_start < short.end
+
+
+def _ranker_frame(n: int = 4000, seed: int = 0) -> pd.DataFrame:
+    from newsfeed.models.ranker import HEADS
+
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({
+        "user_id": rng.integers(0, 200, n), "post_id": rng.integers(0, 500, n), "author_id": rng.integers(0, 50, n),
+        "request_id": np.arange(n) // 10, "position": np.tile(np.arange(10), n // 10),
+        "post_engagement__click_rate": rng.random(n).astype(np.float32),
+        "request_features__topic_affinity": rng.normal(size=n).astype(np.float32),
+        "post_content__topic_id": rng.integers(0, 5, n), "dwell_seconds": rng.exponential(5.0, n),
+    })
+    for head in HEADS:
+        frame[head] = 0
+    return frame
+
+
+def test_platt_scaling_recovers_a_miscalibration_and_folds_into_the_model():
+    from newsfeed.models.ranker import HEADS, MultiTaskRanker, RankerConfig, apply_platt, fit_platt, logged_logits
+
+    torch.manual_seed(0)
+    frame = _ranker_frame(20_000)
+    model = MultiTaskRanker.from_frame(frame, RankerConfig(hidden=[16], tower=4, experts=2))
+    before = logged_logits(model, frame)
+    with torch.no_grad():  # spread the untrained logits (std ~1) so there is something to calibrate
+        for tower, spread in zip(model.towers, before.std(dim=0)):
+            tower[-1].weight.div_(spread)
+    before = logged_logits(model, frame)
+    rng = np.random.default_rng(1)
+    truth = 2.0 * before.numpy() - 1.0  # the true log-odds: the model's twice over, shifted
+    frame[list(HEADS)] = (rng.random(truth.shape) < 1 / (1 + np.exp(-truth))).astype(int)
+    params = fit_platt(model, frame)
+    # Measured: scales 1.94-2.30, shifts -0.91 to -1.07 (sklearn's unpenalised fit agrees).
+    assert np.allclose(params[:, 0].numpy(), 2.0, atol=0.4) and np.allclose(params[:, 1].numpy(), -1.0, atol=0.15)
+    apply_platt(model, params)
+    after = logged_logits(model, frame)
+    assert torch.allclose(after, before * params[:, 0] + params[:, 1], atol=1e-4)
+    p_before = 1 / (1 + np.exp(-before.numpy()[:, 0]))
+    p_after = model.predict(frame, logged_position=True)["p_click"].to_numpy()
+    y = frame["click"].to_numpy()
+    assert metrics.calibration_error(y, p_after) < 0.5 * metrics.calibration_error(y, p_before)
+
+
+def test_cross_layers_start_as_the_identity_and_learn_a_product():
+    from newsfeed.models.layers import CrossNetwork
+
+    torch.manual_seed(0)
+    x = torch.randn(2000, 4)
+    cross = CrossNetwork(4, layers=1, rank=4)
+    assert torch.equal(cross(x), x)
+    y = x[:, 0] * x[:, 1]
+    head, plain = torch.nn.Linear(4, 1), torch.nn.Linear(4, 1)
+    params = [*cross.parameters(), *head.parameters()]
+    for model_params, forward in ((params, lambda: head(cross(x))), (list(plain.parameters()), lambda: plain(x))):
+        optimizer = torch.optim.Adam(model_params, lr=0.05)
+        for _ in range(300):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.mse_loss(forward()[:, 0], y)
+            loss.backward()
+            optimizer.step()
+    crossed = torch.nn.functional.mse_loss(head(cross(x))[:, 0], y).item()
+    linear = torch.nn.functional.mse_loss(plain(x)[:, 0], y).item()
+    assert crossed < 0.1 * linear, (crossed, linear)  # a linear model cannot form x0 * x1: its error stays ~1
+
+
+def test_validation_engagement_is_one_for_the_realised_order_and_negative_reversed():
+    from newsfeed.models.runs import validation_engagement
+    from newsfeed.models.ranker import HEADS
+
+    frame = _ranker_frame(2000)
+    rng = np.random.default_rng(2)
+    frame["click"] = rng.random(len(frame)) < 0.3
+    frame["hide"] = ~frame["click"] & (rng.random(len(frame)) < 0.2)
+    weights = load_weights()
+
+    class Fixed:  # a ranker whose predictions are given
+        def __init__(self, sign):
+            self.sign = sign
+
+        def predict(self, rows):
+            value = self.sign * (rows["click"].to_numpy(float) - 20 * rows["hide"].to_numpy(float))
+            return pd.DataFrame({f"p_{h}": value if h == "click" else 0.0 for h in HEADS}, index=rows.index)
+
+    measure = validation_engagement(frame, weights)
+    assert measure(Fixed(1), None) == pytest.approx(1.0)
+    assert measure(Fixed(-1), None) < -0.5
+
+
+def test_post_bias_and_recency_ride_in_the_index_vectors_as_the_training_logits_up_to_a_constant_per_query():
+    from newsfeed.models.two_tower import TwoTower, TwoTowerConfig, tower_inputs, training_batch
+
+    rng = np.random.default_rng(0)
+    n, topics = 64, 4
+    created = 1.76e9 + rng.uniform(0, 3 * 86_400, n)
+    frame = pd.DataFrame({
+        "user_id": rng.integers(0, 50, n), "post_id": np.arange(n), "author_id": np.arange(n) % 7,
+        "user_engagement__topic_interest": list(np.eye(topics, dtype=np.float32)[rng.integers(0, topics, n)]),
+        "post_content__topic_id": rng.integers(0, topics, n), "post_content__created_unix": created.astype(np.int64),
+        "event_timestamp": pd.to_datetime(created + rng.uniform(0, 86_400, n), unit="s", utc=True),
+    })
+    config = TwoTowerConfig(user_inputs=["user_engagement__topic_interest"], post_inputs=["post_content__topic_id"],
+                            embedding_dim=8, hidden=[16], post_bias=True, recency=True)
+    torch.manual_seed(0)
+    model = TwoTower.from_frame(frame, config).eval()
+    assert model.config.time_origin_unix == pytest.approx(frame["event_timestamp"].max().timestamp())
+    with torch.no_grad():
+        model.age_rate.fill_(0.7)
+    batch = training_batch(model, frame, np.zeros(n))
+    with torch.no_grad():
+        users = model.user_tower(tower_inputs(batch, "user"))
+        posts, bias = model.post_tower(tower_inputs(batch, "post"))
+        age = batch["request_days"][:, None] - batch["post/created_days"][None, :]
+        logits = users @ posts.T / config.temperature + bias[None, :] - 0.7 * age
+    indexed = model.embed_users(frame) @ model.embed_posts(frame).T
+    assert indexed.shape == (n, n) and model.embed_posts(frame).shape[1] == 8 + 2
+    offset = indexed - logits.numpy()  # = 0.7 x the request's day: one constant per query
+    assert np.allclose(offset, offset[:, :1], atol=1e-3)
+    assert np.allclose(offset[:, 0], 0.7 * batch["request_days"].numpy(), atol=1e-3)
+    plain = TwoTower.from_frame(frame, config.model_copy(update={"post_bias": False, "recency": False}))
+    vectors = plain.embed_posts(frame)
+    assert vectors.shape[1] == 8 and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_a_two_tower_saved_before_the_score_terms_existed_loads_without_them(tmp_path):
+    import json
+
+    from newsfeed.models import saved
+    from newsfeed.models.two_tower import TwoTower, TwoTowerConfig
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"user_id": rng.integers(0, 50, 40), "post_id": np.arange(40), "author_id": np.arange(40) % 5,
+                          "user_engagement__topic_interest": list(np.eye(3, dtype=np.float32)[rng.integers(0, 3, 40)]),
+                          "post_content__topic_id": rng.integers(0, 3, 40)})
+    config = TwoTowerConfig(user_inputs=["user_engagement__topic_interest"], post_inputs=["post_content__topic_id"],
+                            embedding_dim=8, hidden=[16], post_bias=False, recency=False, logq_correction=True)
+    model = TwoTower.from_frame(frame, config)
+    folder = saved.save(model, tmp_path / "old")
+    spec = json.loads((folder / "model.json").read_text())
+    for key in ("post_bias", "recency", "time_origin_unix"):  # as an earlier version wrote it
+        del spec["config"][key]
+    (folder / "model.json").write_text(json.dumps(spec))
+    loaded = saved.load(folder)
+    assert not loaded.config.post_bias and not loaded.config.recency
+    assert np.allclose(loaded.embed_posts(frame), model.embed_posts(frame), atol=1e-6)

@@ -72,6 +72,8 @@ class StackedMLP:
 class FastRanker:
     def __init__(self, model: MultiTaskRanker, inputs: RankerInputs):
         model.eval()
+        if model.cross is not None:
+            raise ValueError("the fast path splits the first layer by input, which cross layers do not allow")
         self.model = model
         self.mmoe = model.config.architecture == "mmoe"
         branches = list(model.experts) if self.mmoe else [model.bottom]

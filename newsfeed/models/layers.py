@@ -21,6 +21,27 @@ def mlp(sizes: list[int], dropout: float = 0.0, last_activation: bool = True) ->
     return nn.Sequential(*layers)
 
 
+class CrossNetwork(nn.Module):
+    """DCN-v2's cross layers (Wang et al., 2021), low-rank: x_{l+1} = x0 * (U V x_l + b) + x_l.
+    Each layer multiplies every input by a learned mix of all of them, so products such as
+    "this user's interest in the topic" x "the post's engagement rate" are formed explicitly
+    rather than left for the ReLU layers to approximate."""
+
+    def __init__(self, dim: int, layers: int, rank: int):
+        super().__init__()
+        self.down = nn.ModuleList(nn.Linear(dim, rank, bias=False) for _ in range(layers))
+        self.up = nn.ModuleList(nn.Linear(rank, dim) for _ in range(layers))
+        for up in self.up:  # start as the identity: the plain network, crosses grown from there
+            nn.init.zeros_(up.weight)
+            nn.init.zeros_(up.bias)
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for down, up in zip(self.down, self.up):
+            x = x0 * up(down(x)) + x
+        return x
+
+
 def id_tables(encoders: list[Encoder], dim: int) -> nn.ModuleDict:
     """One hashed embedding table per entity key any encoder reads (as an id or a bag of
     ids), shared between them: a post's id row is the same in the post tower and in a

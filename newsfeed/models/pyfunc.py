@@ -51,8 +51,8 @@ class RankerPyfunc(mlflow.pyfunc.PythonModel):
 
 
 class TwoTowerPyfunc(mlflow.pyfunc.PythonModel):
-    """Feature rows to L2-normalised embeddings: posts by default, users with
-    ``params={"tower": "user"}``."""
+    """Feature rows to the vectors the index holds (posts, by default) or searches with (users,
+    ``params={"tower": "user"}``): their inner product is the model's score."""
 
     def load_context(self, context) -> None:
         from newsfeed.models import saved

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from newsfeed.models.encoding import Encoder
-from newsfeed.models.layers import InputLayer, id_tables, mlp
+from newsfeed.models.layers import CrossNetwork, InputLayer, id_tables, mlp
 from newsfeed.models.training import Batch, weighted_mean
 from newsfeed.schema import REACTIONS
 
@@ -42,6 +42,11 @@ class RankerConfig(BaseModel):
     loss_weights: dict[str, float] = Field(
         default_factory=lambda: {**{h: 1.0 for h in HEADS}, "dwell": 0.5},
         description="per-head loss weight (BCE heads and dwell's Huber)")
+    cross_layers: int = Field(0, ge=0, description="DCN-v2 cross layers over the inputs, before the shared layers")
+    cross_rank: int = Field(32, ge=1, description="rank of each cross layer's weight matrix")
+    calibration: Literal["none", "platt"] = Field(
+        "platt", description="per-head Platt scaling fitted on the validation days' predictions: the engagement "
+                            "score adds the heads' probabilities, so each must be right in size, not only order")
 
 
 def input_columns(frame: pd.DataFrame) -> list[str]:
@@ -57,6 +62,7 @@ class MultiTaskRanker(nn.Module):
             raise ValueError(f"loss weights for unknown heads {sorted(unknown)}; heads are {[*HEADS, 'dwell']}")
         self.tables = id_tables([encoder], config.id_dim)
         self.inputs = InputLayer(encoder, self.tables, id_dropout=config.id_dropout)
+        self.cross = CrossNetwork(self.inputs.out_dim, config.cross_layers, config.cross_rank) if config.cross_layers else None
         sizes = [self.inputs.out_dim, *config.hidden]
         n_tasks = len(HEADS) + 1
         if config.architecture == "mmoe":
@@ -75,6 +81,8 @@ class MultiTaskRanker(nn.Module):
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(binary logits (n, len(HEADS)), predicted log1p dwell (n,))."""
         x = self.inputs(batch)
+        if self.cross is not None:
+            x = self.cross(x)
         n_tasks = len(self.towers)
         if self.config.architecture == "mmoe":
             experts = torch.stack([e(x) for e in self.experts], dim=1)  # (n, E, h)
@@ -123,3 +131,44 @@ def multitask_loss(model: MultiTaskRanker, batch: Batch) -> torch.Tensor:
     head_weights = torch.tensor([weights.get(h, 1.0) for h in HEADS])
     huber = weighted_mean(F.huber_loss(dwell, batch["log_dwell"], reduction="none"), batch)
     return (bce * head_weights).sum() + weights.get("dwell", 0.5) * huber
+
+
+def logged_logits(model: MultiTaskRanker, frame: pd.DataFrame, batch_size: int = 8192) -> torch.Tensor:
+    """Every binary head's logit at each row's logged position, (n, len(HEADS))."""
+    model.eval()
+    parts = []
+    with torch.no_grad():
+        for i in range(0, len(frame), batch_size):
+            rows = frame.iloc[i:i + batch_size]
+            batch = model.encoder.transform(rows)
+            batch["position"] = torch.from_numpy(rows["position"].to_numpy(np.int64))
+            parts.append(model(batch)[0])
+    return torch.cat(parts) if parts else torch.zeros((0, len(HEADS)))
+
+
+def fit_platt(model: MultiTaskRanker, frame: pd.DataFrame) -> torch.Tensor:
+    """Per head (scale, shift) of its logit minimising log loss on ``frame``'s labels, (len(HEADS), 2):
+    fitted on rows the model did not train on."""
+    logits, labels = logged_logits(model, frame), torch.from_numpy(frame[list(HEADS)].to_numpy(np.float32))
+    params = torch.tensor([[1.0, 0.0]] * len(HEADS), requires_grad=True)
+    optimizer = torch.optim.LBFGS([params], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(logits * params[:, 0] + params[:, 1], labels)
+        loss.backward()
+        return loss
+    optimizer.step(closure)
+    return params.detach()
+
+
+@torch.no_grad()
+def apply_platt(model: MultiTaskRanker, params: torch.Tensor) -> None:
+    """Fold per-head (scale, shift) into the model's own weights: each head's last layer and its
+    position term are scaled, its bias shifted, so the model, its saved form and serving's fast
+    path all give calibrated probabilities with nothing extra to carry."""
+    for h, (scale, shift) in enumerate(params.tolist()):
+        last = model.towers[h][-1]
+        last.weight.mul_(scale)
+        last.bias.mul_(scale).add_(shift)
+        model.position_bias.weight[:, h].mul_(scale)

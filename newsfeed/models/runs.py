@@ -20,14 +20,15 @@ from newsfeed.data.world import World
 from newsfeed.features.catalog import TIMESTAMP
 from newsfeed.models import datasets, evaluation, saved
 from newsfeed.models.distributed import RayTrainConfig
-from newsfeed.models.ranker import MultiTaskRanker, RankerConfig, multitask_loss, training_batch as ranker_batch
+from newsfeed.models.ranker import (MultiTaskRanker, RankerConfig, apply_platt, fit_platt, multitask_loss,
+                                    training_batch as ranker_batch)
 from newsfeed.models.settings import RANKER_TRAINING, TWO_TOWER_TRAINING, TrainConfig
 from newsfeed.models.training import History, fit, recency_weights, seed_everything
 from newsfeed.models.two_tower import (POST_VIEWS, USER_VIEWS, TwoTower, TwoTowerConfig, full_corpus_recall,
                                        in_batch_loss, sampling_log_q, training_batch as two_tower_batch)
 from newsfeed.models.registered import load_registered
 from newsfeed.registry import INDEX_TAG, RANKER, TWO_TOWER, Registry, RegistryError, code_version
-from newsfeed.scoring import engagement_score, load_weights
+from newsfeed.scoring import engagement_score, load_weights, realised_engagement
 
 INDEX_EXPERIMENT = "newsfeed-index"
 MODEL_URI_TAG = "model_uri"
@@ -180,14 +181,16 @@ def _two_tower_batch(model: TwoTower, rows: pd.DataFrame):
 
 
 def fit_and_refit(build, loss_fn, to_batch, train_rows: pd.DataFrame, val_rows: pd.DataFrame, train: TrainConfig,
-                  description: str, show_progress: bool, val_metric=None):
+                  description: str, show_progress: bool, val_metric=None, calibrate=None):
     """(model, history): early-stopped on ``val_rows``, then, with ``train.refit``, built and
     trained afresh on train + validation rows for the epoch count early stopping chose. The
     validation days are the last before the test period: under drift, the most telling ones
     (the ranker's backtest in benchmarks/model_choices.py: +0.038 of the attainable engagement;
     the two-tower's Recall@500 +0.015, inside the noise, so it keeps training without). ``build(rows)`` makes a model
     whose encoder is fitted on ``rows``; ``val_metric(model, val_batch)`` replaces the loss
-    for early stopping."""
+    for early stopping. ``calibrate(model, val_rows)`` is fitted on the early-stopped model's
+    validation predictions (rows it did not train on) and returns the correction applied to
+    the model returned (the refit one trains on those rows, so it cannot judge itself)."""
     def training(model, rows: pd.DataFrame):
         batch = to_batch(model, rows)
         if train.recency_half_life_days:
@@ -200,7 +203,9 @@ def fit_and_refit(build, loss_fn, to_batch, train_rows: pd.DataFrame, val_rows: 
     metric = (lambda m: val_metric(m, val_batch)) if val_metric else None
     history = fit(model, loss_fn, training(model, train_rows), val_batch, train, description, show_progress,
                   val_metric=metric)
+    correct = calibrate(model, val_rows) if calibrate else (lambda _: None)
     if not train.refit:
+        correct(model)
         return model, history
     recent = pd.concat([train_rows, val_rows], ignore_index=True)
     seed_everything(train.seed)
@@ -208,7 +213,40 @@ def fit_and_refit(build, loss_fn, to_batch, train_rows: pd.DataFrame, val_rows: 
     epochs = train.model_copy(update={"epochs": history.best_epoch + 1})
     fit(model, loss_fn, training(model, recent), to_batch(model, val_rows), epochs, f"{description} refit",
         show_progress, keep_best=False)
+    correct(model)
     return model, history
+
+
+def fit_ranker(config: RankerConfig, train: TrainConfig, train_rows: pd.DataFrame, val_rows: pd.DataFrame,
+               weights: dict[str, float], show_progress: bool = True):
+    """(ranker, history): ``fit_and_refit`` with the ranker's early-stopping measure and calibration."""
+    val_metric = validation_engagement(val_rows, weights) if train.early_stopping == "engagement" else None
+    calibrate = platt_calibration if config.calibration == "platt" else None
+    return fit_and_refit(functools.partial(MultiTaskRanker.from_frame, config=config), multitask_loss, ranker_batch,
+                         train_rows, val_rows, train, f"ranker {config.architecture}", show_progress,
+                         val_metric=val_metric, calibrate=calibrate)
+
+
+def platt_calibration(model: MultiTaskRanker, rows: pd.DataFrame):
+    """``fit_and_refit``'s ``calibrate``: per-head Platt scaling fitted on ``rows``, to fold into a model."""
+    return functools.partial(apply_platt, params=fit_platt(model, rows))
+
+
+def validation_engagement(val_rows: pd.DataFrame, weights: dict[str, float]):
+    """``val_metric`` for the ranker: the share of the attainable realised engagement (hides and
+    blocks negative) the validation feeds deliver as the model orders them, 0 = random order
+    (``engagement_vs_best`` without its interval): what the ranker is for, where the loss is a
+    proxy that weighs a click's error like a block's."""
+    from newsfeed import metrics
+
+    groups = val_rows["request_id"].to_numpy()
+    realised = realised_engagement({r: val_rows[r].to_numpy() for r in weights}, weights)
+
+    def measure(model, _batch) -> float:
+        gains = metrics.slate_gains(groups, realised, engagement_score(model.predict(val_rows), weights),
+                                    metrics.log_discount)
+        return float(gains.gain.sum() / max(gains.attainable.sum(), 1e-12))
+    return measure
 
 
 def evaluate_two_tower(model: TwoTower, home: Path, store, data: datasets.ModelData, world: World | None) -> dict:
@@ -243,9 +281,7 @@ def train_ranker(home: Path, data_dir: Path, store, registry: Registry, config: 
     empty = [name for name, part in parts.items() if part.empty]
     if empty:
         raise ValueError(f"the temporal split left no {' or '.join(empty)} impressions; is the data's time span too short?")
-    job = functools.partial(fit_and_refit, functools.partial(MultiTaskRanker.from_frame, config=config),
-                            multitask_loss, ranker_batch, parts["train"], parts["val"], train,
-                            f"ranker {config.architecture}", show_progress)
+    job = functools.partial(fit_ranker, config, train, parts["train"], parts["val"], weights, show_progress)
     model, history = _train(job, trainer, home, "ranker")
     report = evaluate_ranker(model, parts["test"], parts["val"], weights, World.of_dataset(data_dir))
     lineage = _lineage(data, "ranker")

@@ -35,11 +35,13 @@ def save(model: TwoTower | MultiTaskRanker, folder: Path, weights: dict[str, flo
 def load(folder: Path) -> TwoTower | MultiTaskRanker:
     folder = Path(folder)
     spec = json.loads((folder / "model.json").read_text())
+    # A model saved before a setting existed was built without it: its absence means off.
     if spec["kind"] == "two_tower":
-        model = TwoTower(Encoder.from_dict(spec["user_encoder"]), Encoder.from_dict(spec["post_encoder"]),
-                         TwoTowerConfig(**spec["config"]))
+        config = TwoTowerConfig(**{"post_bias": False, "recency": False, **spec["config"]})
+        model = TwoTower(Encoder.from_dict(spec["user_encoder"]), Encoder.from_dict(spec["post_encoder"]), config)
     else:
-        model = MultiTaskRanker(Encoder.from_dict(spec["encoder"]), RankerConfig(**spec["config"]))
+        config = RankerConfig(**{"calibration": "none", **spec["config"]})
+        model = MultiTaskRanker(Encoder.from_dict(spec["encoder"]), config)
     model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
     model.eval()
     return model

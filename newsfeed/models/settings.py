@@ -3,6 +3,8 @@ and the benchmarks read the defaults from here, so each is declared once."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -18,6 +20,9 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(None, description="torch intra-op threads [default: the machine's cores]")
     refit: bool = Field(False, description="after early stopping, retrain on train + validation for the chosen "
                                            "number of epochs (the most recent days are the most informative)")
+    early_stopping: Literal["loss", "engagement"] = Field(
+        "loss", description="the ranker's early stopping: the validation loss, or the realised engagement of the "
+                            "validation days' feeds as it orders them (the two-tower always stops on recall)")
     recency_half_life_days: float | None = Field(
         None, gt=0, description="weight training rows by 0.5 ** (age / half-life), age from the newest row: "
                                 "under drift, recent behaviour says more about the days ahead")

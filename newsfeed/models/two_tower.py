@@ -7,6 +7,14 @@ plain softmax learns "popular" instead of "relevant to this user"; subtracting l
 RecSys 2019). The post tower reads content (text embedding, topic, hashtags, media,
 author) plus a hashed post id, so a post published a minute ago gets an embedding
 from its content alone.
+
+Two optional terms make the score more than a match of tastes, and both stay exact in an
+inner-product index: a per-post bias from the post tower (what engages anyone: an author's
+reach, a medium), and a learned penalty per day of a post's age at the request. The age
+term is linear in time, so it splits: -rate x (now - created) = rate x created - rate x now,
+and the last part is the same for every post of one query. The index then holds
+[p, bias, created day] per post and the query is [u / temperature, 1, rate]: its inner
+products are the training logits up to a constant per query, so the ranking is the model's.
 """
 
 from __future__ import annotations
@@ -18,16 +26,23 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from torch import nn
 
+from newsfeed.features.catalog import TIMESTAMP
+from newsfeed.index import FRESHNESS_HORIZON_DAYS
 from newsfeed.models.encoding import Encoder
 from newsfeed.models.layers import InputLayer, id_tables, mlp
 from newsfeed.models.training import Batch, weighted_mean
+from newsfeed.schema import REACTIONS
 
 USER_VIEWS = ("user_profile", "user_engagement", "user_history")
-POST_VIEWS = ("post_content",)
+POST_VIEWS = ("post_content", "post_engagement")
 """The views the towers' inputs come from (the ``two_tower`` feature service reads more)."""
 USER_INPUTS = ["user_engagement__topic_interest", "user_engagement__topic_interest_7d",
                "user_engagement__topic_interest_rate",
                "user_history__recent_post_ids", "user_history__recent_author_ids"]
+CREATED = "post_content__created_unix"
+POST_ENGAGEMENT_INPUTS = ["post_engagement__impressions_log1p",
+                          *(f"post_engagement__{r}_{kind}" for r in REACTIONS for kind in ("log1p", "rate"))]
+"""What a post earned so far (as of the last daily snapshot): its quality, as readers found it."""
 POST_INPUTS = ["post_content__topic_id", "post_content__hashtag_buckets", "post_content__media_type",
                "post_content__text_embedding"]
 
@@ -49,7 +64,16 @@ class TwoTowerConfig(BaseModel):
     temperature: float = Field(0.05, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     id_dropout: float = Field(0.5, ge=0, le=1, description="share of training rows trained as if their ids were new")
-    logq_correction: bool = True
+    # The score's terms, chosen together on the backtest (benchmarks/model_choices.py, Recall@500
+    # on the serving corpus, seed 7): a per-post bias and the age penalty without the log-Q
+    # correction +0.028 [+0.010, +0.047] against the bare match with it; each alone, or the
+    # correction dropped alone, within +-0.007 (the bias carries what the correction removed).
+    logq_correction: bool = False
+    post_bias: bool = Field(True, description="add a per-post score from the post tower (one more index dimension)")
+    recency: bool = Field(True, description="add a learned penalty per day of the post's age at the request "
+                                            "(one more index dimension: the post's creation day)")
+    time_origin_unix: float = Field(0.0, description="creation days count from here (the training data's end: the "
+                                                     "index's values stay small)")
 
 
 class TwoTower(nn.Module):
@@ -61,22 +85,68 @@ class TwoTower(nn.Module):
         self.user_input = InputLayer(user_encoder, self.tables, id_dropout=config.id_dropout)
         self.post_input = InputLayer(post_encoder, self.tables, id_dropout=config.id_dropout)
         self.user_mlp = mlp([self.user_input.out_dim, *config.hidden, config.embedding_dim], config.dropout, False)
-        self.post_mlp = mlp([self.post_input.out_dim, *config.hidden, config.embedding_dim], config.dropout, False)
+        self.post_mlp = mlp([self.post_input.out_dim, *config.hidden, config.embedding_dim + config.post_bias],
+                            config.dropout, False)
+        self.age_rate = nn.Parameter(torch.zeros(())) if config.recency else None
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, config: TwoTowerConfig) -> "TwoTower":
         missing = [c for c in (*config.user_inputs, *config.post_inputs) if c not in frame.columns]
+        if config.recency:
+            missing += [c for c in (CREATED, TIMESTAMP) if c not in frame.columns]
+            config = config.model_copy(update={"time_origin_unix": _unix(frame[TIMESTAMP]).max()})
         if missing:
             raise ValueError(f"the training frame lacks tower inputs {missing}: are they in the feature service?")
         user = Encoder.fit(frame, config.user_inputs, config.user_ids, config.id_buckets)
         post = Encoder.fit(frame, config.post_inputs, config.post_ids, config.id_buckets)
         return cls(user, post, config)
 
-    def user_embedding(self, batch: Batch) -> torch.Tensor:
+    @property
+    def extended(self) -> bool:
+        """Whether the index vectors carry more than the L2-normalised match (see the module's doc)."""
+        return self.config.post_bias or self.config.recency
+
+    @property
+    def vector_dim(self) -> int:
+        return self.config.embedding_dim + (self.config.post_bias + self.config.recency if self.extended else 0)
+
+    def user_tower(self, batch: Batch) -> torch.Tensor:
         return F.normalize(self.user_mlp(self.user_input(batch)), dim=-1)
 
+    def post_tower(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(L2-normalised post vectors, their bias or None)."""
+        out = self.post_mlp(self.post_input(batch))
+        d = self.config.embedding_dim
+        return F.normalize(out[:, :d], dim=-1), (out[:, d] if self.config.post_bias else None)
+
+    def user_embedding(self, batch: Batch) -> torch.Tensor:
+        """The query vector: the user's match vector, and with the extra terms [u / temperature, 1, rate]."""
+        u = self.user_tower(batch)
+        if not self.extended:
+            return u
+        parts = [u / self.config.temperature]
+        if self.config.post_bias:
+            parts.append(torch.ones(len(u), 1))
+        if self.config.recency:
+            parts.append(self.age_rate.expand(len(u), 1))
+        return torch.cat(parts, dim=1)
+
     def post_embedding(self, batch: Batch) -> torch.Tensor:
-        return F.normalize(self.post_mlp(self.post_input(batch)), dim=-1)
+        """The indexed vector: the post's match vector, and with the extra terms [p, bias, created day]."""
+        p, bias = self.post_tower(batch)
+        if not self.extended:
+            return p
+        parts = [p]
+        if bias is not None:
+            parts.append(bias[:, None])
+        if self.config.recency:
+            parts.append(batch["created_days"][:, None])
+        return torch.cat(parts, dim=1)
+
+    def days(self, unix: np.ndarray) -> torch.Tensor:
+        """Seconds since the epoch as days since the model's time origin."""
+        return torch.from_numpy(((np.asarray(unix, np.float64) - self.config.time_origin_unix) / 86_400)
+                                .astype(np.float32))
 
     @torch.no_grad()
     def embed_users(self, frame: pd.DataFrame, batch_size: int = 8192) -> np.ndarray:
@@ -88,9 +158,14 @@ class TwoTower(nn.Module):
 
     def _embed(self, encoder: Encoder, tower, frame: pd.DataFrame, batch_size: int) -> np.ndarray:
         self.eval()
-        parts = [tower(encoder.transform(frame.iloc[i:i + batch_size])).numpy()
-                 for i in range(0, len(frame), batch_size)]
-        return np.concatenate(parts) if parts else np.zeros((0, self.config.embedding_dim), np.float32)
+        parts = []
+        for i in range(0, len(frame), batch_size):
+            rows = frame.iloc[i:i + batch_size]
+            batch = encoder.transform(rows)
+            if self.config.recency and encoder is self.post_encoder:
+                batch["created_days"] = self.days(pd.to_numeric(rows[CREATED], errors="coerce").fillna(0))
+            parts.append(tower(batch).numpy())
+        return np.concatenate(parts) if parts else np.zeros((0, self.vector_dim), np.float32)
 
 
 def training_batch(model: TwoTower, positives: pd.DataFrame, log_q: np.ndarray) -> Batch:
@@ -100,6 +175,9 @@ def training_batch(model: TwoTower, positives: pd.DataFrame, log_q: np.ndarray) 
     batch.update({f"post/{k}": v for k, v in model.post_encoder.transform(positives).items()})
     batch["post_id"] = torch.from_numpy(positives["post_id"].to_numpy(np.int64))
     batch["log_q"] = torch.from_numpy(log_q.astype(np.float32))
+    if CREATED in positives and TIMESTAMP in positives:  # when each post appeared, when each request was
+        batch["post/created_days"] = model.days(pd.to_numeric(positives[CREATED], errors="coerce").fillna(0))
+        batch["request_days"] = model.days(_unix(positives[TIMESTAMP]))
     return batch
 
 
@@ -124,17 +202,29 @@ def full_corpus_recall(model: TwoTower, batch: Batch, k: int = 100) -> float:
     model.eval()
     users = model.user_embedding(tower_inputs(batch, "user"))
     _, first, target = np.unique(batch["post_id"].numpy(), return_index=True, return_inverse=True)
-    posts = model.post_embedding(tower_inputs(batch, "post", torch.from_numpy(first)))
+    first = torch.from_numpy(first)
+    posts = model.post_embedding(tower_inputs(batch, "post", first))
     scores = users @ posts.T
+    if "request_days" in batch:  # only what serving could return: published by then, within the horizon
+        age = batch["request_days"][:, None] - batch["post/created_days"][first][None, :]
+        scores = scores.masked_fill((age < 0) | (age > FRESHNESS_HORIZON_DAYS), float("-inf"))
     target = torch.from_numpy(target.reshape(-1))
     rank = (scores > scores.gather(1, target[:, None])).sum(dim=1)
     return float((rank < k).float().mean())
 
 
 def in_batch_loss(model: TwoTower, batch: Batch) -> torch.Tensor:
-    users = model.user_embedding(tower_inputs(batch, "user"))
-    posts = model.post_embedding(tower_inputs(batch, "post"))
+    users = model.user_tower(tower_inputs(batch, "user"))
+    posts, bias = model.post_tower(tower_inputs(batch, "post"))
     logits = users @ posts.T / model.config.temperature
+    if bias is not None:
+        logits = logits + bias[None, :]
+    if model.config.recency:
+        age = batch["request_days"][:, None] - batch["post/created_days"][None, :]
+        # A post published after the request was not there to be chosen: not a negative.
+        future = age < 0
+        future.fill_diagonal_(False)  # the positive itself was there (whatever its clock says)
+        logits = (logits - model.age_rate * age).masked_fill(future, float("-inf"))
     if model.config.logq_correction:
         logits = logits - batch["log_q"][None, :]
     # The same post twice in a batch is not a negative for either of its users.
@@ -142,3 +232,7 @@ def in_batch_loss(model: TwoTower, batch: Batch) -> torch.Tensor:
     same.fill_diagonal_(False)
     logits = logits.masked_fill(same, float("-inf"))
     return weighted_mean(F.cross_entropy(logits, torch.arange(len(logits)), reduction="none"), batch)
+
+
+def _unix(timestamps) -> np.ndarray:
+    return pd.to_datetime(pd.Series(timestamps), utc=True).astype("datetime64[ns, UTC]").array.asi8 / 1e9
