@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -45,6 +46,9 @@ def main() -> None:
     console = Console()
     t0 = time.perf_counter()
     service = FeedService.open(args.home)
+    # The corpus a replica holds now (posts older than its window gone): slid here once, or the
+    # content follower slides it within the first minute, under the evaluation.
+    service.slide_window()
     users = np.array(sorted(service.directory.known_users))
     users = users[:: max(1, len(users) // args.users)][: args.users]
     arm = service.experiments.current().arms[0]
@@ -92,7 +96,7 @@ def log_to_mlflow(home: Path, report: dict, versions: dict[str, str]) -> str:
     with mlflow.start_run(experiment_id=registry.experiment_id(EXPERIMENT)) as run:
         mlflow.set_tags({f"served.{model}": version for model, version in versions.items()})
         mlflow.log_params({k: report[k] for k in ("users", "oracle_k", "ranker_budget") if k in report})
-        mlflow.log_metrics({k.replace(" ", "_").replace(",", ""): float(v) for k, v in metrics.items()})
+        mlflow.log_metrics({re.sub(r"[^\w.\-/]+", "_", k): float(v) for k, v in metrics.items()})
         mlflow.log_dict(report, "feed_quality.json")
     return run.info.run_id
 

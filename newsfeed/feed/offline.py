@@ -33,8 +33,7 @@ class Pool:
     value: np.ndarray  # true expected engagement at position 0
 
 
-def _pool(service, world: World, users: np.ndarray, now_unix: float, weights: dict) -> Pool:
-    corpus = service.corpus
+def _pool(service, corpus, world: World, users: np.ndarray, now_unix: float, weights: dict) -> Pool:
     published = np.flatnonzero(corpus.created_unix <= now_unix)
     user_parts, row_parts = [], []
     for user in users:
@@ -69,8 +68,8 @@ def evaluate(service, world: World, users: np.ndarray, limit: int = 10, oracle_k
     arm = service.experiments.current().arms[0]
     variants = variants or {}
     now = service.clock.now()
-    pool = _pool(service, world, users, now, weights)
-    corpus = service.corpus
+    corpus = service.corpus  # the pool's rows name this corpus's posts (slide the window before, not during)
+    pool = _pool(service, corpus, world, users, now, weights)
     rng = np.random.default_rng(seed)
     # Oracle top-k per user, and recall of it per source.
     recall: dict[str, list[float]] = {name: [] for name in (*SOURCES, "merged")}
@@ -100,7 +99,7 @@ def evaluate(service, world: World, users: np.ndarray, limit: int = 10, oracle_k
         rank_stage(whole)
         order = {int(p): s for p, s in zip(whole.candidates.post_ids, whole.candidates.score)}
         ranker_alone[start:end] = [order[p] for p in ids.tolist()]
-    popularity = service.corpus.popularity[pool.rows]
+    popularity = corpus.popularity[pool.rows]
     scorers = {**served, "ranker alone (whole pool)": ranker_alone, "most popular": popularity,
                "random": rng.random(len(pool.rows)), "oracle": pool.value}
     feed_quality = {}
