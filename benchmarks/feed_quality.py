@@ -91,7 +91,8 @@ def log_to_mlflow(home: Path, report: dict, versions: dict[str, str]) -> str:
     from newsfeed.registry import Registry
 
     registry = Registry.open(home)
-    metrics = {metric_name(f"candidate_recall.{name}"): row["recall"] for name, row in report["candidate_recall"].items()}
+    metrics = {metric_name(f"candidate_recall.{name}"): row["recall"]
+               for name, row in report["candidate_recall"].items()}
     metrics.update({metric_name(f"feed.{name}.{k}"): v for name, row in report["feed"].items() for k, v in row.items()})
     with mlflow.start_run(experiment_id=registry.experiment_id(EXPERIMENT)) as run:
         mlflow.set_tags({f"served.{model}": version for model, version in versions.items()})

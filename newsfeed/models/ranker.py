@@ -62,7 +62,8 @@ class MultiTaskRanker(nn.Module):
             raise ValueError(f"loss weights for unknown heads {sorted(unknown)}; heads are {[*HEADS, 'dwell']}")
         self.tables = id_tables([encoder], config.id_dim)
         self.inputs = InputLayer(encoder, self.tables, id_dropout=config.id_dropout)
-        self.cross = CrossNetwork(self.inputs.out_dim, config.cross_layers, config.cross_rank) if config.cross_layers else None
+        self.cross = (CrossNetwork(self.inputs.out_dim, config.cross_layers, config.cross_rank)
+                      if config.cross_layers else None)
         sizes = [self.inputs.out_dim, *config.hidden]
         n_tasks = len(HEADS) + 1
         if config.architecture == "mmoe":
