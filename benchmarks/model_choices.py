@@ -112,7 +112,7 @@ def ranker_variants():
 def two_tower_variants():
     from newsfeed.features import catalog
     from newsfeed.models.settings import TWO_TOWER_TRAINING
-    from newsfeed.models.two_tower import POST_ENGAGEMENT_INPUTS, POST_INPUTS, USER_INPUTS, TwoTowerConfig
+    from newsfeed.models.two_tower import USER_INPUTS, TwoTowerConfig
 
     every_user_feature = [f"{view}__{c}" for view in ("user_profile", "user_engagement", "user_history")
                           for c in catalog.TABLES[view].columns]
@@ -129,9 +129,6 @@ def two_tower_variants():
         "post bias": (TwoTowerConfig(post_bias=True), TWO_TOWER_TRAINING),
         "recency": (TwoTowerConfig(recency=True), TWO_TOWER_TRAINING),
         "no log-Q": (TwoTowerConfig(logq_correction=False), TWO_TOWER_TRAINING),
-        "engagement so far in the post tower (with bias, recency, no log-Q)": (TwoTowerConfig(
-            post_inputs=[*POST_INPUTS, *POST_ENGAGEMENT_INPUTS], post_bias=True, recency=True, logq_correction=False),
-            TWO_TOWER_TRAINING),
     }
 
 

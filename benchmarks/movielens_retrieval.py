@@ -271,7 +271,7 @@ def run(data: Path, epochs: int = 30, history_length: int = 50, seed: int = 7, e
         model then scores the test users, embedded from everything they rated before it."""
         names, values = zip(*TWO_TOWER_GRID.items())
         tried, models = [], []
-        for combination in itertools.product(*values[:len(values) if grid else 0]):
+        for combination in (itertools.product(*values) if grid else [()]):  # (): the default setting alone
             params = dict(zip(names, combination))
             model, log = train_two_tower(ratings, users, posts, config(**params), train, history_length)
             scores = two_tower_scores(model, ratings[ratings["split"] == "train"], users, posts,

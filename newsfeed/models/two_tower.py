@@ -31,18 +31,14 @@ from newsfeed.index import FRESHNESS_HORIZON_DAYS
 from newsfeed.models.encoding import Encoder
 from newsfeed.models.layers import InputLayer, id_tables, mlp
 from newsfeed.models.training import Batch, weighted_mean
-from newsfeed.schema import REACTIONS
 
 USER_VIEWS = ("user_profile", "user_engagement", "user_history")
-POST_VIEWS = ("post_content", "post_engagement")
+POST_VIEWS = ("post_content",)
 """The views the towers' inputs come from (the ``two_tower`` feature service reads more)."""
 USER_INPUTS = ["user_engagement__topic_interest", "user_engagement__topic_interest_7d",
                "user_engagement__topic_interest_rate",
                "user_history__recent_post_ids", "user_history__recent_author_ids"]
 CREATED = "post_content__created_unix"
-POST_ENGAGEMENT_INPUTS = ["post_engagement__impressions_log1p",
-                          *(f"post_engagement__{r}_{kind}" for r in REACTIONS for kind in ("log1p", "rate"))]
-"""What a post earned so far (as of the last daily snapshot): its quality, as readers found it."""
 POST_INPUTS = ["post_content__topic_id", "post_content__hashtag_buckets", "post_content__media_type",
                "post_content__text_embedding"]
 
@@ -66,7 +62,7 @@ class TwoTowerConfig(BaseModel):
     id_dropout: float = Field(0.5, ge=0, le=1, description="share of training rows trained as if their ids were new")
     # The score's terms. On the backtest (benchmarks/model_choices.py, Recall@500 on the serving
     # corpus, seed 7) a per-post bias and the age penalty without the log-Q correction beat the
-    # bare match with it, +0.028 [+0.010, +0.047]; they are not the default yet: in the closed
+    # bare match with it, +0.038 [+0.020, +0.056]; they are not the default yet: in the closed
     # loop they made the drift that follows invisible to the retrain trigger (docs/models.md).
     logq_correction: bool = True
     post_bias: bool = Field(False, description="add a per-post score from the post tower (one more index dimension)")
@@ -108,7 +104,7 @@ class TwoTower(nn.Module):
 
     @property
     def vector_dim(self) -> int:
-        return self.config.embedding_dim + (self.config.post_bias + self.config.recency if self.extended else 0)
+        return self.config.embedding_dim + self.config.post_bias + self.config.recency
 
     def user_tower(self, batch: Batch) -> torch.Tensor:
         return F.normalize(self.user_mlp(self.user_input(batch)), dim=-1)
@@ -175,7 +171,7 @@ def training_batch(model: TwoTower, positives: pd.DataFrame, log_q: np.ndarray) 
     batch.update({f"post/{k}": v for k, v in model.post_encoder.transform(positives).items()})
     batch["post_id"] = torch.from_numpy(positives["post_id"].to_numpy(np.int64))
     batch["log_q"] = torch.from_numpy(log_q.astype(np.float32))
-    if CREATED in positives and TIMESTAMP in positives:  # when each post appeared, when each request was
+    if model.config.recency:  # when each post appeared, when each request was
         batch["post/created_days"] = model.days(pd.to_numeric(positives[CREATED], errors="coerce").fillna(0))
         batch["request_days"] = model.days(_unix(positives[TIMESTAMP]))
     return batch
