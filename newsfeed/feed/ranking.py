@@ -105,14 +105,20 @@ class Rank:
         c = ctx.candidates
         if not len(c):
             return
-        rows = c.rows
+        c.score = self.scores(ctx, c.rows)
+        ctx.candidates = c.take(np.argsort(-c.score, kind="stable"))
+
+    def pair(self, ctx: FeedContext, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The user-post pair inputs of corpus ``rows`` for this request (``pair_values``)."""
         mentioned = np.isin(rows, self.corpus.mentioned.get(ctx.user.user_id, np.zeros(0, np.int64)))
-        pair = pair_values(ctx.request.now_unix, ctx.user.user_id, ctx.user.features, self.affinity(ctx.user.user_id),
+        return pair_values(ctx.request.now_unix, ctx.user.user_id, ctx.user.features, self.affinity(ctx.user.user_id),
                            self.corpus.author_ids[rows], self.corpus.created_unix[rows], self.corpus.topic_ids[rows],
                            mentioned)
-        heads = self.ranking.heads(rows, ctx.user.features, pair)
-        c.score = engagement_score(heads, self.weights)
-        ctx.candidates = c.take(np.argsort(-c.score, kind="stable"))
+
+    def scores(self, ctx: FeedContext, rows: np.ndarray) -> np.ndarray:
+        """The engagement score of corpus ``rows`` for this request's user, in their order."""
+        heads = self.ranking.heads(rows, ctx.user.features, self.pair(ctx, rows))
+        return engagement_score(heads, self.weights)
 
 
 @dataclass

@@ -142,10 +142,13 @@ class Encoder:
         """Raw values of some numeric columns, (n, len(columns)), as the model reads them:
         log-scaled where fitted so, standardised, missing as 0."""
         at = [self._numeric_at[c] for c in columns]
-        logged = np.isin(np.asarray(columns, dtype=object), self.log_scaled)
-        raw = np.asarray(raw, np.float64)
-        scaled = np.where(logged, np.sign(raw) * np.log1p(np.abs(raw)), raw)
-        return np.nan_to_num((scaled - np.asarray(self.mean)[at]) / np.asarray(self.std)[at], nan=0.0)
+        logged = [i for i, c in enumerate(columns) if c in self._log_scaled]
+        out = np.array(raw, np.float64)  # a copy, changed in place: per request this runs over thousands of rows
+        if logged:
+            out[:, logged] = np.sign(out[:, logged]) * np.log1p(np.abs(out[:, logged]))
+        out -= np.asarray(self.mean)[at]
+        out /= np.asarray(self.std)[at]
+        return np.nan_to_num(out, copy=False, nan=0.0)
 
     def code(self, column: str, value) -> int:
         """A category's index as ``transform`` finds it: by its string form, ``MISSING`` when
@@ -160,6 +163,10 @@ class Encoder:
         index, uniques = pd.factorize(np.asarray(values).reshape(-1))  # a handful of values per request; -1: missing
         mapped = np.array([*(self.code(column, u) for u in uniques.tolist()), self.code(column, None)], np.int64)
         return mapped[np.where(index < 0, len(uniques), index)]
+
+    @cached_property
+    def _log_scaled(self) -> frozenset[str]:
+        return frozenset(self.log_scaled)
 
     @cached_property
     def _numeric_at(self) -> dict[str, int]:
