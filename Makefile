@@ -41,6 +41,7 @@ bench: bench-home
 	NEWSFEED_HOME=$(BENCH_HOME) $(BIN)/python benchmarks/movielens_retrieval.py
 	NEWSFEED_HOME=$(BENCH_HOME) $(BIN)/python benchmarks/model_choices.py  # the benchmark home
 	NEWSFEED_HOME=$(BENCH_HOME) $(BIN)/python benchmarks/feed_quality.py  # the benchmark home
+	NEWSFEED_HOME=$(BENCH_HOME) $(BIN)/python benchmarks/prerank.py  # the benchmark home
 	NEWSFEED_HOME=$(BENCH_HOME) $(BIN)/python benchmarks/serving_load.py
 	NEWSFEED_HOME=$(BENCH_HOME) $(BIN)/python benchmarks/shared_state.py  # the benchmark home
 	NEWSFEED_HOME=$(BENCH_HOME) $(BIN)/python benchmarks/live_content.py  # the benchmark home (copied)
