@@ -81,10 +81,13 @@ class Encoder:
             enc.std = np.nan_to_num(np.nanstd(scaled, axis=0), nan=1.0).clip(1e-6).tolist()
         return enc
 
-    def _scale_raw(self, raw: np.ndarray) -> np.ndarray:
-        mask = np.isin(self.numeric, self.log_scaled)
-        out = raw.copy()
-        out[:, mask] = np.sign(raw[:, mask]) * np.log1p(np.abs(raw[:, mask]))
+    def _scale_raw(self, raw: np.ndarray, columns: list[str] | None = None) -> np.ndarray:
+        """A float64 copy of ``raw`` (columns: ``columns``, default all numeric ones), log-scaled
+        where fitted so; changed in place after, since per request it spans thousands of rows."""
+        logged = [i for i, c in enumerate(self.numeric if columns is None else columns) if c in self._log_scaled]
+        out = np.array(raw, np.float64)
+        if logged:
+            out[:, logged] = np.sign(out[:, logged]) * np.log1p(np.abs(out[:, logged]))
         return out
 
     @property
@@ -142,10 +145,7 @@ class Encoder:
         """Raw values of some numeric columns, (n, len(columns)), as the model reads them:
         log-scaled where fitted so, standardised, missing as 0."""
         at = [self._numeric_at[c] for c in columns]
-        logged = [i for i, c in enumerate(columns) if c in self._log_scaled]
-        out = np.array(raw, np.float64)  # a copy, changed in place: per request this runs over thousands of rows
-        if logged:
-            out[:, logged] = np.sign(out[:, logged]) * np.log1p(np.abs(out[:, logged]))
+        out = self._scale_raw(raw, columns)
         out -= np.asarray(self.mean)[at]
         out /= np.asarray(self.std)[at]
         return np.nan_to_num(out, copy=False, nan=0.0)
