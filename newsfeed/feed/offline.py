@@ -21,7 +21,7 @@ import numpy as np
 from newsfeed import metrics
 from newsfeed.data.world import World, examine_probability
 from newsfeed.feed.arms import Arm
-from newsfeed.feed.context import SOURCES, FeedContext, FeedRequest
+from newsfeed.feed.context import SOURCES, FeedContext, FeedRequest, UserView
 from newsfeed.feed.ranking import Rank
 from newsfeed.feed.stages import Slot, run_pipeline
 from newsfeed.scoring import load_weights
@@ -33,25 +33,32 @@ class Pool:
     value: np.ndarray  # true expected engagement at position 0
 
 
-def _pool(service, corpus, world: World, users: np.ndarray, now_unix: float, weights: dict) -> Pool:
-    published = np.flatnonzero(corpus.created_unix <= now_unix)
+def unseen_rows(corpus, view: UserView, now_unix: float) -> np.ndarray:
+    """Corpus rows of the posts ``view``'s user has not seen, published by now and not their own."""
+    rows = np.flatnonzero(corpus.created_unix <= now_unix)
+    keep = ~np.isin(corpus.post_ids[rows], view.seen) & (corpus.author_ids[rows] != view.user_id)
+    return rows[keep]
+
+
+def unseen_pool(service, corpus, world: World, users: np.ndarray, now_unix: float, weights: dict) -> Pool:
+    """Every user's ``unseen_rows`` and each one's true expected engagement at position 0."""
     user_parts, row_parts = [], []
     for user in users:
-        view = service.user_view(int(user))[0]
-        keep = ~np.isin(corpus.post_ids[published], view.seen) & (corpus.author_ids[published] != user)
-        row_parts.append(published[keep])
-        user_parts.append(np.full(keep.sum(), user, np.int64))
+        rows = unseen_rows(corpus, service.user_view(int(user))[0], now_unix)
+        row_parts.append(rows)
+        user_parts.append(np.full(len(rows), user, np.int64))
     rows, user_ids = np.concatenate(row_parts), np.concatenate(user_parts)
     ts = np.full(len(rows), int(now_unix * 1e9), np.int64)
     value = world.engagement(user_ids, corpus.post_ids[rows], ts, np.zeros(len(rows), np.int64), weights)
     return Pool(user_ids, rows, value)
 
 
-def _truncated(limit: int):
+def truncated_examination(limit: int):
+    """The world's chance of examining each position, zero from ``limit`` on (a feed's page)."""
     return lambda rank: examine_probability(rank) * (np.asarray(rank) < limit)
 
 
-def _candidates(service, arm: Arm, user: int, now_unix: float, limit: int, only: str | None) -> FeedContext:
+def retrieved(service, arm: Arm, user: int, now_unix: float, limit: int, only: str | None) -> FeedContext:
     """The retrieval group of ``arm`` (``only`` one source, or all) without backfill and
     pre-ranking: what the sources found that passes the filters."""
     stages, _, _ = service.pipeline(arm)
@@ -69,7 +76,7 @@ def evaluate(service, world: World, users: np.ndarray, limit: int = 10, oracle_k
     variants = variants or {}
     now = service.clock.now()
     corpus = service.corpus  # the pool's rows name this corpus's posts (slide the window before, not during)
-    pool = _pool(service, corpus, world, users, now, weights)
+    pool = unseen_pool(service, corpus, world, users, now, weights)
     rng = np.random.default_rng(seed)
     # Oracle top-k per user, and recall of it per source.
     recall: dict[str, list[float]] = {name: [] for name in (*SOURCES, "merged")}
@@ -83,7 +90,7 @@ def evaluate(service, world: World, users: np.ndarray, limit: int = 10, oracle_k
         rows, value = pool.rows[start:end], pool.value[start:end]
         best = set(corpus.post_ids[rows[np.argsort(-value)[:oracle_k]]].tolist())
         for source in (*SOURCES, None):
-            found = _candidates(service, arm, user, now, limit, source).candidates.post_ids
+            found = retrieved(service, arm, user, now, limit, source).candidates.post_ids
             recall[source or "merged"].append(len(best & set(found.tolist())) / len(best))
         # The served feeds, without marking them seen (an evaluation, not a visit).
         ids = corpus.post_ids[rows]
@@ -105,7 +112,7 @@ def evaluate(service, world: World, users: np.ndarray, limit: int = 10, oracle_k
     feed_quality = {}
     for name, scores in scorers.items():
         scores = np.where(np.isfinite(scores), scores, -1e12 - rng.random(len(scores)))
-        feed_quality[name] = metrics.normalised_slate_value(pool.users, pool.value, scores, _truncated(limit),
+        feed_quality[name] = metrics.normalised_slate_value(pool.users, pool.value, scores, truncated_examination(limit),
                                                             clusters=pool.users).as_dict("engagement_vs_oracle")
     return {"users": len(starts), "pool_posts_per_user": float(np.mean(ends - starts)), "limit": limit,
             "oracle_k": oracle_k,

@@ -16,7 +16,7 @@ import numpy as np
 from newsfeed import metrics
 from newsfeed.feed import distilled
 from newsfeed.feed.context import FeedContext
-from newsfeed.feed.offline import _candidates
+from newsfeed.feed import offline
 from newsfeed.feed.ranking import PreRank, Rank
 
 
@@ -54,14 +54,11 @@ class Judge:
     def candidates(self, user: int) -> FeedContext:
         """The user's merged candidates after the filters, with their online features."""
         arm = self.service.experiments.current().arms[0]
-        return _candidates(self.service, arm, user, self.now, 10, None)
+        return offline.retrieved(self.service, arm, user, self.now, 10, None)
 
     def pool(self, ctx: FeedContext) -> np.ndarray:
         """Corpus rows of every unseen post published by now, not the user's own."""
-        corpus = self.rank.corpus
-        rows = np.flatnonzero(corpus.created_unix <= self.now)
-        keep = ~np.isin(corpus.post_ids[rows], ctx.user.seen) & (corpus.author_ids[rows] != ctx.user.user_id)
-        return rows[keep]
+        return offline.unseen_rows(self.rank.corpus, ctx.user, self.now)
 
     def teacher_list(self, user: int, extra: int = 300, seed: int = 0) -> distilled.TeacherList:
         """The ranker's scores of the user's merged candidates and ``extra`` random pool posts."""
@@ -138,10 +135,9 @@ class Judge:
         pool, 1 = the oracle's) when it ranks every unseen post, the distilled cut of them to
         ``budget``, or the two-tower cut; no re-ranking, no sources (``offline.evaluate``
         judges the served feed on the same scale)."""
-        from newsfeed.feed.offline import _pool, _truncated
         from newsfeed.scoring import load_weights
 
-        pool = _pool(self.service, self.rank.corpus, world, users, self.now, load_weights())
+        pool = offline.unseen_pool(self.service, self.rank.corpus, world, users, self.now, load_weights())
         names = ("ranker alone (every unseen post)", f"ranker over the distilled top {budget}",
                  f"ranker over the two-tower top {budget}")
         scores = {name: np.full(len(pool.rows), -np.inf) for name in names}
@@ -158,6 +154,6 @@ class Judge:
         out = {}
         for name, s in scores.items():
             s = np.where(np.isfinite(s), s, -1e12 - rng.random(len(s)))
-            out[name] = metrics.normalised_slate_value(pool.users, pool.value, s, _truncated(limit),
+            out[name] = metrics.normalised_slate_value(pool.users, pool.value, s, offline.truncated_examination(limit),
                                                        clusters=pool.users).as_dict("engagement_vs_oracle")
         return out
