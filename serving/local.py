@@ -14,6 +14,11 @@ from serving.settings import ServingSettings
 
 APP_NAME = "newsfeed"
 READY_TIMEOUT_SECONDS = 300
+LOCAL_DRAIN = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
+"""A stopping replica stays reachable this long (Ray's default: 30 s) so that load balancers
+can drop it first. A local cluster's HAProxy is told at once and retries a refused
+connection elsewhere; the 30 s only held up every stop and redeploy (`serve.shutdown` waited
+for it, then gave up). A value already in the environment wins; Kubernetes keeps Ray's."""
 
 
 class LocalServer:
@@ -41,6 +46,8 @@ class LocalServer:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         if not ray.is_initialized():
             os.environ.update(self.ingress)  # read by every Ray process as it starts (serving/ingress.py)
+            for name, value in LOCAL_DRAIN.items():
+                os.environ.setdefault(name, value)
             # The replicas read the admin token and the stores' settings from their environment.
             env = {k: v for k, v in os.environ.items() if k.startswith(("NEWSFEED_", "HF_"))}
             ray.init(num_cpus=self.num_cpus or max(os.cpu_count() or 1, 2), include_dashboard=False,
