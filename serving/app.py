@@ -312,7 +312,8 @@ class FeedIngress:
     @api.get("/metrics")
     def metrics(self):
         self.metrics.served_log_skipped.set(self.service.log.skipped)  # the log's last read (start or catch-up)
-        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4",
+                        headers={"X-Replica": self.replica})  # each replica counts its own
 
 
 @serve.deployment(name="feed-stages")
