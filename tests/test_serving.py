@@ -56,6 +56,16 @@ def call(method: str, path: str, body=None, token: str | None = None, headers: d
     return (status, parsed, got) if with_headers else (status, parsed)
 
 
+def from_both_replicas(path: str, timeout: float = 60.0) -> dict:
+    """GET ``path`` until both replicas have answered (each request goes to either): replica -> reply."""
+    answers, deadline = {}, time.monotonic() + timeout
+    while len(answers) < 2 and time.monotonic() < deadline:
+        _, reply, headers = call("GET", path, with_headers=True)
+        answers[headers.get("X-Replica") or reply.get("replica")] = reply
+    assert len(answers) == 2, list(answers)
+    return answers
+
+
 def state():
     from newsfeed.feed.user_state import RedisUserState
 
@@ -76,11 +86,7 @@ def server(served_copy):
     settings = ServingSettings(home=str(served_copy), mode="fused", replicas=2, replica_cpus=0.5, state="production")
     server = LocalServer(settings, port=PORT, num_cpus=4)
     server.start()
-    # Ready is one replica answering; the tests that count replicas need both routed to.
-    replicas, deadline = set(), time.monotonic() + 60
-    while len(replicas) < 2 and time.monotonic() < deadline:
-        replicas.add(call("GET", "/healthz")[1].get("replica"))
-    assert len(replicas) == 2, replicas
+    from_both_replicas("/healthz")  # ready is one replica answering; the tests that count replicas need both
     yield server
     server.stop()
     for key in env:
@@ -527,11 +533,8 @@ def test_the_service_starts_again_over_a_hostile_served_log(server, served_copy)
         assert status == 200 and len(feed["items"]) == 5
         # Counted by the replica that loaded the log (the other found it loaded: the lock); the
         # other may have been ready first and taken every request, so ask until both answered.
-        texts, deadline = {}, time.monotonic() + 60
-        while len(texts) < 2 and time.monotonic() < deadline:
-            _, reply, headers = call("GET", "/metrics", with_headers=True)
-            texts[headers["X-Replica"]] = reply["text"]
-        assert len(texts) == 2 and any("newsfeed_served_log_lines_skipped 3.0" in t for t in texts.values()), {
+        texts = {replica: reply["text"] for replica, reply in from_both_replicas("/metrics").items()}
+        assert any("newsfeed_served_log_lines_skipped 3.0" in t for t in texts.values()), {
             replica: [line for line in t.splitlines() if "skipped " in line] for replica, t in texts.items()}
     finally:
         log.unlink()

@@ -112,8 +112,9 @@ def evaluate(service, world: World, users: np.ndarray, limit: int = 10, oracle_k
     feed_quality = {}
     for name, scores in scorers.items():
         scores = np.where(np.isfinite(scores), scores, -1e12 - rng.random(len(scores)))
-        feed_quality[name] = metrics.normalised_slate_value(pool.users, pool.value, scores, truncated_examination(limit),
-                                                            clusters=pool.users).as_dict("engagement_vs_oracle")
+        feed_quality[name] = metrics.normalised_slate_value(
+            pool.users, pool.value, scores, truncated_examination(limit), clusters=pool.users,
+        ).as_dict("engagement_vs_oracle")
     return {"users": len(starts), "pool_posts_per_user": float(np.mean(ends - starts)), "limit": limit,
             "oracle_k": oracle_k,
             "candidate_recall": {k: metrics.mean_interval(np.array(v), np.arange(len(v))).as_dict("recall")
