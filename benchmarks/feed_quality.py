@@ -28,14 +28,16 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=10)
     parser.add_argument("--budgets", default="200,300,500",
                         help="also judge the served feed with these pre-rank budgets (candidates the ranker scores)")
+    parser.add_argument("--fresh", type=int, default=2000,
+                        help="also judge both pre-rankers with the fresh source offering this many newest posts")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/feed_quality.json"))
     args = parser.parse_args()
     try:
         budgets = [int(b) for b in args.budgets.split(",") if b]
     except ValueError:
         parser.error(f"--budgets: comma-separated integers, not {args.budgets!r}")
-    if args.users < 10 or args.limit < 1 or any(b < 1 for b in budgets):
-        parser.error("--users >= 10, --limit >= 1, --budgets >= 1")
+    if args.users < 10 or args.limit < 1 or any(b < 1 for b in budgets) or args.fresh < 0:
+        parser.error("--users >= 10, --limit >= 1, --budgets >= 1, --fresh >= 0")
     from newsfeed.data.world import World
     from newsfeed.feed import offline
     from newsfeed.feed.service import FeedService
@@ -55,6 +57,12 @@ def main() -> None:
     variants = {f"served feed, ranker budget {b}": arm.model_copy(update={
         "name": f"{arm.name}-budget-{b}", "sources": arm.sources.model_copy(update={"ranker_budget": b})})
         for b in budgets if b != arm.sources.ranker_budget}
+    for cut in ("two_tower", "distilled"):  # each pre-ranker over the sources, and over the newest posts too
+        for fresh in sorted({arm.sources.fresh, args.fresh}):
+            if (cut, fresh) != (arm.sources.prerank, arm.sources.fresh):
+                variants[f"served feed, {cut} cut, fresh {fresh}"] = arm.model_copy(update={
+                    "name": f"{arm.name}-{cut}-{fresh}",
+                    "sources": arm.sources.model_copy(update={"prerank": cut, "fresh": fresh})})
     with console.status(f"{len(users)} users"):
         report = offline.evaluate(service, world, users, limit=args.limit, variants=variants)
     report["ranker_budget"] = arm.sources.ranker_budget

@@ -86,7 +86,7 @@ def in_process(home: Path, replicate: int, users: np.ndarray) -> tuple[dict, dic
     result = {**summary(latencies, seconds), "stages_p50_ms": stage_p50(timings), "posts": len(service.corpus),
               "ranker_budget": arm.sources.ranker_budget}
 
-    _, fast = service.models.get(RANKER, "champion").prepared
+    fast = service.models.get(RANKER, "champion").prepared.fast
     corpus, now, user = service.corpus, service.clock.now(), int(users[0])
     features = service.read_user(user) or {}
     budget = arm.sources.ranker_budget

@@ -28,6 +28,8 @@ RANKER = "newsfeed-ranker"
 MODEL_NAMES = {"two-tower": TWO_TOWER, "ranker": RANKER}
 ALIASES = ("challenger", "champion")
 INDEX_TAG = "index_run_id"
+PRERANK_TAG = "prerank_run_id"
+"""A ranker version's tag: the run holding the pre-ranker distilled from it."""
 
 
 class RegistryError(NewsfeedError, RuntimeError):

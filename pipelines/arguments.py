@@ -72,6 +72,7 @@ class PipelineArguments(BaseModel):
     guardrail_tolerance: float | None = Field(None, **UNIT)
     calibration_tolerance: float | None = Field(None, **UNIT)
     holdout_days: float | None = Field(None, ge=0, le=365)
+    prerank_users: int | None = Field(None, ge=0, le=100_000)
 
     @field_validator(*NAMED_CHOICES)
     @classmethod

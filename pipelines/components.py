@@ -282,6 +282,39 @@ def build_index(home: str, data_dir: str, feature_store: str, registry: str, ver
 
 
 @component
+def distill_prerank(home: str, data_dir: str, feature_store: str, registry: str, versions: str, users: int,
+                    seed: int, prerank: Output[Metrics]):
+    """Distil a pre-ranker from the new ranker version on the lists serving would give it
+    (``users`` users; 0: none), judge it on others against the two-tower cut, and register it
+    with the version (``newsfeed.feed.prerank_training``)."""
+    import json
+
+    from newsfeed.feed.prerank_training import distill_registered
+    from newsfeed.feed.service import FeedService
+    from newsfeed.feed.user_state import open_user_state
+    from newsfeed.registry import RANKER, TWO_TOWER
+    from newsfeed.workspace import Workspace
+
+    if int(users) <= 0:  # kfp.local hands ints over as floats
+        print("no pre-ranker distilled (users 0)")
+        return
+    ws = Workspace.open(home, data_dir, feature_store, registry)
+    new = json.loads(versions)
+    # As a replica sees the home: its users' seen posts from the state store the replicas share.
+    service = FeedService(ws.home, ws.data_dir, ws.store, ws.registry, state=open_user_state(ws.home))
+    result = distill_registered(service, ws.registry, new[TWO_TOWER], new[RANKER], int(users), int(seed))
+    for cut, kept in result.kept.items():
+        for budget, share in kept.items():
+            prerank.log_metric(f"kept_at_{budget}_{cut}", share)
+        prerank.log_metric(f"ms_{cut}", result.ms[cut])
+    prerank.metadata.update({"model_version": result.ranker_version, "mlflow_run_id": result.run_id})
+    print(f"pre-ranker distilled from {RANKER} v{result.ranker_version} ({result.train_users} users, "
+          f"{sum(result.seconds.values()):.0f} s); of the ranker's top 10 over every unseen post, kept at "
+          + ", ".join(f"{b}: {k:.3f} (two-tower {result.kept['two-tower'][b]:.3f})"
+                      for b, k in result.kept["distilled"].items()))
+
+
+@component
 def package_ranker(home: str, registry: str, versions: str, bento: Output[Artifact]):
     """Package the new ranker version as a Bento (standalone scoring service) and keep its
     containerfile as the artifact."""

@@ -2,7 +2,8 @@
 
     prepare data -> validate -> features (apply, compute, materialize) -> point-in-time
     training sets -> train two-tower | train ranker -> evaluate the champion on the same
-    held-out period -> gate -> [passed] register -> build index | package Bento
+    held-out period -> gate -> [passed] register -> build index -> distil the pre-ranker
+                                                           | package Bento
 
 The same definition runs locally (``pipelines.local``, kfp's SubprocessRunner) and on
 Kubeflow Pipelines (the IR YAML under ``pipelines/compiled/``). The parameters' defaults are
@@ -61,13 +62,16 @@ def training_pipeline(
     guardrail_tolerance: float = GateConfig().guardrail_tolerance,
     calibration_tolerance: float = GateConfig().calibration_tolerance,
     holdout_days: float = 0.0,
+    prerank_users: int = 300,
 ) -> str:
     """Parameters: ``data_dir`` (default <home>/data) is the data location; ``scale`` sizes
     the simulated dataset made there when it holds none; ``trainer`` is local (in the step)
     or ray (Ray Train, ``ray_workers`` workers, on ``ray_address`` or a Ray started for the
     step); the tolerances are the gate's (see newsfeed.gate); ``holdout_days`` (0: the last 2/7
     of the data's span) are the newest days held out, half validation, half test (see
-    newsfeed.models.datasets.SplitConfig). Returns the gate's decision (JSON)."""
+    newsfeed.models.datasets.SplitConfig); ``prerank_users`` users' lists distil the pre-ranker
+    registered with the new ranker (0: none; see newsfeed.feed.prerank_training). Returns the
+    gate's decision (JSON)."""
     store = dict(home=home, data_dir=data_dir, feature_store=feature_store)
     data = _on_cluster(c.prepare_data(home=home, data_dir=data_dir, scale=scale, seed=seed))
     validated = _on_cluster(c.validate_data(home=home, data_dir=data_dir, max_bad_rate=max_bad_rate,
@@ -95,6 +99,8 @@ def training_pipeline(
                                                    ranker=ranker.outputs["model"],
                                                    decision=decision.outputs["decision"],
                                                    pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), memory="1G")
-        _on_cluster(c.build_index(**store, registry=registry, versions=registered.output), memory="8G")
+        index = _on_cluster(c.build_index(**store, registry=registry, versions=registered.output), memory="8G")
+        _on_cluster(c.distill_prerank(**store, registry=registry, versions=registered.output, users=prerank_users,
+                                      seed=seed).after(index), cpu="2", memory="8G")
         _on_cluster(c.package_ranker(home=home, registry=registry, versions=registered.output))
     return decision.outputs["decision"]

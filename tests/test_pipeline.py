@@ -80,6 +80,11 @@ def test_first_run_registers_champions_with_their_index_and_bento(runs):
     ranker_set = pd.read_parquet(first_run / "build-training-sets" / "ranker_set")
     assert len(ranker_set) > 20_000 and "user_engagement__click_rate_1d" in ranker_set.columns
     assert (first_run / "package-ranker" / "bento" / "Containerfile").exists()
+    # The pre-ranker distilled from the new ranker: its figures in the run, its MLflow run on the version.
+    output = json.loads((first_run / "distill-prerank" / "executor_output.json").read_text())
+    prerank = output["artifacts"]["prerank"]["artifacts"][0]["metadata"]
+    assert prerank["model_version"] == "1" and prerank["kept_at_50_distilled"] > prerank["kept_at_50_two-tower"]
+    assert registry.version(RANKER, "1").tags["prerank_run_id"] == prerank["mlflow_run_id"]
 
 
 def test_a_retrain_on_two_ray_workers_passes_the_gate_as_challenger(runs):
@@ -92,6 +97,7 @@ def test_a_retrain_on_two_ray_workers_passes_the_gate_as_challenger(runs):
         params = registry.client.get_run(registry.version(name, "2").run_id).data.params
         assert (params["trainer"], params["workers"]) == ("ray", "2")
     assert registry.version(TWO_TOWER, "2").tags["index_run_id"]
+    assert registry.version(RANKER, "2").tags["prerank_run_id"]  # a pre-ranker distilled from the new ranker
     # It trained on what was published since the first run: its data, features and index hold the post.
     from newsfeed.models.registered import load_index
 
@@ -126,7 +132,8 @@ def test_worse_settings_are_stopped_by_the_gate_and_register_nothing(runs):
     assert all(c["paired"] is not None for c in decision["checks"])  # the guardrails are paired too
     assert "FAIL" in (last_run / "gate" / "report").read_text()  # the HTML report says so too
     # Everything behind the gate was skipped.
-    assert not {"register-models", "build-index", "package-ranker"} & {p.name for p in last_run.iterdir()}
+    assert not {"register-models", "build-index", "distill-prerank", "package-ranker"} & {
+        p.name for p in last_run.iterdir()}
 
 
 def test_invalid_data_fails_the_run_at_validation_and_registers_nothing(tmp_path):

@@ -283,6 +283,31 @@ def test_an_interleaving_arm_merges_two_arms_pages_and_credits_each_post_to_its_
                 token=TOKEN)[0] == 200
 
 
+def test_an_arm_that_pre_ranks_by_the_distilled_student_serves_on_both_replicas(server):
+    """``sources.prerank: distilled`` over HTTP: the whole fresh horizon cut to a budget of 40
+    by the student the pipeline registered with the ranker, on either replica, nothing
+    degraded; a pre-ranker that is not one of the two is a 422."""
+    arms = [{"name": "champion", "share": 0},
+            {"name": "distilled", "share": 100,
+             "sources": {"fresh": 10_000, "ranker_budget": 40, "prerank": "distilled"}}]
+    status, saved = call("PUT", "/v1/experiments", {"name": "feed", "salt": "cut", "arms": arms}, token=TOKEN)
+    assert status == 200, saved
+    bad = [{"name": "champion", "share": 100, "sources": {"prerank": "ranker"}}]
+    assert call("PUT", "/v1/experiments", {"name": "feed", "arms": bad}, token=TOKEN)[0] == 422
+    time.sleep(1.5)
+    replicas = set()
+    for user in range(40, 80):
+        status, page, headers = call("POST", "/v1/feed", {"user_id": user, "limit": 10}, with_headers=True)
+        assert status == 200 and page["arm"] == "distilled" and not page["degraded"], page
+        assert len(page["items"]) == 10 and "prerank" in page["timings_ms"]
+        replicas.add(headers["X-Replica"])
+        if len(replicas) == 2 and user >= 50:
+            break
+    assert len(replicas) == 2
+    assert call("PUT", "/v1/experiments", {"name": "feed", "arms": [{"name": "champion", "share": 100}]},
+                token=TOKEN)[0] == 200
+
+
 def test_only_a_simulated_clock_can_be_set(server):
     assert call("PUT", "/v1/clock", {"now": "2026-10-20T00:00:00Z"})[0] == 401
     status, body = call("PUT", "/v1/clock", {"now": "2026-10-20T00:00:00Z"}, token=TOKEN)

@@ -42,6 +42,8 @@ HoldoutOption = Annotated[float | None, typer.Option(help="Days at the data's en
                                                           "test; 0: the last 2/7 of its span [default 0]. A few "
                                                           "hours to a day lets a retrain learn from a change it "
                                                           "was started by.")]
+PrerankUsersOption = Annotated[int | None, typer.Option(help="Users whose lists distil the pre-ranker registered "
+                                                               "with the new ranker; 0: none [default 300].")]
 HostOption = Annotated[str, typer.Option("--host", help="Kubeflow Pipelines endpoint, e.g. http://localhost:8080.")]
 PackageOption = Annotated[Path | None, typer.Option("--package", help="Compiled pipeline [default: the committed one].")]
 
@@ -61,11 +63,13 @@ def run(
     trainer: TrainerOption = None, ray_workers: RayWorkersOption = None, ray_address: RayAddressOption = None,
     gate_tolerance: ToleranceOption = None, guardrail_tolerance: GuardrailOption = None,
     calibration_tolerance: CalibrationOption = None, holdout_days: HoldoutOption = None,
+    prerank_users: PrerankUsersOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show kfp's executor logs too.")] = False,
     home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None, registry: RegistryOption = None,
 ) -> None:
     """Run the whole pipeline here (kfp SubprocessRunner): validate, features, training sets,
-    train both models, evaluate against the champion, gate, register, index, package.
+    train both models, evaluate against the champion, gate, register, index, distil the
+    pre-ranker, package.
 
     Exits 0 when the challenger was registered, 3 when the gate stopped it, 1 when a step failed."""
     from newsfeed.workspace import Workspace
@@ -78,7 +82,7 @@ def run(
                            max_bad_rate=max_bad_rate, trainer=trainer, ray_workers=ray_workers,
                            ray_address=ray_address, gate_tolerance=gate_tolerance,
                            guardrail_tolerance=guardrail_tolerance, calibration_tolerance=calibration_tolerance,
-                           holdout_days=holdout_days)
+                           holdout_days=holdout_days, prerank_users=prerank_users)
     ws.check_services()  # an unreachable store is named now, not after minutes of work
     root = ws.paths.pipeline_runs
     t0 = time.perf_counter()

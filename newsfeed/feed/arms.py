@@ -29,6 +29,9 @@ class Sources(BaseModel):
     new_comments: int = Field(50, ge=0, description="posts the user saw that others commented on since")
     horizon_days: float = Field(FRESHNESS_HORIZON_DAYS, gt=0, description="oldest post any source offers")
     ranker_budget: int = Field(500, ge=1, description="most candidates the ranker scores (pre-ranking cuts)")
+    prerank: Literal["distilled", "two_tower"] = Field(
+        "distilled", description="what cuts the candidates to ranker_budget: the pre-ranker distilled from the arm's "
+                                 "ranker (two-tower similarity where its version has none), or two-tower similarity")
     minimum: int = Field(60, ge=0, description="fewer after filtering: backfill with popular posts")
 
 

@@ -62,5 +62,5 @@ def scorers(arm: Arm, retrieval: RetrievalModel, ranking: RankingModel, res: Res
         return [PopularityRank(res.corpus)]
     if arm.policy == "random":
         return [RandomRank(seed)]
-    return [PreRank(retrieval, arm.sources.ranker_budget),
-            Rank(res.corpus, ranking, {**ranking.weights, **arm.weights}, res.affinity)]
+    rank = Rank(res.corpus, ranking, {**ranking.weights, **arm.weights}, res.affinity)
+    return [PreRank(retrieval, arm.sources.ranker_budget, rank if arm.sources.prerank == "distilled" else None), rank]

@@ -14,7 +14,9 @@ against the ranker's, sharpened by a temperature, so that the top of each list c
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -80,16 +82,45 @@ def distill(fast: FastRanker, lists: list[TeacherList], config: DistillConfig = 
     return net
 
 
-class DistilledPreRanker:
-    """The student over a corpus: its post side per row computed once, a score per request."""
+def save(net: StudentNet, folder: Path) -> Path:
+    """The student's weights and shape into ``folder`` (what ``load`` reads)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = {"width": net.post[1].in_features, "pair_dims": net.pair.in_features, "dim": net.dim}
+    torch.save(net.state_dict(), folder / "student.pt")
+    (folder / "shape.json").write_text(json.dumps(shape))
+    return folder
 
-    def __init__(self, net: StudentNet, fast: FastRanker):
+
+def load(folder: Path) -> StudentNet:
+    net = StudentNet(**json.loads((folder / "shape.json").read_text()))
+    net.load_state_dict(torch.load(folder / "student.pt", weights_only=True))
+    net.eval()
+    return net
+
+
+class DistilledPreRanker:
+    """The student over a corpus: its post side per row computed once, a score per request.
+    Replaced whole (``extended``, or anew over a new ``FastRanker``), never changed in place."""
+
+    def __init__(self, net: StudentNet, fast: FastRanker, post_side: torch.Tensor | None = None):
+        if net.post[1].in_features != fast.post_part.shape[1] or net.pair.in_features != fast.pair_weight.shape[0]:
+            raise ValueError(f"the student's inputs ({net.post[1].in_features} post, {net.pair.in_features} pair) "
+                             f"are not this ranker's ({fast.post_part.shape[1]}, {fast.pair_weight.shape[0]})")
         self.net, self.fast = net, fast
+        if post_side is None:
+            with torch.no_grad():
+                post_side = net.post_side(fast.post_part)
+        self.post_side = post_side
+
+    def extended(self, fast: FastRanker) -> "DistilledPreRanker":
+        """Over ``fast``, the same rows and more appended: only the new rows' post side is computed."""
         with torch.no_grad():
-            self.post_side = net.post_side(fast.post_part)
+            more = self.net.post_side(fast.post_part[len(self.post_side):])
+        return DistilledPreRanker(self.net, fast, torch.cat([self.post_side, more]))
 
     @torch.no_grad()
     def scores(self, rows: np.ndarray, user_part: torch.Tensor, pair: torch.Tensor) -> np.ndarray:
+        """The student's score of corpus ``rows`` (``FastRanker.user_part``, ``pair_matrix`` inputs)."""
         side = self.post_side[torch.from_numpy(np.asarray(rows, np.int64))]
         return self.net.score(side, user_part, pair).numpy()
 

@@ -9,12 +9,14 @@ holds the old one finishes on it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 
 from newsfeed.feed.corpus import PostCorpus
+from newsfeed.feed.distilled import DistilledPreRanker, StudentNet
 from newsfeed.feed.fast_ranker import FastRanker
 from newsfeed.feed.ranker_inputs import RankerInputs
 from newsfeed.index import PostIndex
@@ -62,39 +64,50 @@ class RetrievalModel:
             return self.model.user_embedding(batch)[0].numpy()
 
 
+class Prepared(NamedTuple):
+    """The ranker's inputs over a corpus, its split forward pass, and its distilled pre-ranker
+    (None: the version has none): what a request reads, replaced together."""
+
+    inputs: RankerInputs
+    fast: FastRanker
+    prerank: DistilledPreRanker | None
+
+
 @dataclass
 class RankingModel:
     version: str
     model: MultiTaskRanker
     weights: dict[str, float]  # the registered table
-    prepared: tuple[RankerInputs, FastRanker]  # replaced whole when the corpus's values change
+    student: StudentNet | None  # the distilled pre-ranker registered with this version
+    prepared: Prepared | None = None  # replaced whole when the corpus's values change
 
     @classmethod
     def prepare(cls, version: str, model: MultiTaskRanker, weights: dict[str, float] | None,
-                corpus: PostCorpus) -> "RankingModel":
+                corpus: PostCorpus, student: StudentNet | None = None) -> "RankingModel":
         from newsfeed.scoring import load_weights
 
-        ranking = cls(version, model, weights or load_weights(), None)
+        ranking = cls(version, model, weights or load_weights(), student)
         ranking.encode_corpus(corpus.frame)
         return ranking
 
     def encode_corpus(self, frame: pd.DataFrame) -> None:
         """Encode the corpus's post side (again, when its values changed: live counters)."""
         inputs = RankerInputs(self.model.encoder, frame)
-        self.prepared = (inputs, FastRanker(self.model, inputs))
+        fast = FastRanker(self.model, inputs)
+        self.prepared = Prepared(inputs, fast, DistilledPreRanker(self.student, fast) if self.student else None)
 
     def on(self, corpus: PostCorpus) -> "RankingModel":
         """This version over another corpus (see ``RetrievalModel.on``)."""
-        return RankingModel.prepare(self.version, self.model, self.weights, corpus)
+        return RankingModel.prepare(self.version, self.model, self.weights, corpus, self.student)
 
     def extend(self, frame: pd.DataFrame) -> None:
         """Posts appended to the corpus: only their rows are encoded."""
-        inputs, fast = self.prepared
+        inputs, fast, prerank = self.prepared
         more = RankerInputs(self.model.encoder, frame)
-        self.prepared = (inputs.extended(more), fast.extended(more))
+        fast = fast.extended(more)
+        self.prepared = Prepared(inputs.extended(more), fast, prerank.extended(fast) if prerank else None)
 
     def heads(self, rows: np.ndarray, user: dict, pair: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """P(reaction) per head at position 0 (relevance alone), ``p_<head>`` -> per row."""
-        _, fast = self.prepared
-        probabilities = fast.probabilities(rows, user, pair)
+        probabilities = self.prepared.fast.probabilities(rows, user, pair)
         return {f"p_{h}": probabilities[:, i] for i, h in enumerate(HEADS)}

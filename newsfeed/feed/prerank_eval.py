@@ -15,6 +15,7 @@ import numpy as np
 
 from newsfeed import metrics
 from newsfeed.feed import distilled
+from newsfeed.feed.arms import Arm
 from newsfeed.feed.context import FeedContext
 from newsfeed.feed import offline
 from newsfeed.feed.ranking import PreRank, Rank
@@ -23,6 +24,7 @@ from newsfeed.feed.ranking import PreRank, Rank
 @dataclass
 class Judge:
     service: object  # FeedService, its window slid
+    arm: Arm  # whose models and sources make the lists
     rank: Rank
     prerank: PreRank
     now: float
@@ -36,25 +38,26 @@ class Judge:
         return cls.of(service)
 
     @classmethod
-    def of(cls, service) -> "Judge":
-        stages = service.pipeline(service.experiments.current().arms[0])[0]
-        return cls(service, next(s for s in stages if isinstance(s, Rank)),
+    def of(cls, service, arm: Arm | None = None) -> "Judge":
+        """On ``arm`` (default: the experiment's first); its policy must be the model's."""
+        arm = arm or service.experiments.current().arms[0]
+        stages = service.pipeline(arm)[0]
+        return cls(service, arm, next(s for s in stages if isinstance(s, Rank)),
                    next(s for s in stages if isinstance(s, PreRank)), service.clock.now())
 
     def users(self) -> np.ndarray:
         return np.array(sorted(self.service.directory.known_users), np.int64)
 
     def versions(self) -> dict[str, str]:
-        return self.service.pipeline(self.service.experiments.current().arms[0])[1]
+        return self.service.pipeline(self.arm)[1]
 
     @property
     def fast(self):
-        return self.rank.ranking.prepared[1]
+        return self.rank.ranking.prepared.fast
 
     def candidates(self, user: int) -> FeedContext:
         """The user's merged candidates after the filters, with their online features."""
-        arm = self.service.experiments.current().arms[0]
-        return offline.retrieved(self.service, arm, user, self.now, 10, None)
+        return offline.retrieved(self.service, self.arm, user, self.now, 10, None)
 
     def pool(self, ctx: FeedContext) -> np.ndarray:
         """Corpus rows of every unseen post published by now, not the user's own."""

@@ -1,5 +1,5 @@
 """From merged candidates to scored ones: the user's online features (one read), backfill
-when the sources came up short, pre-ranking by the two-tower score, then the multi-task
+when the sources came up short, pre-ranking (two-tower or distilled), then the multi-task
 ranker's engagement score under the arm's weight table."""
 
 from __future__ import annotations
@@ -73,10 +73,13 @@ class Backfill:
 @dataclass
 class PreRank:
     """Two-tower similarity for every candidate; when there are more than the ranker's
-    ``budget``, only the best ``budget`` go on."""
+    ``budget``, only the best ``budget`` go on: best by that similarity, or, given the ranker
+    stage (``rank``), by the pre-ranker distilled from its ranker (``newsfeed.feed.distilled``;
+    a ranker version without one is cut by similarity, and the response says so)."""
 
     retrieval: RetrievalModel
     budget: int
+    rank: Rank | None = None
     name: str = "prerank"
     slot: Slot = Slot.PRERANK
 
@@ -87,9 +90,17 @@ class PreRank:
             ctx.user.embedding = self.retrieval.user_vector(ctx.user.user_id, ctx.user.features)
         scores = self.retrieval.post_vectors[ctx.candidates.rows] @ ctx.user.embedding
         ctx.candidates.retrieval_score = scores.astype(np.float32)
-        if len(scores) > self.budget:
-            keep = np.argpartition(-scores, self.budget - 1)[: self.budget]
-            ctx.candidates = ctx.candidates.take(np.sort(keep))
+        if len(scores) <= self.budget:
+            return
+        if self.rank is not None:
+            distilled = self.rank.distilled_scores(ctx, ctx.candidates.rows)
+            if distilled is None:
+                ctx.degrade(self.name, f"ranker v{self.rank.ranking.version} has no distilled pre-ranker: "
+                                       "cut by two-tower similarity")
+            else:
+                scores = distilled
+        keep = np.argpartition(-scores, self.budget - 1)[: self.budget]
+        ctx.candidates = ctx.candidates.take(np.sort(keep))
 
 
 @dataclass
@@ -114,6 +125,14 @@ class Rank:
         return pair_values(ctx.request.now_unix, ctx.user.user_id, ctx.user.features, self.affinity(ctx.user.user_id),
                            self.corpus.author_ids[rows], self.corpus.created_unix[rows], self.corpus.topic_ids[rows],
                            mentioned)
+
+    def distilled_scores(self, ctx: FeedContext, rows: np.ndarray) -> np.ndarray | None:
+        """The distilled pre-ranker's scores of corpus ``rows`` (None: this version has none)."""
+        inputs = self.ranking.prepared
+        if inputs.prerank is None:
+            return None
+        pair = inputs.fast.pair_matrix(self.pair(ctx, rows), len(rows))
+        return inputs.prerank.scores(rows, inputs.fast.user_part(ctx.user.features), pair)
 
     def scores(self, ctx: FeedContext, rows: np.ndarray) -> np.ndarray:
         """The engagement score of corpus ``rows`` for this request's user, in their order."""

@@ -83,8 +83,10 @@ class ModelCache:
 
     def _refresh(self, name: str, ref: str) -> None:
         try:
-            version = str(self.registry.version(name, ref).version)
+            found = self.registry.version(name, ref)
+            version = str(found.version)
             self._ensure_loaded(name, version)  # loaded before any request is pointed at it
+            self._add_prerank(name, version, found.tags)
             self._resolved[(name, ref)] = (version, time.monotonic())
             self.registry_error = None
         except Exception as err:  # noqa: BLE001 - any registry failure: the last resolved version serves
@@ -94,6 +96,20 @@ class ModelCache:
             self._resolved[(name, ref)] = (last, time.monotonic())  # asked again after the TTL, not per request
         finally:
             self._refreshing.discard((name, ref))
+
+    def _add_prerank(self, name: str, version: str, tags: dict) -> None:
+        """A ranker version loaded before its pre-ranker was distilled (the pipeline distils
+        after registering): the pre-ranker joins it once the version's tag names one."""
+        from newsfeed.models.registered import load_prerank
+        from newsfeed.registry import PRERANK_TAG, RANKER
+
+        loaded = self._loaded.get((name, version))
+        if name != RANKER or not tags.get(PRERANK_TAG) or loaded is None or loaded.student is not None:
+            return
+        student = load_prerank(self.registry, version)
+        with self.corpus.lock:  # as refresh_shared: the prepared inputs replaced whole, in the stages' model
+            loaded.student = student
+            loaded.encode_corpus(self.corpus.frame)
 
     def get(self, name: str, ref: str):
         return self._ensure_loaded(name, self.version(name, ref))
@@ -135,13 +151,13 @@ class ModelCache:
         return sorted(f"{name} v{version}" for name, version in self._loaded)
 
     def _load(self, name: str, version: str, two_tower: bool):
-        from newsfeed.models.registered import load_index, load_registered
+        from newsfeed.models.registered import load_index, load_prerank, load_registered
 
         model, weights, _ = load_registered(self.registry, name, version)
         if two_tower:
             index, _ = load_index(self.registry, version)
             return RetrievalModel.prepare(version, model, index, self.corpus)
-        return RankingModel.prepare(version, model, weights, self.corpus)
+        return RankingModel.prepare(version, model, weights, self.corpus, load_prerank(self.registry, version))
 
 
 # -- the service -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from newsfeed.registry import INDEX_TAG, TWO_TOWER, Registry, RegistryError
+from newsfeed.registry import INDEX_TAG, PRERANK_TAG, RANKER, TWO_TOWER, Registry, RegistryError
 
 
 def load_registered(registry: Registry, name: str, ref: str | int = "champion"):
@@ -38,3 +38,16 @@ def load_index(registry: Registry, ref: str | int = "champion", folder: Path | N
         raise RegistryError(f"index of run {run_id} was built by version {manifest['model_version']}, "
                             f"not {version.version}")
     return PostIndex.load(path), version
+
+
+def load_prerank(registry: Registry, version: str | int):
+    """The pre-ranker distilled from a ranker version (``newsfeed.feed.distilled.StudentNet``),
+    or None where the version has none (distilled later, or never)."""
+    import mlflow
+
+    from newsfeed.feed import distilled
+
+    run_id = registry.version(RANKER, version).tags.get(PRERANK_TAG)
+    if not run_id:
+        return None
+    return distilled.load(Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="prerank")))
