@@ -1,6 +1,8 @@
 """The served feed against the simulator's oracle: candidate recall per source and merged,
 and the feed's true expected engagement (0 = random, 1 = oracle) beside most-popular and
-random feeds and the ranker alone over every unseen post (``newsfeed.feed.offline``).
+random feeds and the ranker alone over every unseen post (``newsfeed.feed.offline``), and
+the served feed again with each pre-ranker (distilled, two-tower) at each budget, the fresh
+source as the arm sets it and offering the newest ``--fresh`` posts.
 
     .venv/bin/python benchmarks/feed_quality.py [--home .newsfeed] [--users 300]
 
@@ -26,9 +28,9 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=Path(os.environ.get("NEWSFEED_HOME", ".newsfeed")))
     parser.add_argument("--users", type=int, default=300, help="users sampled (every n-th by id)")
     parser.add_argument("--limit", type=int, default=10)
-    parser.add_argument("--budgets", default="200,300,500",
+    parser.add_argument("--budgets", default="100",
                         help="also judge the served feed with these pre-rank budgets (candidates the ranker scores)")
-    parser.add_argument("--fresh", type=int, default=2000,
+    parser.add_argument("--fresh", type=int, default=5000,
                         help="also judge both pre-rankers with the fresh source offering this many newest posts")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/feed_quality.json"))
     args = parser.parse_args()
@@ -54,15 +56,16 @@ def main() -> None:
     users = np.array(sorted(service.directory.known_users))
     users = users[:: max(1, len(users) // args.users)][: args.users]
     arm = service.experiments.current().arms[0]
-    variants = {f"served feed, ranker budget {b}": arm.model_copy(update={
-        "name": f"{arm.name}-budget-{b}", "sources": arm.sources.model_copy(update={"ranker_budget": b})})
-        for b in budgets if b != arm.sources.ranker_budget}
-    for cut in ("two_tower", "distilled"):  # each pre-ranker over the sources, and over the newest posts too
+    # Each pre-ranker at each budget, over the sources as set and with the fresh source
+    # offering the newest --fresh posts too (a cut cheap enough can pre-rank them all).
+    variants = {}
+    for cut in ("distilled", "two_tower"):
         for fresh in sorted({arm.sources.fresh, args.fresh}):
-            if (cut, fresh) != (arm.sources.prerank, arm.sources.fresh):
-                variants[f"served feed, {cut} cut, fresh {fresh}"] = arm.model_copy(update={
-                    "name": f"{arm.name}-{cut}-{fresh}",
-                    "sources": arm.sources.model_copy(update={"prerank": cut, "fresh": fresh})})
+            for budget in sorted({arm.sources.ranker_budget, *budgets}):
+                if (cut, fresh, budget) != (arm.sources.prerank, arm.sources.fresh, arm.sources.ranker_budget):
+                    variants[f"served feed, {cut} cut to {budget}, fresh {fresh}"] = arm.model_copy(update={
+                        "name": f"{arm.name}-{cut}-{budget}-{fresh}", "sources": arm.sources.model_copy(
+                            update={"prerank": cut, "fresh": fresh, "ranker_budget": budget})})
     with console.status(f"{len(users)} users"):
         report = offline.evaluate(service, world, users, limit=args.limit, variants=variants)
     report["ranker_budget"] = arm.sources.ranker_budget

@@ -242,6 +242,23 @@ def test_an_arm_that_pre_ranks_by_the_distilled_student_cuts_what_it_ranks_highe
                             "similarity"]
 
 
+def test_the_popular_source_reaches_further_back_than_the_others(service):
+    """The most engaging posts of the last ``popular_horizon_days`` (7), where the other
+    sources offer the last ``horizon_days`` (3) only."""
+    from newsfeed.feed.arms import Sources
+
+    sources, now = Sources(), service.clock.now()
+    assert sources.popular_horizon_days > sources.horizon_days
+    feed = service.feed(sorted(service.directory.known_users)[7], limit=10, explain=True)
+    offered = feed["explain"]["sources"]
+    age_days = {name: (now - service.corpus.created_unix[service.corpus.rows_of(np.array(ids, np.int64))]) / 86_400
+                for name, ids in offered.items() if ids}
+    assert age_days["popular"].max() > sources.horizon_days  # a popular post of last week
+    assert age_days["popular"].max() <= sources.popular_horizon_days + 1e-6
+    for name in ("ann", "fresh"):
+        assert age_days[name].max() <= sources.horizon_days + 1e-6, name
+
+
 def test_a_shadow_arm_is_scored_beside_each_request_and_only_logged(service, served_copy):
     from newsfeed.feed.arms import Arm, Experiment
     from newsfeed.feed.served_log import ServedLog
@@ -273,11 +290,11 @@ def test_posts_older_than_the_window_leave_the_corpus_and_every_index(service):
     from newsfeed.feed.models import RetrievalModel
 
     before = len(service.corpus)
-    service.window_days = 5.0  # of the data's 14 days (the default window holds them all)
+    service.window_days = 8.0  # of the data's 14 days (the default window holds them all)
     left = service.slide_window()
     now = service.clock.now()
     assert 0 < left < before and len(service.corpus) == before - left
-    assert (service.corpus.created_unix >= now - 5 * 86_400 - 60).all()
+    assert (service.corpus.created_unix >= now - 8 * 86_400 - 60).all()
     for model in service.models.loaded():
         assert len(model.prepared.inputs.base["numeric"]) == len(model.prepared.prerank.post_side) == len(
             service.corpus) if not isinstance(model, RetrievalModel) else model.index.size == len(

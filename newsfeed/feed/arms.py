@@ -27,7 +27,10 @@ class Sources(BaseModel):
     fresh: int = Field(100, ge=0, description="newest posts")
     popular: int = Field(100, ge=0, description="most engaging posts so far")
     new_comments: int = Field(50, ge=0, description="posts the user saw that others commented on since")
-    horizon_days: float = Field(FRESHNESS_HORIZON_DAYS, gt=0, description="oldest post any source offers")
+    horizon_days: float = Field(FRESHNESS_HORIZON_DAYS, gt=0, description="oldest post the other sources offer")
+    popular_horizon_days: float = Field(
+        7.0, gt=0, description="oldest post the popular source offers: a post still engaging after days is still "
+                               "worth ranking (7, not 3: chosen on seed 7's served feed, docs/models.md)")
     ranker_budget: int = Field(500, ge=1, description="most candidates the ranker scores (pre-ranking cuts)")
     prerank: Literal["distilled", "two_tower"] = Field(
         "distilled", description="what cuts the candidates to ranker_budget: the pre-ranker distilled from the arm's "

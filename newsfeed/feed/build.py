@@ -34,7 +34,7 @@ def build_pipeline(arm: Arm, retrieval: RetrievalModel, ranking: RankingModel, r
         AnnSource(corpus, retrieval, s.ann, s.horizon_days),
         InNetworkSource(corpus, s.in_network, s.horizon_days),
         FreshSource(corpus, s.fresh, s.horizon_days),
-        PopularSource(corpus, s.popular, s.horizon_days),
+        PopularSource(corpus, s.popular, s.popular_horizon_days),
         NewCommentsSource(corpus, s.new_comments),
         *filters,
         Backfill(corpus, filters, s.minimum),

@@ -411,7 +411,8 @@ class FeedService:
         prepared over it (indexes built anew), then swapped in whole. A request running
         meanwhile finishes on the pipeline it started with; the next one uses the new.
         Returns how many posts left."""
-        days = max(self.window_days, *(a.sources.horizon_days for a in self.experiments.current().arms))
+        days = max(self.window_days, *(max(a.sources.horizon_days, a.sources.popular_horizon_days)
+                                       for a in self.experiments.current().arms))
         old = self.corpus
         window = old.window_of(self.clock.now(), days)
         if window is None:
