@@ -10,6 +10,7 @@ sending its next request when the last one answers (closed loop), over distinct 
 
     .venv/bin/python benchmarks/serving_load.py [--home .newsfeed] [--replicate 13]
         [--sequential 300] [--per-client 60] [--modes fused,chained] [--ingresses haproxy,proxy]
+        [--ranker-budget N]
 
 Needs a home with registered champions (`make bench-home`); every run works on a copy of it.
 Prints the tables and writes benchmarks/results/serving_load.json: ``in_process``,
@@ -221,6 +222,8 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=2, help="replicas per deployment (2 cores: 2)")
     parser.add_argument("--stream", type=float, default=10.0, help="posts a second in the streaming run (0: skip)")
     parser.add_argument("--quality-users", type=int, default=300, help="users the feed's quality is judged on (0: skip)")
+    parser.add_argument("--ranker-budget", type=int, default=None,
+                        help="serve every arm with this ranker budget (default: the home's experiment as set)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serving_load.json"))
     args = parser.parse_args()
     from serving.ingress import INGRESSES
@@ -231,6 +234,8 @@ def main() -> None:
         parser.error("--modes: fused and/or chained; --replicate >= 1; --sequential >= 10")
     if not ingresses or any(i not in INGRESSES for i in ingresses) or args.per_client < 1 or args.stream < 0:
         parser.error(f"--ingresses: some of {', '.join(INGRESSES)}; --per-client >= 1; --stream >= 0")
+    if args.ranker_budget is not None and args.ranker_budget < 1:
+        parser.error("--ranker-budget >= 1")
     if not (args.home / "data" / "posts.parquet").exists():
         parser.error(f"{args.home}: no demo home (run `make bench-home` first)")
 
@@ -239,9 +244,23 @@ def main() -> None:
     try:
         # A copy without the home's served state: every run starts from the data's own history,
         # and the home is left as it was.
-        run(copy_home(args.home.resolve(), Path(scratch.name) / "home"), args, modes, ingresses, console)
+        home = copy_home(args.home.resolve(), Path(scratch.name) / "home")
+        if args.ranker_budget is not None:
+            set_ranker_budget(home, args.ranker_budget)
+        run(home, args, modes, ingresses, console)
     finally:
         scratch.cleanup()
+
+
+def set_ranker_budget(home: Path, budget: int) -> None:
+    """Every arm of the copy's experiment ranks at most ``budget`` candidates."""
+    from newsfeed.feed.experiments import ExperimentStore
+
+    store = ExperimentStore.open(home, "embedded")
+    experiment = store.read()
+    arms = [a.model_copy(update={"sources": a.sources.model_copy(update={"ranker_budget": budget})})
+            for a in experiment.arms]
+    store.save(experiment.model_copy(update={"arms": arms}), experiment.version)
 
 
 def run(home: Path, args, modes: list[str], ingresses: list[str], console: Console) -> None:

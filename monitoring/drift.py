@@ -2,8 +2,9 @@
 test Evidently picks for its type and size: above 1,000 rows the normed Wasserstein distance
 for numbers, the Jensen-Shannon distance for categories), prediction drift of each reaction
 probability and of the engagement score, and target drift: the realised reaction rates (a
-z-test of two proportions per reaction, beside each rate's relative change) and the topic
-mix of clicked posts (a two-sample chi-square registered with Evidently)."""
+z-test of two proportions per reaction, beside each rate's relative change), the topic
+mix of clicked posts (a two-sample chi-square registered with Evidently), and the realised
+engagement per impression with the z of its change (the objective itself, with its noise)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from monitoring.windows import CATEGORICAL, PREDICTIONS, TARGETS, Window, compared_numeric
+from newsfeed.scoring import load_weights, realised_engagement
 
 
 HOMOGENEITY = "chi2_homogeneity"
@@ -88,12 +90,27 @@ def _engaged_topics(reference: pd.DataFrame, current: pd.DataFrame) -> dict:
     return {**_columns(snapshot)[ENGAGED_TOPIC], "clicks": [len(c) for c in clicked]}
 
 
+def engagement_change(reference: pd.DataFrame, current: pd.DataFrame, weights: dict[str, float]) -> dict:
+    """Realised engagement per impression (the weighted sum of the reactions each impression
+    earned) in each window, and Welch's z of the change: one number for what the feed is for,
+    with its standard error, so a drop can be told from a noisy day."""
+    values = [realised_engagement({r: f[r].to_numpy(np.float64) for r in weights}, weights)
+              for f in (reference, current)]
+    means = [float(v.mean()) for v in values]
+    error = float(np.sqrt(sum(v.var(ddof=1) / len(v) for v in values)))
+    change = means[1] - means[0]
+    return {"reference": means[0], "current": means[1], "change": change, "standard_error": error,
+            "z": change / error if error > 0 else 0.0}
+
+
 def _rates(frame: pd.DataFrame) -> dict[str, float]:
     return {r: float(frame[r].mean()) for r in TARGETS}
 
 
-def compare(reference: Window, current: Window, lineage: dict | None = None):
-    """(summary for machines, Evidently snapshot for people)."""
+def compare(reference: Window, current: Window, lineage: dict | None = None,
+            weights: dict[str, float] | None = None):
+    """(summary for machines, Evidently snapshot for people). ``weights``: the engagement
+    weights (default: the shipped table)."""
     numeric = [c for c in compared_numeric(reference.frame, (reference, current)) if c in current.frame.columns]
     frame_ref = reference.frame.assign(**{c: reference.frame[c].astype(np.int64).astype(str) for c in TARGETS})
     frame_cur = current.frame.assign(**{c: current.frame[c].astype(np.int64).astype(str) for c in TARGETS})
@@ -114,5 +131,6 @@ def compare(reference: Window, current: Window, lineage: dict | None = None):
         "drifted_share": len(drifted) / max(len(features), 1),
         "prediction": {c: columns[c] for c in PREDICTIONS},
         "target": target,
+        "engagement": engagement_change(reference.frame, current.frame, weights or load_weights()),
     }
     return summary, snapshot

@@ -18,6 +18,11 @@ def _difference(value: dict) -> str:
     return f"{value['estimate']:+.3f} [{value['ci'][0]:+.3f}, {value['ci'][1]:+.3f}]"
 
 
+def _engagement_line(engagement: dict) -> str:
+    return (f"Realised engagement per impression: {engagement['reference']:.3f} -> {engagement['current']:.3f} "
+            f"(change {engagement['change']:+.3f} +/- {engagement['standard_error']:.3f}, z {engagement['z']:+.1f}).")
+
+
 def drift_page(summary: dict, decision: dict, evidently_file: str | None) -> str:
     verdict = "DRIFT" if summary["drifted"] else "no drift"
     retrain = "retrain fired" if decision["retrain"] else ("retrain held: " + decision["suppressed"]
@@ -28,6 +33,7 @@ def drift_page(summary: dict, decision: dict, evidently_file: str | None) -> str
         reports.paragraph(f"Verdict: {verdict}; {retrain}.", "fail" if summary["drifted"] else "pass"),
         reports.paragraph(f"{len(summary['drifted_features'])} of {len(summary['features'])} features drifted "
                           f"({summary['drifted_share']:.0%}); champion ranker version {summary.get('champion')}."),
+        reports.paragraph(_engagement_line(summary["engagement"])),
         *(reports.paragraph("Why: " + reason) for reason in decision["reasons"]),
         reports.table(windows, "windows"),
         reports.table([{"prediction": k, **v} for k, v in summary["prediction"].items()], "prediction drift"),

@@ -38,6 +38,10 @@ class RetrainPolicy(BaseModel):
     max_rate_drop: float = Field(0.3, ge=0, le=1, description="retrain when a realised rate falls by more (relative)")
     watched_rates: list[str] = Field(default_factory=lambda: ["click", "like"],
                                      description="the realised rates whose drop counts")
+    max_engagement_drop_z: float | None = Field(
+        None, gt=0, description="retrain when realised engagement per impression falls by more than this many "
+                                "standard errors; off by default: it compares like with like only when both windows "
+                                "were served by the same system (drift check --against previous)")
     cooldown_hours: float = Field(24.0, ge=0, description="after firing, no second retrain for this long")
     action: Literal["local", "kubeflow", "none"] = Field("local", description="run the pipeline here, submit it "
                                                                               "to Kubeflow, or only record")
@@ -93,6 +97,10 @@ def reasons(summary: dict, policy: RetrainPolicy) -> list[str]:
         change = summary["target"][rate].get("relative_change")
         if change is not None and change < -policy.max_rate_drop:
             out.append(f"{rate} rate fell {-change:.0%} (limit {policy.max_rate_drop:.0%})")
+    engagement = summary["engagement"] if policy.max_engagement_drop_z is not None else None
+    if engagement is not None and engagement["z"] < -policy.max_engagement_drop_z:
+        out.append(f"engagement per impression fell {engagement['reference']:.3f} -> {engagement['current']:.3f} "
+                   f"(z {engagement['z']:.1f}, limit -{policy.max_engagement_drop_z:g})")
     return out
 
 

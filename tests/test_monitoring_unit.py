@@ -218,9 +218,11 @@ def test_ope_on_the_open_bandit_men_campaign_has_the_promised_json_shape(shared_
 
 # -- the retrain trigger --------------------------------------------------------------------
 
-def summary(drifted_topic: bool, share: float = 0.1, score: float = 0.05, click_change: float = 0.0) -> dict:
+def summary(drifted_topic: bool, share: float = 0.1, score: float = 0.05, click_change: float = 0.0,
+            engagement_z: float = 0.0) -> dict:
     feature = {"score": 0.2, "method": "Jensen-Shannon distance", "threshold": 0.1, "drifted": False}
     return {"drifted_share": share, "features": {"post_content__topic": feature},
+            "engagement": {"reference": 0.2, "current": 0.2 + engagement_z * 0.1, "z": engagement_z},
             "prediction": {"engagement_score": {"score": score}},
             "target": {"click": {"relative_change": click_change}, "like": {"relative_change": 0.0},
                        "clicked_post_topic": {"score": 1e-6 if drifted_topic else 0.5, "method": "chi2_homogeneity",
@@ -233,6 +235,30 @@ def test_the_policy_names_every_threshold_crossed():
     found = Trigger(Path("/nonexistent"), policy).decide(summary(True, share=0.9, score=0.9, click_change=-0.5))
     assert found.retrain and len(found.reasons) == 4
     assert any("clicked_post_topic" in r for r in found.reasons) and any("click rate fell" in r for r in found.reasons)
+
+
+def test_a_drop_in_realised_engagement_fires_only_beyond_its_noise_and_only_where_the_policy_asks():
+    from monitoring.drift import engagement_change
+    from newsfeed.scoring import load_weights
+
+    rng = np.random.default_rng(5)
+
+    def window(hide_rate: float) -> pd.DataFrame:  # 5,000 impressions, reactions drawn independently
+        rates = {"click": 0.1, "like": 0.04, "comment": 0.01, "share": 0.01, "friend_request": 0.007,
+                 "hide": hide_rate, "block": 0.005}
+        return pd.DataFrame({r: (rng.random(5_000) < p).astype(np.int64) for r, p in rates.items()})
+
+    weights = load_weights()
+    same = engagement_change(window(0.025), window(0.025), weights)
+    worse = engagement_change(window(0.025), window(0.06), weights)  # 3.5 points more hides: -0.7 per impression
+    assert abs(same["z"]) < 3.5 and worse["z"] < -3.5, (same, worse)
+    assert worse["change"] == pytest.approx(worse["current"] - worse["reference"])
+    assert -1.0 < worse["change"] < -0.4 and worse["standard_error"] > 0
+    strict = RetrainPolicy(max_engagement_drop_z=3)
+    fired = Trigger(Path("/nonexistent"), strict).decide(summary(False, engagement_z=-4.2))
+    assert fired.retrain and fired.reasons == ["engagement per impression fell 0.200 -> -0.220 (z -4.2, limit -3)"]
+    assert not Trigger(Path("/nonexistent"), strict).decide(summary(False, engagement_z=-2.0)).retrain
+    assert not Trigger(Path("/nonexistent"), RetrainPolicy()).decide(summary(False, engagement_z=-9.0)).retrain
 
 
 def test_the_cooldown_holds_and_every_check_is_audited(tmp_path):

@@ -75,6 +75,9 @@ def _print(summary, decision, action, folder) -> None:
     console.print(f"{verdict}: {len(summary['drifted_features'])} of {len(summary['features'])} features drifted "
                   f"({summary['drifted_share']:.0%}); engagement score drift "
                   f"{summary['prediction']['engagement_score']['score']:.3f}")
+    engagement = summary["engagement"]
+    console.print(f"realised engagement per impression {engagement['reference']:.3f} -> {engagement['current']:.3f} "
+                  f"(z {engagement['z']:+.1f})", highlight=False)
     for reason in decision.reasons:
         console.print(f"  why: {reason}", highlight=False)
     if decision.retrain:

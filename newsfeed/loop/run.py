@@ -165,6 +165,7 @@ class Loop:
         check = {"day": day, "drifted": result["drifted"], "retrain": result["retrain"],
                  "reasons": result["reasons"], "suppressed": result.get("suppressed"),
                  "clicked_topic_p": target.get("score"), "drifted_share": result.get("drifted_share"),
+                 "engagement_z": result["engagement"]["z"],
                  **{f"{r}_change": (rates.get(r) or {}).get("relative_change") for r in ("click", "like")},
                  "report": result.get("report")}
         self.ledger.checks.append(check)
