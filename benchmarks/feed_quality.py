@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=Path(os.environ.get("NEWSFEED_HOME", ".newsfeed")))
     parser.add_argument("--users", type=int, default=300, help="users sampled (every n-th by id)")
     parser.add_argument("--limit", type=int, default=10)
-    parser.add_argument("--budgets", default="100",
+    parser.add_argument("--budgets", default="500",
                         help="also judge the served feed with these pre-rank budgets (candidates the ranker scores)")
     parser.add_argument("--fresh", type=int, default=5000,
                         help="also judge both pre-rankers with the fresh source offering this many newest posts")

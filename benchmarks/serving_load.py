@@ -5,8 +5,9 @@ and chained, at 1, 4, 8 and 16 concurrent clients; then with the Redis state sto
 posts streaming in; then the served feed's quality (engagement vs the simulator's oracle).
 
 The benchmark home's 8,000 posts are served ``--replicate`` times over under new ids (12.5x:
-104,000 posts, ~500 candidates ranked per request). Clients are asyncio + httpx, each
-sending its next request when the last one answers (closed loop), over distinct users.
+104,000 posts; the ranker scores up to the arm's budget per request, 100 by default). Clients
+are asyncio + httpx, each sending its next request when the last one answers (closed loop),
+over distinct users.
 
     .venv/bin/python benchmarks/serving_load.py [--home .newsfeed] [--replicate 13]
         [--sequential 300] [--per-client 60] [--modes fused,chained] [--ingresses haproxy,proxy]

@@ -31,7 +31,10 @@ class Sources(BaseModel):
     popular_horizon_days: float = Field(
         7.0, gt=0, description="oldest post the popular source offers: a post still engaging after days is still "
                                "worth ranking (7, not 3: chosen on seed 7's served feed, docs/models.md)")
-    ranker_budget: int = Field(500, ge=1, description="most candidates the ranker scores (pre-ranking cuts)")
+    ranker_budget: int = Field(
+        100, ge=1, description="most candidates the ranker scores (pre-ranking cuts): 100, not 500, since the "
+                               "distilled cut keeps the feed's value at a fifth of the ranker's work (seed 7, "
+                               "docs/serving.md)")
     prerank: Literal["distilled", "two_tower"] = Field(
         "distilled", description="what cuts the candidates to ranker_budget: the pre-ranker distilled from the arm's "
                                  "ranker (two-tower similarity where its version has none), or two-tower similarity")
