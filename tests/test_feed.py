@@ -242,6 +242,56 @@ def test_an_arm_that_pre_ranks_by_the_distilled_student_cuts_what_it_ranks_highe
                             "similarity"]
 
 
+def test_a_ranker_pinned_by_number_serves_without_its_pre_ranker_until_it_loads(service, served_copy, monkeypatch):
+    """A ranker version whose pre-ranker is tagged after it was loaded, or cannot be
+    downloaded, is cut by two-tower similarity meanwhile and the request says why; the
+    pre-ranker joins it once it loads, for a version named by number as for an alias."""
+    import time
+    from dataclasses import replace
+
+    from newsfeed.feed import service as service_module
+    from newsfeed.feed.arms import Arm, Sources
+    from newsfeed.feed.context import FeedContext, FeedRequest
+    from newsfeed.feed.ranking import PreRank, Rank
+    from newsfeed.feed.service import ModelCache
+    from newsfeed.feed.stages import Slot, run_pipeline
+    from newsfeed.registry import PRERANK_TAG
+
+    monkeypatch.setattr(service_module, "ALIAS_TTL_SECONDS", 0.2)
+    registry = Registry.open(served_copy)
+    champion = registry.version(RANKER, "champion")
+    version = str(registry.client.create_model_version(RANKER, champion.source, champion.run_id).version)
+    cache = ModelCache(registry, service.corpus)
+
+    def looked_for(done) -> object:
+        deadline = time.monotonic() + 60
+        while not done(model := cache.get(RANKER, version)):
+            assert time.monotonic() < deadline, (model.student, model.student_error)
+            time.sleep(0.1)
+        return model
+
+    assert cache.get(RANKER, version).student is None
+    registry.client.set_model_version_tag(RANKER, version, PRERANK_TAG, "0" * 32)  # a run that does not exist
+    failed = looked_for(lambda m: m.student_error)
+    assert failed.student is None and failed.prepared.prerank is None
+
+    stages = service.pipeline(Arm(name="distilled", share=100,
+                                  sources=Sources(fresh=10_000, ranker_budget=40, prerank="distilled")))[0]
+    prerank, rank = (next(s for s in stages if isinstance(s, kind)) for kind in (PreRank, Rank))
+    user = sorted(service.directory.known_users)[7]
+    ctx = FeedContext(FeedRequest(user, 10, service.clock.now()), service.user_view(user)[0])
+    ctx = run_pipeline([s for s in stages if s.slot < Slot.PRERANK], ctx)
+    PreRank(prerank.retrieval, 40, replace(rank, ranking=failed))(ctx)
+    assert len(ctx.candidates) == 40
+    assert ctx.degraded == [f"prerank: ranker v{version} cannot load its distilled pre-ranker "
+                            f"({failed.student_error}): cut by two-tower similarity"]
+
+    registry.client.set_model_version_tag(RANKER, version, PRERANK_TAG, champion.tags[PRERANK_TAG])
+    loaded = looked_for(lambda m: m.prepared.prerank is not None)
+    assert loaded is failed and loaded.student_error is None  # the same model the stages hold, now with its student
+    assert loaded.student is not None and len(loaded.prepared.prerank.post_side) == len(service.corpus)
+
+
 def test_the_popular_source_reaches_further_back_than_the_others(service):
     """The most engaging posts of the last ``popular_horizon_days`` (7), where the other
     sources offer the last ``horizon_days`` (3) only."""

@@ -80,13 +80,15 @@ class RankingModel:
     weights: dict[str, float]  # the registered table
     student: StudentNet | None  # the distilled pre-ranker registered with this version
     prepared: Prepared | None = None  # replaced whole when the corpus's values change
+    student_error: str | None = None  # why the version's pre-ranker could not be loaded (None: it was, or it has none)
 
     @classmethod
     def prepare(cls, version: str, model: MultiTaskRanker, weights: dict[str, float] | None,
-                corpus: PostCorpus, student: StudentNet | None = None) -> "RankingModel":
+                corpus: PostCorpus, student: StudentNet | None = None,
+                student_error: str | None = None) -> "RankingModel":
         from newsfeed.scoring import load_weights
 
-        ranking = cls(version, model, weights or load_weights(), student)
+        ranking = cls(version, model, weights or load_weights(), student, student_error=student_error)
         ranking.encode_corpus(corpus.frame)
         return ranking
 
@@ -98,7 +100,7 @@ class RankingModel:
 
     def on(self, corpus: PostCorpus) -> "RankingModel":
         """This version over another corpus (see ``RetrievalModel.on``)."""
-        return RankingModel.prepare(self.version, self.model, self.weights, corpus, self.student)
+        return RankingModel.prepare(self.version, self.model, self.weights, corpus, self.student, self.student_error)
 
     def extend(self, frame: pd.DataFrame) -> None:
         """Posts appended to the corpus: only their rows are encoded."""

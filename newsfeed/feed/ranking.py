@@ -95,8 +95,10 @@ class PreRank:
         if self.rank is not None:
             distilled = self.rank.distilled_scores(ctx, ctx.candidates.rows)
             if distilled is None:
-                ctx.degrade(self.name, f"ranker v{self.rank.ranking.version} has no distilled pre-ranker: "
-                                       "cut by two-tower similarity")
+                ranking = self.rank.ranking
+                missing = (f"cannot load its distilled pre-ranker ({ranking.student_error})" if ranking.student_error
+                           else "has no distilled pre-ranker")
+                ctx.degrade(self.name, f"ranker v{ranking.version} {missing}: cut by two-tower similarity")
             else:
                 scores = distilled
         keep = np.argpartition(-scores, self.budget - 1)[: self.budget]

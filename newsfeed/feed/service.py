@@ -63,6 +63,7 @@ class ModelCache:
     _resolved: dict = field(default_factory=dict)  # (name, ref) -> (version, when)
     _loaded: dict = field(default_factory=dict)  # (name, version) -> RetrievalModel | RankingModel
     _refreshing: set = field(default_factory=set)
+    _student_looked: dict = field(default_factory=dict)  # ranker version -> when its pre-ranker was last looked for
 
     def version(self, name: str, ref: str) -> str:
         if str(ref).isdigit():
@@ -86,7 +87,6 @@ class ModelCache:
             found = self.registry.version(name, ref)
             version = str(found.version)
             self._ensure_loaded(name, version)  # loaded before any request is pointed at it
-            self._add_prerank(name, version, found.tags)
             self._resolved[(name, ref)] = (version, time.monotonic())
             self.registry_error = None
         except Exception as err:  # noqa: BLE001 - any registry failure: the last resolved version serves
@@ -97,22 +97,48 @@ class ModelCache:
         finally:
             self._refreshing.discard((name, ref))
 
-    def _add_prerank(self, name: str, version: str, tags: dict) -> None:
-        """A ranker version loaded before its pre-ranker was distilled (the pipeline distils
-        after registering): the pre-ranker joins it once the version's tag names one."""
+    def _student(self, version: str):
+        """(the ranker version's distilled pre-ranker or None, why it could not be loaded or None):
+        a student that cannot be downloaded leaves the two-tower cut serving, not the ranker unloaded."""
         from newsfeed.models.registered import load_prerank
-        from newsfeed.registry import PRERANK_TAG, RANKER
 
-        loaded = self._loaded.get((name, version))
-        if name != RANKER or not tags.get(PRERANK_TAG) or loaded is None or loaded.student is not None:
+        try:
+            return load_prerank(self.registry, version), None
+        except Exception as err:  # noqa: BLE001 - any failure: the response says why
+            return None, (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        finally:
+            self._student_looked[version] = time.monotonic()
+
+    def _look_for_student(self, version: str) -> None:
+        """A ranker version serving without its pre-ranker (registered before the pipeline
+        distilled it, or its download failed), by alias or by number: looked for again
+        ``ALIAS_TTL_SECONDS`` after the last look ended, on a background thread."""
+        if time.monotonic() - self._student_looked.get(version, 0.0) < ALIAS_TTL_SECONDS:
             return
-        student = load_prerank(self.registry, version)
+        self._student_looked[version] = float("inf")  # one look at a time
+        threading.Thread(target=self._add_student, args=(version,), name="prerank-lookup", daemon=True).start()
+
+    def _add_student(self, version: str) -> None:
+        from newsfeed.registry import RANKER
+
+        loaded = self._loaded.get((RANKER, version))
+        if loaded is None or loaded.student is not None:
+            return
+        student, error = self._student(version)
+        if student is None:
+            loaded.student_error = error
+            return
         with self.corpus.lock:  # as refresh_shared: the prepared inputs replaced whole, in the stages' model
-            loaded.student = student
+            loaded.student, loaded.student_error = student, None
             loaded.encode_corpus(self.corpus.frame)
 
     def get(self, name: str, ref: str):
-        return self._ensure_loaded(name, self.version(name, ref))
+        from newsfeed.registry import RANKER
+
+        model = self._ensure_loaded(name, self.version(name, ref))
+        if name == RANKER and model.student is None:
+            self._look_for_student(model.version)
+        return model
 
     def _ensure_loaded(self, name: str, version: str):
         from newsfeed.registry import TWO_TOWER
@@ -151,13 +177,14 @@ class ModelCache:
         return sorted(f"{name} v{version}" for name, version in self._loaded)
 
     def _load(self, name: str, version: str, two_tower: bool):
-        from newsfeed.models.registered import load_index, load_prerank, load_registered
+        from newsfeed.models.registered import load_index, load_registered
 
         model, weights, _ = load_registered(self.registry, name, version)
         if two_tower:
             index, _ = load_index(self.registry, version)
             return RetrievalModel.prepare(version, model, index, self.corpus)
-        return RankingModel.prepare(version, model, weights, self.corpus, load_prerank(self.registry, version))
+        student, error = self._student(version)
+        return RankingModel.prepare(version, model, weights, self.corpus, student, student_error=error)
 
 
 # -- the service -------------------------------------------------------------------------------
