@@ -104,6 +104,8 @@ def ranker_variants():
             **{h: 1 + abs(w) / 10 for h, w in load_weights().items()}, "skip": 1.0, "dwell": 0.5}), RANKER_TRAINING),
         "wider (512, 256)": (RankerConfig(hidden=[512, 256]), RANKER_TRAINING),
         "learning rate 1e-3": (RankerConfig(), train(learning_rate=1e-3)),
+        "learning rate 4e-3": (RankerConfig(), train(learning_rate=4e-3)),
+        "dropout 0.3": (RankerConfig(dropout=0.3), RANKER_TRAINING),
         "no id embeddings": (RankerConfig(ids=[]), RANKER_TRAINING),
         "id dropout 0.8": (RankerConfig(id_dropout=0.8), RANKER_TRAINING),
     }
@@ -209,8 +211,9 @@ def choose_ranker(home: Path, data_dir: Path, store, data, console: Console, wan
                                  gate="pass" if decision.passed else ", ".join(c.rule.metric for c in decision.failures),
                                  epochs="/".join(map(str, epochs)), seconds=time.perf_counter() - t0)
         console.print(f"  ranker {name}: {rows[name]['measure']:.4f} (windows "
-                      f"{', '.join(f'{v:.3f}' for v in per_window)}), gate {rows[name]['gate']} "
-                      f"({rows[name]['seconds']:.0f} s)")
+                      f"{', '.join(f'{v:.3f}' for v in per_window)}), vs default {paired[primary]['difference']:+.4f} "
+                      f"[{paired[primary]['low']:+.4f}, {paired[primary]['high']:+.4f}], "
+                      f"gate {rows[name]['gate']} ({rows[name]['seconds']:.0f} s)")
     return {"windows": [fold.label() for fold in backtest], "rows": len(feeds), "measure": primary,
             "variants": rows, "chosen": chosen(rows)}
 
