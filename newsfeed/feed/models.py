@@ -94,9 +94,18 @@ class RankingModel:
 
     def encode_corpus(self, frame: pd.DataFrame) -> None:
         """Encode the corpus's post side (again, when its values changed: live counters)."""
+        self.prepared = self._prepared(frame, self.student)
+
+    def add_student(self, student: StudentNet, frame: pd.DataFrame) -> None:
+        """The version's pre-ranker, found after the version was loaded, joins it: prepared
+        first, so a student that does not fit raises and leaves the version as it was."""
+        prepared = self._prepared(frame, student)
+        self.student, self.student_error, self.prepared = student, None, prepared
+
+    def _prepared(self, frame: pd.DataFrame, student: StudentNet | None) -> Prepared:
         inputs = RankerInputs(self.model.encoder, frame)
         fast = FastRanker(self.model, inputs)
-        self.prepared = Prepared(inputs, fast, DistilledPreRanker(self.student, fast) if self.student else None)
+        return Prepared(inputs, fast, DistilledPreRanker(student, fast) if student else None)
 
     def on(self, corpus: PostCorpus) -> "RankingModel":
         """This version over another corpus (see ``RetrievalModel.on``)."""

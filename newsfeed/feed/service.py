@@ -50,6 +50,11 @@ WINDOW_CHECK_SECONDS = 60.0
 
 # -- models by alias ---------------------------------------------------------------------------
 
+def _why(err: Exception, limit: int = 160) -> str:
+    """An error's first line, bounded: what a response's ``degraded`` note carries."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:limit]
+
+
 @dataclass
 class ModelCache:
     """Registered models by alias. An alias is resolved inline only the first time; after that
@@ -90,8 +95,7 @@ class ModelCache:
             self._resolved[(name, ref)] = (version, time.monotonic())
             self.registry_error = None
         except Exception as err:  # noqa: BLE001 - any registry failure: the last resolved version serves
-            why = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-            self.registry_error = f"cannot resolve {name}@{ref}, serving the last resolved versions ({why})"
+            self.registry_error = f"cannot resolve {name}@{ref}, serving the last resolved versions ({_why(err)})"
             last = self._resolved[(name, ref)][0]
             self._resolved[(name, ref)] = (last, time.monotonic())  # asked again after the TTL, not per request
         finally:
@@ -105,7 +109,7 @@ class ModelCache:
         try:
             return load_prerank(self.registry, version), None
         except Exception as err:  # noqa: BLE001 - any failure: the response says why
-            return None, (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            return None, _why(err)
         finally:
             self._student_looked[version] = time.monotonic()
 
@@ -125,12 +129,14 @@ class ModelCache:
         if loaded is None or loaded.student is not None:
             return
         student, error = self._student(version)
-        if student is None:
-            loaded.student_error = error
-            return
-        with self.corpus.lock:  # as refresh_shared: the prepared inputs replaced whole, in the stages' model
-            loaded.student, loaded.student_error = student, None
-            loaded.encode_corpus(self.corpus.frame)
+        if student is not None:
+            try:
+                with self.corpus.lock:  # as refresh_shared: the prepared inputs replaced whole, in the stages' model
+                    loaded.add_student(student, self.corpus.frame)
+                return
+            except Exception as err:  # noqa: BLE001 - a student that does not fit its ranker: the two-tower cut serves
+                error = f"it does not fit the ranker: {_why(err, 120)}"
+        loaded.student_error = error
 
     def get(self, name: str, ref: str):
         from newsfeed.registry import RANKER
@@ -292,7 +298,7 @@ class FeedService:
         try:
             retrieval, ranking = self.models.get(TWO_TOWER, arm.two_tower), self.models.get(RANKER, arm.ranker)
         except Exception as err:  # noqa: BLE001 - any load failure: the champion serves this arm
-            notes.append(f"models: arm {arm.name!r} cannot load its models ({str(err).splitlines()[0][:160]}); "
+            notes.append(f"models: arm {arm.name!r} cannot load its models ({_why(err)}); "
                          "champion served")
             retrieval, ranking = self.models.get(TWO_TOWER, "champion"), self.models.get(RANKER, "champion")
         if self.models.registry_error:
