@@ -14,7 +14,7 @@ the two-tower by Recall@500 over the serving corpus, the interest estimator by t
 orders on its own. The test period is never read, so tests can assert on it, and on a
 simulator seed no choice was made on.
 
-    .venv/bin/python benchmarks/model_choices.py [--only interest|ranker|two_tower]   # after `make bench-home`
+    .venv/bin/python benchmarks/model_choices.py [--only interest|ranker|continual|two_tower]   # after `make bench-home`
 """
 
 from __future__ import annotations
@@ -167,55 +167,158 @@ def selected(variants: dict, wanted: list[str] | None) -> dict:
             if name == default or wanted is None or any(w.lower() in name.lower() for w in wanted)}
 
 
+class RankerJudge:
+    """Scores rankers on the pooled feeds of backtest windows by their true expected engagement,
+    each paired against the first it scored (the default) and gated against it."""
+
+    def __init__(self, parts: list[dict], data_dir: Path):
+        from newsfeed.data.world import World
+        from newsfeed.models import evaluation
+        from newsfeed.scoring import load_weights
+
+        self.weights, self.world = load_weights(), World.of_dataset(data_dir)
+        self.feeds = pd.concat([p["test"] for p in parts], ignore_index=True)  # disjoint windows: ids stay unique
+        self.groups = self.feeds["request_id"].to_numpy()
+        self.oracle = evaluation.oracle_engagement(self.world, self.feeds, self.weights)
+        self.window_of = np.repeat(np.arange(len(parts)), [len(p["test"]) for p in parts])
+        self.primary = f"ranker.{evaluation.ENGAGEMENT}"
+        self.default: dict | None = None
+
+    def row(self, scores: list[np.ndarray], heads: list[pd.DataFrame], **extra) -> dict:
+        """A variant's row from its engagement scores and head predictions, window by window."""
+        from newsfeed import metrics as measures
+        from newsfeed.data.world import examine_probability
+        from newsfeed.models import evaluation, runs
+        from newsfeed.registry import RANKER
+
+        scores, heads = np.concatenate(scores), pd.concat(heads, ignore_index=True)
+        report = {"heads": evaluation.head_metrics(self.feeds, heads),
+                  "ranking": evaluation.ranking_report(self.feeds, {"ranker": scores, "oracle": self.oracle},
+                                                       self.weights),
+                  "tuning": {}}
+        metrics = runs.ranker_metrics(report)
+        self.default = self.default or {"scores": scores, "heads": heads, "metrics": metrics}
+        paired = {**evaluation.paired_ranking(self.feeds, scores, self.default["scores"], self.weights, self.world),
+                  **evaluation.paired_heads(self.feeds, heads, self.default["heads"])}
+        decision = gate_against_default(metrics, self.default["metrics"], paired, RANKER)
+        per_window = [measures.normalised_slate_value(self.groups[self.window_of == w], self.oracle[self.window_of == w],
+                                                      scores[self.window_of == w], examine_probability).value
+                      for w in range(self.window_of.max() + 1)]
+        p = self.primary
+        value = measures.Interval(metrics[p], metrics[f"{p}_low"], metrics[f"{p}_high"], len(self.feeds))
+        return variant_row(value, paired[p], per_window, auc_hide=metrics["auc_hide"], auc_block=metrics["auc_block"],
+                           gate="pass" if decision.passed else ", ".join(c.rule.metric for c in decision.failures),
+                           **extra)
+
+
+def progress_line(kind: str, name: str, row: dict) -> str:
+    p = row["paired"]
+    return (f"  {kind} {name}: {row['measure']:.4f} (windows {', '.join(f'{v:.3f}' for v in row['windows'])}), "
+            f"vs default {p['difference']:+.4f} [{p['low']:+.4f}, {p['high']:+.4f}], gate {row['gate']} "
+            f"({row['seconds']:.0f} s)")
+
+
 def choose_ranker(home: Path, data_dir: Path, store, data, console: Console, wanted: list[str] | None = None) -> dict:
     """Every ranker variant trained for each window, its feeds pooled, gated against the default."""
-    from newsfeed import metrics as measures
-    from newsfeed.data.world import World, examine_probability
-    from newsfeed.models import datasets, evaluation, runs
-    from newsfeed.registry import RANKER
-    from newsfeed.scoring import engagement_score, load_weights
+    from newsfeed.models import datasets, runs
+    from newsfeed.scoring import engagement_score
 
-    weights, world = load_weights(), World.of_dataset(data_dir)
     frame = datasets.impression_set(home, store, data, "ranker")
     backtest = folds(data)
     parts = [fold_parts(frame, fold) for fold in backtest]
-    feeds = pd.concat([p["test"] for p in parts], ignore_index=True)  # disjoint windows: request ids stay unique
-    groups = feeds["request_id"].to_numpy()
-    oracle = evaluation.oracle_engagement(world, feeds, weights)
-    window_of = np.repeat(np.arange(len(parts)), [len(p["test"]) for p in parts])
-    primary = f"ranker.{evaluation.ENGAGEMENT}"
-    rows, default = {}, None
+    judge = RankerJudge(parts, data_dir)
+    rows = {}
     for name, (config, train) in selected(ranker_variants(), wanted).items():
         t0 = time.perf_counter()
         scores, heads, epochs = [], [], []
         for fold in parts:
-            model, history = runs.fit_ranker(config, train, fold["train"], fold["val"], weights, show_progress=False)
-            scores.append(engagement_score(model.predict(fold["test"]), weights))
+            model, history = runs.fit_ranker(config, train, fold["train"], fold["val"], judge.weights,
+                                             show_progress=False)
+            scores.append(engagement_score(model.predict(fold["test"]), judge.weights))
             heads.append(model.predict(fold["test"], logged_position=True))
             epochs.append(history.best_epoch + 1)
-        scores, heads = np.concatenate(scores), pd.concat(heads, ignore_index=True)
-        report = {"heads": evaluation.head_metrics(feeds, heads),
-                  "ranking": evaluation.ranking_report(feeds, {"ranker": scores, "oracle": oracle}, weights),
-                  "tuning": {}}
-        metrics = runs.ranker_metrics(report)
-        default = default or {"scores": scores, "heads": heads, "metrics": metrics}
-        paired = {**evaluation.paired_ranking(feeds, scores, default["scores"], weights, world),
-                  **evaluation.paired_heads(feeds, heads, default["heads"])}
-        decision = gate_against_default(metrics, default["metrics"], paired, RANKER)
-        per_window = [measures.normalised_slate_value(groups[window_of == w], oracle[window_of == w],
-                                                      scores[window_of == w], examine_probability).value
-                      for w in range(len(parts))]
-        value = measures.Interval(metrics[primary], metrics[f"{primary}_low"], metrics[f"{primary}_high"], len(feeds))
-        rows[name] = variant_row(value, paired[primary], per_window, auc_hide=metrics["auc_hide"],
-                                 auc_block=metrics["auc_block"],
-                                 gate="pass" if decision.passed else ", ".join(c.rule.metric for c in decision.failures),
-                                 epochs="/".join(map(str, epochs)), seconds=time.perf_counter() - t0)
-        console.print(f"  ranker {name}: {rows[name]['measure']:.4f} (windows "
-                      f"{', '.join(f'{v:.3f}' for v in per_window)}), vs default {paired[primary]['difference']:+.4f} "
-                      f"[{paired[primary]['low']:+.4f}, {paired[primary]['high']:+.4f}], "
-                      f"gate {rows[name]['gate']} ({rows[name]['seconds']:.0f} s)")
-    return {"windows": [fold.label() for fold in backtest], "rows": len(feeds), "measure": primary,
+        rows[name] = judge.row(scores, heads, epochs="/".join(map(str, epochs)), seconds=time.perf_counter() - t0)
+        console.print(progress_line("ranker", name, rows[name]))
+    return {"windows": [fold.label() for fold in backtest], "rows": len(judge.feeds), "measure": judge.primary,
             "variants": rows, "chosen": chosen(rows)}
+
+
+FINE_TUNE_GRID = ((1, 2e-4), (3, 2e-4), (1, 5e-4), (2, 5e-4), (1, 1e-3), (2, 1e-3), (3, 1e-3), (1, 2e-3), (2, 2e-3),
+                  (3, 2e-3), (1, 4e-3), (2, 4e-3))
+"""Fine-tuning recipes tried: (passes over the days since, learning rate)."""
+
+
+def continual_variants():
+    """Fine-tuning recipes by name, the default (``RANKER_FINE_TUNING``) first."""
+    from newsfeed.models.settings import RANKER_FINE_TUNING as default
+
+    def name(epochs: int, rate: float) -> str:
+        return f"fine-tuned: {epochs} pass{'es' if epochs > 1 else ''} at {rate:.0e}"
+    grid = [g for g in FINE_TUNE_GRID if g != (default.epochs, default.learning_rate)]
+    return {f"{name(default.epochs, default.learning_rate)} (the fine-tune default)": default,
+            **{name(e, r): default.model_copy(update={"epochs": e, "learning_rate": r}) for e, r in grid}}
+
+
+def choose_continual(home: Path, data_dir: Path, store, data, console: Console,
+                     wanted: list[str] | None = None) -> dict:
+    """Continual training against training afresh (``newsfeed.models.continual``). For each
+    window, the ranker trained afresh on everything before it (the default recipe) is the
+    default; the one trained afresh for the window after is the champion it replaces (trained
+    through that window's start, a window's length of days ago), scored as it is, and
+    fine-tuned on the days since by each recipe. "Fine-tuned in a chain" never restarts: the
+    oldest champion fine-tuned window after window. Each row's seconds are its training
+    time per window."""
+    from newsfeed.models import continual, datasets, runs
+    from newsfeed.models.ranker import RankerConfig
+    from newsfeed.models.settings import RANKER_FINE_TUNING, RANKER_TRAINING
+    from newsfeed.scoring import engagement_score
+
+    frame = datasets.impression_set(home, store, data, "ranker")
+    backtest = folds(data, WINDOWS + 1)  # the oldest only trains the first champion
+    parts = [fold_parts(frame, fold) for fold in backtest]
+    scored = range(WINDOWS)
+    judge = RankerJudge(parts[:WINDOWS], data_dir)
+    since = [parts[w + 1]["test"] for w in scored]  # the champion's days since: the window before
+
+    def predictions(models) -> tuple[list, list]:
+        return ([engagement_score(m.predict(parts[w]["test"]), judge.weights) for w, m in zip(scored, models)],
+                [m.predict(parts[w]["test"], logged_position=True) for w, m in zip(scored, models)])
+
+    fresh, fresh_seconds = [], []
+    for w, fold in enumerate(parts):
+        t0 = time.perf_counter()
+        fresh.append(runs.fit_ranker(RankerConfig(), RANKER_TRAINING, fold["train"], fold["val"], judge.weights,
+                                     show_progress=False)[0])
+        fresh_seconds.append(time.perf_counter() - t0)
+        console.print(f"  trained afresh for window {w + 1}: {fresh_seconds[-1]:.0f} s, "
+                      f"{len(fold['train']) + len(fold['val']):,} rows")
+    rows = {}
+
+    def add(name: str, models, seconds: list[float], trained_rows: list[int]) -> None:
+        rows[name] = judge.row(*predictions(models), seconds=float(np.mean(seconds)),
+                               rows_trained=int(np.mean(trained_rows)))
+        console.print(progress_line("continual", name, rows[name]))
+
+    add("default: trained afresh", fresh[:WINDOWS], fresh_seconds[:WINDOWS],
+        [len(parts[w]["train"]) + len(parts[w]["val"]) for w in scored])
+    add("the champion as it is (no retraining)", fresh[1:], [0.0] * WINDOWS, [0] * WINDOWS)
+    for name, recipe in selected(continual_variants(), wanted).items():
+        models, seconds = [], []
+        for w in scored:
+            t0 = time.perf_counter()
+            models.append(continual.fine_tune(fresh[w + 1], since[w], recipe, show_progress=False)[0])
+            seconds.append(time.perf_counter() - t0)
+        add(name, models, seconds, [len(s) for s in since])
+    chain, seconds, model = [], [], fresh[WINDOWS]
+    for w in reversed(scored):  # oldest window first: each fine-tune starts from the last
+        t0 = time.perf_counter()
+        model = continual.fine_tune(model, since[w], RANKER_FINE_TUNING, show_progress=False)[0]
+        seconds.append(time.perf_counter() - t0)
+        chain.insert(0, model)
+    add(f"fine-tuned in a chain from window {WINDOWS + 1}'s champion, never afresh", chain, seconds,
+        [len(s) for s in since])
+    return {"windows": [fold.label() for fold in backtest[:WINDOWS]], "rows": len(judge.feeds),
+            "measure": judge.primary, "variants": rows, "chosen": chosen(rows)}
 
 
 def choose_two_tower(home: Path, store, data, console: Console, wanted: list[str] | None = None) -> dict:
@@ -332,7 +435,8 @@ def table(title: str, result: dict) -> Table:
     out = Table(title=title, caption=f"chosen: {result['chosen']} ({result['measure']}; a variant replaces the "
                                      "default only when better beyond noise)")
     first = next(iter(result["variants"].values()))
-    extra = [c for c in ("auc_hide", "auc_block", "recall@100", "gate", "epochs", "seconds") if c in first]
+    extra = [c for c in ("auc_hide", "auc_block", "recall@100", "gate", "epochs", "rows_trained", "seconds")
+             if c in first]
     windows = " / ".join(f"w{i + 1}" for i in range(len(result["windows"])))
     for column in ("variant", "pooled [95% CI]", "vs default, paired [95% CI]", windows, *extra):
         out.add_column(column, justify="left" if column in ("variant", "gate") else "right")
@@ -341,14 +445,14 @@ def table(title: str, result: dict) -> Table:
         out.add_row(name, f"{row['measure']:.4f} [{row['low']:.3f}, {row['high']:.3f}]",
                     f"{p['difference']:+.4f} [{p['low']:+.4f}, {p['high']:+.4f}]",
                     " / ".join(f"{v:.3f}" for v in row["windows"]),
-                    *(f"{row[c]:.0f}" if c == "seconds" else f"{row[c]:.4f}" if isinstance(row[c], float)
+                    *(f"{row[c]:.0f}" if c == "seconds" else f"{row[c]:,}" if c == "rows_trained" else f"{row[c]:.4f}" if isinstance(row[c], float)
                       else str(row[c]) for c in extra))
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("interest", "ranker", "two_tower"), default=None)
+    parser.add_argument("--only", choices=("interest", "ranker", "continual", "two_tower"), default=None)
     parser.add_argument("--variants", nargs="+", default=None, metavar="TEXT",
                         help="only the variants whose name contains one of these (and the default); their rows "
                              "are merged into the earlier results")
@@ -372,6 +476,8 @@ def main() -> None:
                           lambda: choose_interest_estimator(paths.data_dir, data, console)),
              "ranker": ("ranker choices", lambda: choose_ranker(paths.home, paths.data_dir, store, data, console,
                                                                 args.variants)),
+             "continual": ("continual training: the champion fine-tuned on the days since, against afresh",
+                           lambda: choose_continual(paths.home, paths.data_dir, store, data, console, args.variants)),
              "two_tower": ("two-tower choices, serving corpus", lambda: choose_two_tower(paths.home, store, data,
                                                                                          console, args.variants))}
     for name, (title, run) in steps.items():

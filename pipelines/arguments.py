@@ -65,6 +65,7 @@ class PipelineArguments(BaseModel):
     two_tower_learning_rate: float | None = Field(None, gt=0, le=1)
     ranker_learning_rate: float | None = Field(None, gt=0, le=1)
     ranker_architecture: str | None = None
+    ranker_from: str | None = None
     trainer: str | None = None
     ray_workers: int | None = Field(None, ge=1)
     ray_address: str | None = None
@@ -80,6 +81,16 @@ class PipelineArguments(BaseModel):
         choices = NAMED_CHOICES[info.field_name]()
         if value is not None and value not in choices:
             raise ValueError(f"choose one of {', '.join(choices)}")
+        return value
+
+
+    @field_validator("ranker_from")
+    @classmethod
+    def _registered_ref(cls, value):
+        from newsfeed.registry import ALIASES
+
+        if value and value not in ALIASES and not (value.isdigit() and len(value) <= 9 and int(value) > 0):
+            raise ValueError(f"a registered ranker: {', '.join(ALIASES)} or a version number (empty: train afresh)")
         return value
 
 

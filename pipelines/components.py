@@ -154,10 +154,13 @@ def train_two_tower(home: str, data_dir: str, feature_store: str, registry: str,
 
 @component
 def train_ranker(home: str, data_dir: str, feature_store: str, registry: str, epochs: int, learning_rate: float,
-                 seed: int, architecture: str, trainer: str, ray_workers: int, ray_address: str,
+                 seed: int, architecture: str, start: str, trainer: str, ray_workers: int, ray_address: str,
                  holdout_days: float, training_set: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
-    """Train the multi-task ranker (here, or on Ray) and evaluate it on the held-out period
-    (heads, NDCG@10 beside the baselines); the MLflow run is logged, nothing is registered yet."""
+    """Train the multi-task ranker (here, or on Ray), or, with ``start`` (a registered ranker's
+    alias or version), fine-tune that one on the impressions since it was trained (here; its
+    own passes and rate, newsfeed.models.settings.RANKER_FINE_TUNING); evaluate it on the
+    held-out period (heads, NDCG@10 beside the baselines); the MLflow run is logged, nothing
+    is registered yet."""
     import pandas as pd
     from rich.console import Console
 
@@ -166,23 +169,35 @@ def train_ranker(home: str, data_dir: str, feature_store: str, registry: str, ep
     from newsfeed.models.distributed import RayTrainConfig
     from newsfeed.models.ranker import RankerConfig
     from newsfeed.models.tables import head_table, ranking_table
+    from newsfeed.registry import ALIASES, RANKER
     from newsfeed.scoring import load_weights
     from newsfeed.workspace import Workspace
 
     ws = Workspace.open(home, data_dir, feature_store, registry)
-    ray = RayTrainConfig.for_trainer(trainer, int(ray_workers), ray_address)
-    train = runs.RANKER_TRAINING.model_copy(update={"epochs": int(epochs), "learning_rate": learning_rate,
-                                                    "seed": int(seed)})
+    split, impressions = SplitConfig.of(holdout_days), pd.read_parquet(training_set.path)
+    if start in ALIASES and start not in ws.registry.aliases(RANKER):
+        print(f"no {start} {RANKER} yet to fine-tune: training afresh")
+        start = ""
     # No feature store: the training set comes in whole (opening Feast would cost seconds).
-    result = runs.train_ranker(ws.home, ws.data_dir, None, ws.registry, RankerConfig(architecture=architecture),
-                               train, split=SplitConfig.of(holdout_days), register=False, trainer=ray,
-                               impressions=pd.read_parquet(training_set.path))
+    if start:
+        result = runs.fine_tune_ranker(ws.home, ws.data_dir, None, ws.registry, start,
+                                       runs.RANKER_FINE_TUNING.model_copy(update={"seed": int(seed)}), split=split,
+                                       register=False, impressions=impressions)
+        print(f"fine-tuned {RANKER} {start} on {result.history.samples:,} impression passes "
+              f"({result.history.seconds:.0f} s)")
+    else:
+        ray = RayTrainConfig.for_trainer(trainer, int(ray_workers), ray_address)
+        train = runs.RANKER_TRAINING.model_copy(update={"epochs": int(epochs), "learning_rate": learning_rate,
+                                                        "seed": int(seed)})
+        result = runs.train_ranker(ws.home, ws.data_dir, None, ws.registry, RankerConfig(architecture=architecture),
+                                   train, split=split, register=False, trainer=ray, impressions=impressions)
     console = Console(width=100)
     console.print(head_table(result.report["heads"]))
     console.print(ranking_table(result.report["ranking"], result.report["tuning"]))
     saved.save(result.model, model.path, load_weights())
     model.metadata.update({"model_name": result.model_name, "mlflow_run_id": result.run_id,
-                           "workers": result.history.workers, "best_epoch": result.history.best_epoch + 1})
+                           "workers": result.history.workers, "best_epoch": result.history.best_epoch + 1,
+                           "start": start or "afresh", "train_seconds": result.history.seconds})
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
 

@@ -55,6 +55,7 @@ def training_pipeline(
     two_tower_learning_rate: float = 1e-3,
     ranker_learning_rate: float = 2e-3,
     ranker_architecture: str = "mmoe",
+    ranker_from: str = "",
     trainer: str = "local",
     ray_workers: int = 2,
     ray_address: str = "",
@@ -70,8 +71,12 @@ def training_pipeline(
     step); the tolerances are the gate's (see newsfeed.gate); ``holdout_days`` (0: the last 2/7
     of the data's span) are the newest days held out, half validation, half test (see
     newsfeed.models.datasets.SplitConfig); ``prerank_users`` users' lists distil the pre-ranker
-    registered with the new ranker (0: none; see newsfeed.feed.prerank_training). Returns the
-    gate's decision (JSON)."""
+    registered with the new ranker (0: none; see newsfeed.feed.prerank_training);
+    ``ranker_from`` (empty: train afresh) names a registered ranker, alias or version, to
+    fine-tune on the impressions since the time it was trained through instead (continual
+    training, newsfeed.models.continual; afresh while there is no such version yet), and the
+    gate compares the result with the champion as it would a fresh one. Returns the gate's
+    decision (JSON)."""
     store = dict(home=home, data_dir=data_dir, feature_store=feature_store)
     data = _on_cluster(c.prepare_data(home=home, data_dir=data_dir, scale=scale, seed=seed))
     validated = _on_cluster(c.validate_data(home=home, data_dir=data_dir, max_bad_rate=max_bad_rate,
@@ -84,7 +89,8 @@ def training_pipeline(
     two_tower = _on_cluster(c.train_two_tower(**training, learning_rate=two_tower_learning_rate,
                                               training_set=sets.outputs["two_tower_set"]), cpu="2", memory="8G")
     ranker = _on_cluster(c.train_ranker(**training, learning_rate=ranker_learning_rate,
-                                        architecture=ranker_architecture, training_set=sets.outputs["ranker_set"]),
+                                        architecture=ranker_architecture, start=ranker_from,
+                                        training_set=sets.outputs["ranker_set"]),
                          cpu="2", memory="16G")
     champion = _on_cluster(c.evaluate_champion(**store, registry=registry, holdout_days=holdout_days,
                                                two_tower=two_tower.outputs["model"], ranker=ranker.outputs["model"]),

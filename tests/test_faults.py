@@ -41,6 +41,8 @@ def one_error_line(result, *fragments: str) -> str:
     (["--epochs", "0"], ["--epochs", "greater than or equal to 1"]),
     (["--trainer", "gpu"], ["--trainer", "local, ray", "'gpu'"]),
     (["--ranker-architecture", "transformer"], ["--ranker-architecture", "mmoe"]),
+    (["--ranker-from", "latest"], ["--ranker-from", "challenger, champion or a version number"]),
+    (["--ranker-from", "0"], ["--ranker-from", "a version number"]),
     (["--gate-tolerance", "inf"], ["--gate-tolerance"]),
     (["--store", "cloud"], ["--store", "embedded, production"]),
 ])
@@ -48,6 +50,16 @@ def test_pipeline_options_are_checked_before_any_work(tmp_path, args, fragments)
     home = tmp_path / "home"
     one_error_line(runner.invoke(app, ["pipeline", "run", "--home", str(home), *args]), *fragments)
     assert not home.exists()  # nothing simulated, no run folder
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--from", "champion", "--architecture", "mmoe"], ["--architecture", "keeps its base's architecture"]),
+    (["--from", "champion", "--ray-workers", "2"], ["--ray-workers", "in this process"]),
+    (["--from", "champion", "--epochs", "0"], ["epochs", "greater than or equal to 1"]),
+])
+def test_fine_tune_options_are_checked_before_any_work(home, args, fragments):
+    one_error_line(runner.invoke(app, ["train", "ranker", *args]), *fragments)
+    assert not home.exists()
 
 
 def test_simulation_settings_are_checked_and_nothing_is_written(home):

@@ -533,3 +533,41 @@ def test_a_two_tower_saved_before_the_score_terms_existed_loads_without_them(tmp
     loaded = saved.load(folder)
     assert not loaded.config.post_bias and not loaded.config.recency
     assert np.allclose(loaded.embed_posts(frame), model.embed_posts(frame), atol=1e-6)
+
+
+def test_fine_tuning_learns_a_drift_from_the_new_rows_and_leaves_its_base_as_it_was():
+    from newsfeed.features.catalog import TIMESTAMP
+    from newsfeed.models import continual
+    from newsfeed.models.ranker import MultiTaskRanker, RankerConfig, multitask_loss, training_batch
+    from newsfeed.models.settings import RANKER_FINE_TUNING, TrainConfig
+    from newsfeed.models.training import fit
+
+    def world(seed: int, sign: float, start: str) -> pd.DataFrame:
+        frame = _ranker_frame(8_000, seed)
+        rng = np.random.default_rng(seed + 100)
+        affinity = frame["request_features__topic_affinity"].to_numpy()
+        frame["click"] = (rng.random(len(frame)) < 1 / (1 + np.exp(-3 * sign * affinity))).astype(int)
+        frame[TIMESTAMP] = pd.Timestamp(start, tz="UTC") + pd.to_timedelta(np.arange(len(frame)), unit="s")
+        return frame
+
+    def click_auc(model, frame) -> float:
+        return metrics.roc_auc(frame["click"].to_numpy(), model.predict(frame)["p_click"].to_numpy())
+
+    torch.manual_seed(0)
+    old, new = world(0, 1.0, "2026-01-01"), world(1, -1.0, "2026-01-02")  # the users' taste flipped
+    base = MultiTaskRanker.from_frame(old, RankerConfig(hidden=[16], tower=4, experts=2, id_dropout=1.0))
+    batch = training_batch(base, old)
+    fit(base, multitask_loss, batch, batch, TrainConfig(epochs=3, learning_rate=5e-3), show_progress=False)
+    assert click_auc(base, old) > 0.7 and click_auc(base, new) < 0.3  # learnt the old taste (Bayes ~0.76)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+
+    since = continual.rows_since(pd.concat([old, new]), pd.Timestamp("2026-01-02", tz="UTC"),
+                                 pd.Timestamp("2026-01-03", tz="UTC"))
+    assert len(since) == len(new)
+    tuned, history = continual.fine_tune(base, since, RANKER_FINE_TUNING.model_copy(update={"epochs": 3, "batch_size": 128}),
+                                         show_progress=False)
+    assert click_auc(tuned, new) > 0.7  # the new taste, from the new rows alone
+    assert len(history.train_loss) == 3 and history.samples == 3 * len(new)
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())  # the base is untouched
+    with pytest.raises(continual.NothingToFineTune):
+        continual.fine_tune(base, since.iloc[:0], RANKER_FINE_TUNING, show_progress=False)

@@ -4,7 +4,10 @@ on a small simulated network), its compiled YAML, and the Kubeflow commands."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -49,6 +52,15 @@ def runs(served_run, tmp_path_factory):
 
 
 PUBLISHED = 777_001
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(served_run, tmp_path_factory):
+    """(home, result) of a run that fine-tunes the champion instead of training afresh, on a
+    copy of the session's home. A one-day holdout puts the held-out period later than the
+    champion's, so there are impressions since it was trained, as new days would bring."""
+    home = copy_home(served_run[0], tmp_path_factory.mktemp("fine-tune") / "home")
+    return home, pipeline(home, "--ranker-from", "champion", "--holdout-days", "1")
 
 
 def _run_dirs(home: Path) -> list[Path]:
@@ -215,3 +227,36 @@ def test_schedule_checks_the_cron_expression_first():
     assert cron_six_fields("30 0 3 * * *") == "30 0 3 * * *"
     result = runner.invoke(app, ["pipeline", "schedule", "--host", "http://127.0.0.1:1", "--cron", "daily"])
     assert result.exit_code == 1 and "expected 5 fields" in result.output
+
+
+def test_a_run_fine_tunes_the_champion_on_the_impressions_since_and_gates_it(fine_tuned):
+    from newsfeed.data.io import read_dataset
+
+    home, result = fine_tuned
+    assert result.exit_code == 0, result.output
+    assert "fine-tuned newsfeed-ranker champion on" in result.output and "gate PASSED" in result.output
+    registry = Registry.open(home)
+    first, tuned = registry.version(RANKER, "1"), registry.version(RANKER, "2")
+    assert registry.aliases(RANKER) == {"champion": "1", "challenger": "2"}
+    assert tuned.tags["fine_tuned_from"] == "1" and "fine_tuned_from" not in first.tags
+    since, until = (pd.Timestamp(v.tags["trained_through"]) for v in (first, tuned))
+    assert until > since
+    # It learnt from exactly the impressions between the two, not the whole history again.
+    ts = pd.to_datetime(read_dataset(home / "data", ("impressions",))["impressions"]["ts"], utc=True)
+    params = registry.client.get_run(tuned.run_id).data.params
+    assert params["start"] == f"{RANKER} version 1"
+    assert int(params["train_impressions"]) == int(((ts >= since) & (ts < until)).sum()) > 0
+    assert int(params["train_impressions"]) < int(registry.client.get_run(first.run_id).data.params[
+        "train_impressions"]) / 3
+    # The gate compared it with the champion it started from, on the same feeds.
+    decision = json.loads((_run_dirs(home)[-1] / "gate" / "decision").read_text())
+    primary = next(c for c in decision["checks"] if c["primary"])
+    assert primary["passed"] and primary["paired"] is not None
+    # The listing says so, where the terminal is wide enough for its columns.
+    listing = subprocess.run([str(Path(sys.executable).with_name("newsfeed")), "models", "list", "--home", str(home)],
+                             capture_output=True, text=True, env={**os.environ, "COLUMNS": "160"}, check=True).stdout
+    assert any(line.split()[:2] == ["ranker", "2"] and "from v1" in line for line in listing.splitlines()), listing
+    # Fine-tuning again from the new version: nothing has happened since it was trained.
+    again = runner.invoke(app, ["train", "ranker", "--from", "challenger", "--home", str(home)])
+    assert again.exit_code == 1 and "nothing to fine-tune on" in again.output, again.output
+    assert [str(v.version) for v in registry.versions(RANKER)] == ["1", "2"]

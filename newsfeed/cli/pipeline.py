@@ -27,6 +27,9 @@ EpochsOption = Annotated[int | None, typer.Option(help="Maximum epochs of each m
 TwoTowerLrOption = Annotated[float | None, typer.Option(help="Two-tower learning rate [default 1e-3].")]
 RankerLrOption = Annotated[float | None, typer.Option(help="Ranker learning rate [default 2e-3].")]
 ArchitectureOption = Annotated[str | None, typer.Option(help="Ranker: mmoe | shared-bottom [default mmoe].")]
+RankerFromOption = Annotated[str | None, typer.Option(
+    help="Fine-tune this registered ranker (champion, challenger or a version) on the impressions since it was "
+         "trained, instead of training afresh; afresh while there is none [default: afresh].")]
 MaxBadRateOption = Annotated[float | None, typer.Option(help="Fail when a table has more bad rows [default 0.01].")]
 TrainerOption = Annotated[str | None, typer.Option(help="local (in the step) | ray (Ray Train) [default local].")]
 RayWorkersOption = Annotated[int | None, typer.Option(help="Ray Train workers [default 2].")]
@@ -59,8 +62,8 @@ def _arguments(**options) -> dict:
 def run(
     scale: ScaleOption = None, seed: SeedOption = None, epochs: EpochsOption = None,
     two_tower_learning_rate: TwoTowerLrOption = None, ranker_learning_rate: RankerLrOption = None,
-    ranker_architecture: ArchitectureOption = None, max_bad_rate: MaxBadRateOption = None,
-    trainer: TrainerOption = None, ray_workers: RayWorkersOption = None, ray_address: RayAddressOption = None,
+    ranker_architecture: ArchitectureOption = None, ranker_from: RankerFromOption = None,
+    max_bad_rate: MaxBadRateOption = None, trainer: TrainerOption = None, ray_workers: RayWorkersOption = None, ray_address: RayAddressOption = None,
     gate_tolerance: ToleranceOption = None, guardrail_tolerance: GuardrailOption = None,
     calibration_tolerance: CalibrationOption = None, holdout_days: HoldoutOption = None,
     prerank_users: PrerankUsersOption = None,
@@ -79,8 +82,8 @@ def run(
     arguments = _arguments(home=str(ws.home), data_dir=str(ws.data_dir), feature_store=store, registry=registry,
                            scale=scale, seed=seed, epochs=epochs, two_tower_learning_rate=two_tower_learning_rate,
                            ranker_learning_rate=ranker_learning_rate, ranker_architecture=ranker_architecture,
-                           max_bad_rate=max_bad_rate, trainer=trainer, ray_workers=ray_workers,
-                           ray_address=ray_address, gate_tolerance=gate_tolerance,
+                           ranker_from=ranker_from, max_bad_rate=max_bad_rate, trainer=trainer,
+                           ray_workers=ray_workers, ray_address=ray_address, gate_tolerance=gate_tolerance,
                            guardrail_tolerance=guardrail_tolerance, calibration_tolerance=calibration_tolerance,
                            holdout_days=holdout_days, prerank_users=prerank_users)
     ws.check_services()  # an unreachable store is named now, not after minutes of work
@@ -142,13 +145,14 @@ def submit(
     data_dir: Annotated[str | None, typer.Option("--data-dir", help="Data location on the cluster.")] = None,
     scale: ScaleOption = None, seed: SeedOption = None, epochs: EpochsOption = None, trainer: TrainerOption = None,
     ray_workers: RayWorkersOption = None, ray_address: RayAddressOption = None,
-    gate_tolerance: ToleranceOption = None,
+    gate_tolerance: ToleranceOption = None, ranker_from: RankerFromOption = None,
 ) -> None:
     """Submit one run of the compiled pipeline to a Kubeflow Pipelines endpoint."""
     from pipelines.remote import submit as submit_run
 
     arguments = _arguments(data_dir=data_dir, scale=scale, seed=seed, epochs=epochs, trainer=trainer,
-                           ray_workers=ray_workers, ray_address=ray_address, gate_tolerance=gate_tolerance)
+                           ray_workers=ray_workers, ray_address=ray_address, gate_tolerance=gate_tolerance,
+                           ranker_from=ranker_from)
     run_id, url = _remote(submit_run, host, arguments, run_name, experiment, package)
     console.print(f"submitted run {run_id}: {url}", soft_wrap=True)
 
@@ -164,11 +168,13 @@ def schedule(
     data_dir: Annotated[str | None, typer.Option("--data-dir", help="Data location on the cluster.")] = None,
     epochs: EpochsOption = None, trainer: TrainerOption = None, ray_workers: RayWorkersOption = None,
     ray_address: RayAddressOption = None, gate_tolerance: ToleranceOption = None,
+    ranker_from: RankerFromOption = None,
 ) -> None:
-    """Create a recurring run of the compiled pipeline on Kubeflow Pipelines."""
+    """Create a recurring run of the compiled pipeline on Kubeflow Pipelines (e.g. hourly with
+    ``--ranker-from champion``: the champion fine-tuned on the newest hours, gated as any)."""
     from pipelines.remote import schedule as schedule_runs
 
     arguments = _arguments(data_dir=data_dir, epochs=epochs, trainer=trainer, ray_workers=ray_workers,
-                           ray_address=ray_address, gate_tolerance=gate_tolerance)
+                           ray_address=ray_address, gate_tolerance=gate_tolerance, ranker_from=ranker_from)
     job_id, expression = _remote(schedule_runs, host, cron, arguments, name, experiment, package)
     console.print(f"recurring run {job_id} ({name}): cron '{expression}'", highlight=False)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from newsfeed.cli.common import (DataDirOption, HomeOption, RegistryOption, StoreOption, console, fail,
                                  open_feature_store, open_registry, require_applied)
-from newsfeed.models.settings import RANKER_TRAINING, TWO_TOWER_TRAINING
+from newsfeed.models.settings import RANKER_FINE_TUNING, RANKER_TRAINING, TWO_TOWER_TRAINING
 from newsfeed.models.tables import head_table, ranking_table, retrieval_table
 
 app = typer.Typer(help="Train the two-tower retrieval model or the multi-task ranker.", no_args_is_help=True)
@@ -70,9 +70,9 @@ def _run(job, *args, **kwargs):
 
 def _report_run(result) -> None:
     version = f"version {result.version} (alias challenger)" if result.version else "not registered"
-    console.print(f"[bold]{result.model_name}[/]: run {result.run_id}, {version}; "
-                  f"{result.history.samples_per_second:,.0f} samples/s, best epoch {result.history.best_epoch + 1}",
-                  soft_wrap=True)
+    h = result.history
+    console.print(f"[bold]{result.model_name}[/]: run {result.run_id}, {version}; trained in {h.seconds:.1f} s "
+                  f"({h.samples_per_second:,.0f} samples/s), best epoch {h.best_epoch + 1}", soft_wrap=True)
 
 
 @app.command("two-tower")
@@ -95,12 +95,24 @@ def two_tower(
     _report_run(result)
 
 
+FromOption = Annotated[str | None, typer.Option(
+    "--from", help="Fine-tune this registered ranker (alias or version) on the impressions since the time it was "
+                   "trained through, from its weights, instead of training afresh (continual training).")]
+
+
 @app.command()
 def ranker(
-    architecture: Annotated[str, typer.Option(help="mmoe | shared-bottom.")] = "mmoe",
+    architecture: Annotated[str | None, typer.Option(help="mmoe | shared-bottom [default: mmoe; with --from, "
+                                                          "the base's].")] = None,
     weights: Annotated[Path | None, typer.Option(help="Engagement weight table (YAML) to register with the model.")] = None,
-    epochs: EpochsOption = RANKER_TRAINING.epochs, batch_size: BatchOption = RANKER_TRAINING.batch_size,
-    seed: SeedOption = RANKER_TRAINING.seed, learning_rate: LearningRateOption = RANKER_TRAINING.learning_rate,
+    start: FromOption = None,
+    epochs: Annotated[int | None, typer.Option(help=f"Maximum epochs, early-stopped on validation [default: "
+                                                    f"{RANKER_TRAINING.epochs}]; with --from, passes over the new "
+                                                    f"impressions [default: {RANKER_FINE_TUNING.epochs}].")] = None,
+    batch_size: BatchOption = RANKER_TRAINING.batch_size, seed: SeedOption = RANKER_TRAINING.seed,
+    learning_rate: Annotated[float | None, typer.Option(help=f"AdamW learning rate [default: "
+                                                             f"{RANKER_TRAINING.learning_rate:g}; with --from: "
+                                                             f"{RANKER_FINE_TUNING.learning_rate:g}].")] = None,
     refit: RefitOption = RANKER_TRAINING.refit,
     recency_half_life: RecencyOption = RANKER_TRAINING.recency_half_life_days or 0.0,
     no_register: NoRegisterOption = False,
@@ -110,16 +122,27 @@ def ranker(
     from pydantic import ValidationError
 
     from newsfeed.models.ranker import RankerConfig
-    from newsfeed.models.runs import train_ranker
+    from newsfeed.models.runs import fine_tune_ranker, train_ranker
 
+    if start is not None and architecture is not None:
+        raise fail("--architecture: a fine-tune keeps its base's architecture (leave it out with --from)")
+    if start is not None and ray_workers:
+        raise fail("--ray-workers: a fine-tune trains in this process (leave it out with --from)")
     try:
-        config = RankerConfig(architecture=architecture)
+        config = RankerConfig(**({"architecture": architecture} if architecture else {}))
     except ValidationError as err:
         raise fail(f"--architecture: {err.errors()[0]['msg']}") from None
-    train = _train_config(RANKER_TRAINING, epochs, batch_size, seed, learning_rate, refit, recency_half_life)
+    base = RANKER_FINE_TUNING if start is not None else RANKER_TRAINING
+    train = _train_config(base, base.epochs if epochs is None else epochs, batch_size, seed,
+                          base.learning_rate if learning_rate is None else learning_rate,
+                          refit and start is None, recency_half_life)  # a fine-tune has no refit
     paths, feast_store, reg = _context(home, data_dir, store, registry)
-    result = _run(train_ranker, paths.home, paths.data_dir, feast_store, reg, config, train, weights_file=weights,
-                  register=not no_register, trainer=_trainer(ray_workers, ray_address))
+    if start is not None:
+        result = _run(fine_tune_ranker, paths.home, paths.data_dir, feast_store, reg, start, train,
+                      weights_file=weights, register=not no_register)
+    else:
+        result = _run(train_ranker, paths.home, paths.data_dir, feast_store, reg, config, train, weights_file=weights,
+                      register=not no_register, trainer=_trainer(ray_workers, ray_address))
     console.print(head_table(result.report["heads"]))
     console.print(ranking_table(result.report["ranking"], result.report["tuning"]))
     _report_run(result)

@@ -18,11 +18,11 @@ import pandas as pd
 
 from newsfeed.data.world import World
 from newsfeed.features.catalog import TIMESTAMP
-from newsfeed.models import datasets, evaluation, saved
+from newsfeed.models import continual, datasets, evaluation, saved
 from newsfeed.models.distributed import RayTrainConfig
 from newsfeed.models.ranker import (MultiTaskRanker, RankerConfig, apply_platt, fit_platt, multitask_loss,
                                     training_batch as ranker_batch)
-from newsfeed.models.settings import RANKER_TRAINING, TWO_TOWER_TRAINING, TrainConfig
+from newsfeed.models.settings import RANKER_FINE_TUNING, RANKER_TRAINING, TWO_TOWER_TRAINING, TrainConfig
 from newsfeed.models.training import History, fit, recency_weights, seed_everything
 from newsfeed.models.two_tower import (POST_VIEWS, USER_VIEWS, TwoTower, TwoTowerConfig, full_corpus_recall,
                                        in_batch_loss, sampling_log_q, training_batch as two_tower_batch)
@@ -123,11 +123,15 @@ def _log_history(history: History) -> None:
         mlflow.log_metrics({"train_loss": tl, "val_loss": vl}, step=epoch)
     for epoch, value in enumerate(history.val_metric):
         mlflow.log_metric("val_metric", value, step=epoch)
-    mlflow.log_metrics({"best_epoch": history.best_epoch, "train_samples_per_second": history.samples_per_second})
+    mlflow.log_metrics({"best_epoch": history.best_epoch, "train_samples_per_second": history.samples_per_second,
+                        "train_seconds": history.seconds})
 
 
 def _lineage(data: datasets.ModelData, service: str) -> dict:
-    return {**data.lineage, "feature_service": service, "code_version": code_version()}
+    """What a run learnt from, as its version's tags: the data, the features, the code, and
+    the time it has learnt up to (where a later fine-tune starts)."""
+    return {**data.lineage, "feature_service": service, "code_version": code_version(),
+            continual.TRAINED_THROUGH: data.bounds.test_start.isoformat()}
 
 
 def _train(job: Callable, trainer: RayTrainConfig | None, home: Path, name: str):
@@ -211,8 +215,9 @@ def fit_and_refit(build, loss_fn, to_batch, train_rows: pd.DataFrame, val_rows: 
     seed_everything(train.seed)
     model = build(recent)
     epochs = train.model_copy(update={"epochs": history.best_epoch + 1})
-    fit(model, loss_fn, training(model, recent), to_batch(model, val_rows), epochs, f"{description} refit",
-        show_progress, keep_best=False)
+    refit = fit(model, loss_fn, training(model, recent), to_batch(model, val_rows), epochs, f"{description} refit",
+                show_progress, keep_best=False)
+    history.seconds, history.samples = history.seconds + refit.seconds, history.samples + refit.samples  # all it cost
     correct(model)
     return model, history
 
@@ -271,22 +276,63 @@ def train_ranker(home: Path, data_dir: Path, store, registry: Registry, config: 
                  trainer: RayTrainConfig | None = None, impressions: pd.DataFrame | None = None) -> RunResult:
     """``impressions``: every impression with its point-in-time features, when built
     beforehand (see train_two_tower's ``positives``); ``store`` is read only without them."""
-    import mlflow
-
     weights = load_weights(weights_file)
     data = datasets.load(home, data_dir, split)
     frame = (datasets.impression_set(home, store, data, "ranker") if impressions is None
              else datasets.with_split(impressions, data))
+    parts = split_parts(frame)
+    job = functools.partial(fit_ranker, config, train, parts["train"], parts["val"], weights, show_progress)
+    model, history = _train(job, trainer, home, "ranker")
+    report = evaluate_ranker(model, parts["test"], parts["val"], weights, World.of_dataset(data_dir))
+    params = {**config.model_dump(), **train.model_dump(), **split.model_dump(), **_trainer_params(trainer),
+              "start": "afresh", "train_impressions": len(parts["train"])}
+    return _log_ranker_run(registry, model, history, report, _lineage(data, "ranker"), params, weights, register)
+
+
+def split_parts(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """A joined training set's train, val and test rows; ValueError where one is empty."""
     parts = {name: frame[frame["split"] == name] for name in ("train", "val", "test")}
     empty = [name for name, part in parts.items() if part.empty]
     if empty:
         raise ValueError(f"the temporal split left no {' or '.join(empty)} impressions; is the data's time span too short?")
-    job = functools.partial(fit_ranker, config, train, parts["train"], parts["val"], weights, show_progress)
-    model, history = _train(job, trainer, home, "ranker")
+    return parts
+
+
+def fine_tune_ranker(home: Path, data_dir: Path, store, registry: Registry, base: str | int = "champion",
+                     train: TrainConfig = RANKER_FINE_TUNING, split: datasets.SplitConfig = datasets.SplitConfig(),
+                     weights_file: Path | None = None, register: bool = True, show_progress: bool = True,
+                     impressions: pd.DataFrame | None = None) -> RunResult:
+    """The registered ranker ``base`` (alias or version) trained on from its weights over the
+    impressions since the time it was trained through up to today's held-out period
+    (``continual.fine_tune``), then evaluated, logged and registered as ``train_ranker``'s run
+    is; its lineage names the version it started from."""
+    weights = load_weights(weights_file)
+    data = datasets.load(home, data_dir, split)
+    model, _, version = load_registered(registry, RANKER, base)
+    since = version.tags.get(continual.TRAINED_THROUGH)
+    if not since:
+        raise RegistryError(f"{RANKER} version {version.version} does not record what it was trained through (it "
+                            "was registered before continual training): train it afresh")
+    frame = (datasets.impression_set(home, store, data, "ranker") if impressions is None
+             else datasets.with_split(impressions, data))
+    parts = split_parts(frame)
+    new = continual.rows_since(frame, pd.Timestamp(since), data.bounds.test_start)
+    if new.empty:
+        raise continual.NothingToFineTune(
+            f"{RANKER} version {version.version} was trained through {since}: the data holds no impressions from then "
+            f"to the held-out period (from {data.bounds.test_start.isoformat()}), nothing to fine-tune on")
+    model, history = continual.fine_tune(model, new, train, show_progress)
     report = evaluate_ranker(model, parts["test"], parts["val"], weights, World.of_dataset(data_dir))
-    lineage = _lineage(data, "ranker")
-    params = {**config.model_dump(), **train.model_dump(), **split.model_dump(), **_trainer_params(trainer),
-              "train_impressions": len(parts["train"])}
+    params = {**model.config.model_dump(), **train.model_dump(), **split.model_dump(), "trainer": "local",
+              "workers": 1, "start": f"{RANKER} version {version.version}", "train_impressions": len(new)}
+    lineage = {**_lineage(data, "ranker"), "fine_tuned_from": str(version.version)}
+    return _log_ranker_run(registry, model, history, report, lineage, params, weights, register)
+
+
+def _log_ranker_run(registry: Registry, model: MultiTaskRanker, history: History, report: dict, lineage: dict,
+                    params: dict, weights: dict, register: bool) -> RunResult:
+    import mlflow
+
     with _start_run(registry, RANKER, lineage, params) as run:
         _log_history(history)
         metrics = ranker_metrics(report)

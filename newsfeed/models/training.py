@@ -113,12 +113,14 @@ def _sync_parameters(model: torch.nn.Module) -> None:
 
 def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Batch], torch.Tensor], train: Batch,
         val: Batch, config: TrainConfig, description: str = "training", show_progress: bool = True,
-        val_metric: Callable[[torch.nn.Module], float] | None = None, keep_best: bool = True) -> History:
+        val_metric: Callable[[torch.nn.Module], float] | None = None, keep_best: bool = True,
+        val_label: str = "val") -> History:
     """Minibatch AdamW over ``train``; keeps the weights of the best epoch on validation and
     stops after ``patience`` epochs without improvement. Best = lowest validation loss, or
     highest ``val_metric(model)`` when given (for a model whose training loss is only a proxy
     of what it is for, as a sampled softmax is for retrieval). ``keep_best=False`` trains all
-    ``epochs`` and keeps the last weights (a refit, whose validation rows are in ``train``).
+    ``epochs`` and keeps the last weights (a refit, whose validation rows are in ``train``);
+    ``val_label`` names the second loss in the progress lines.
 
     In a torch process group (Ray Train's workers) each of the W processes trains on its
     1/W of every epoch's shuffled rows with batches of ``batch_size / W``, and gradients are
@@ -163,7 +165,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Batch], torc
             history.train_loss.append(_global_mean(total, shard, world))
             history.val_loss.append(evaluate_loss(model, loss_fn, val, config.batch_size * 4))
             status = (f"{description} epoch {epoch + 1}: loss {history.train_loss[-1]:.4f}, "
-                      f"val {history.val_loss[-1]:.4f}")
+                      f"{val_label} {history.val_loss[-1]:.4f}")
             if val_metric is not None:
                 history.val_metric.append(val_metric(model))
                 status += f", val metric {history.val_metric[-1]:.4f}"
