@@ -105,6 +105,7 @@ def ranker_variants():
         "wider (512, 256)": (RankerConfig(hidden=[512, 256]), RANKER_TRAINING),
         "learning rate 1e-3": (RankerConfig(), train(learning_rate=1e-3)),
         "learning rate 4e-3": (RankerConfig(), train(learning_rate=4e-3)),
+        "learning rate 8e-3": (RankerConfig(), train(learning_rate=8e-3)),
         "dropout 0.3": (RankerConfig(dropout=0.3), RANKER_TRAINING),
         "no id embeddings": (RankerConfig(ids=[]), RANKER_TRAINING),
         "id dropout 0.8": (RankerConfig(id_dropout=0.8), RANKER_TRAINING),
@@ -132,6 +133,10 @@ def two_tower_variants():
         "no recency": (TwoTowerConfig(recency=False), TWO_TOWER_TRAINING),
         "the match alone, log-Q corrected (the earlier default)": (TwoTowerConfig(
             post_bias=False, recency=False, logq_correction=True), TWO_TOWER_TRAINING),
+        "sequence: history pooled by a learned weight per place": (TwoTowerConfig(history_pooling="position"),
+                                                                    TWO_TOWER_TRAINING),
+        "sequence: history through one self-attention layer": (TwoTowerConfig(history_pooling="attention"),
+                                                               TWO_TOWER_TRAINING),
     }
 
 

@@ -113,10 +113,12 @@ def two_tower_scores(model, learned: pd.DataFrame, users: pd.DataFrame, posts: p
     return model.embed_users(user_frame) @ model.embed_posts(post_frame).T
 
 
-TWO_TOWER_GRID = {"post_bias": (False, True), "logq_correction": (True, False)}
+TWO_TOWER_GRID = {"post_bias": (False, True), "logq_correction": (True, False),
+                  "history_pooling": ("mean", "position", "attention")}
 """The two-tower's grid, searched on the validation ratings like the baselines': a per-film
-bias in the score (what most people like), and the log-Q correction (which removes
-popularity from what in-batch negatives teach)."""
+bias in the score (what most people like), the log-Q correction (which removes popularity
+from what in-batch negatives teach), and how the user tower pools the films rated before,
+newest first (their mean, a learned weight per place, or one self-attention layer)."""
 
 
 def config(**settings):
@@ -274,7 +276,8 @@ def run(data: Path, epochs: int = 30, history_length: int = 50, seed: int = 7, e
         tried, models = [], []
         for combination in itertools.product(*values):
             params = dict(zip(names, combination))
-            model, log = train_two_tower(ratings, users, posts, config(**params), train, history_length)
+            model, log = train_two_tower(ratings, users, posts, config(history_length=history_length, **params), train,
+                                         history_length)
             scores = two_tower_scores(model, ratings[ratings["split"] == "train"], users, posts,
                                       user_index.to_numpy(), item_ids, history_length)
             tried.append({**params, **{f"val_{k}": v for k, v in accuracy(scores, validation, item_ids).items()},

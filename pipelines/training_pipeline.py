@@ -17,6 +17,7 @@ runner ignores all three and passes its own home.
 from kfp import dsl, kubernetes
 
 from newsfeed.gate import GateConfig
+from newsfeed.models.settings import RANKER_TRAINING, TWO_TOWER_TRAINING
 from pipelines import components as c
 
 NAME = "newsfeed-training"
@@ -51,9 +52,9 @@ def training_pipeline(
     scale: float = 1.0,
     seed: int = 7,
     max_bad_rate: float = 0.01,
-    epochs: int = 12,
-    two_tower_learning_rate: float = 1e-3,
-    ranker_learning_rate: float = 2e-3,
+    epochs: int = RANKER_TRAINING.epochs,
+    two_tower_learning_rate: float = TWO_TOWER_TRAINING.learning_rate,
+    ranker_learning_rate: float = RANKER_TRAINING.learning_rate,
     ranker_architecture: str = "mmoe",
     ranker_from: str = "",
     trainer: str = "local",

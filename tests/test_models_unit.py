@@ -571,3 +571,27 @@ def test_fine_tuning_learns_a_drift_from_the_new_rows_and_leaves_its_base_as_it_
     assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())  # the base is untouched
     with pytest.raises(continual.NothingToFineTune):
         continual.fine_tune(base, since.iloc[:0], RANKER_FINE_TUNING, show_progress=False)
+
+
+def test_sequence_pooling_weighs_places_ignores_padding_and_keeps_empty_histories_at_zero():
+    from newsfeed.models.layers import SequencePool, _mean_bag
+
+    torch.manual_seed(0)
+    weight = torch.randn(50, 8)
+    weight[0] = 0  # the padding row, as id_tables keep it
+    ids = torch.tensor([[3, 7, 9, 0, 0], [5, 0, 0, 0, 0], [0, 0, 0, 0, 0]])  # newest first
+    position = SequencePool(8, 20, "position")
+    assert torch.allclose(position(weight, ids), _mean_bag(weight, ids), atol=1e-6)  # starts as the mean
+    with torch.no_grad():
+        position.position_logits[0] = 20.0  # all weight on the newest
+    assert torch.allclose(position(weight, ids)[:2], weight[[3, 5]], atol=1e-5)
+    assert torch.equal(position(weight, ids)[2], torch.zeros(8))
+    attention = SequencePool(8, 20, "attention")
+    with torch.no_grad():
+        attention.position.weight.normal_()
+    out = attention(weight, ids)
+    assert torch.isfinite(out).all() and torch.equal(out[2], torch.zeros(8))
+    assert torch.allclose(attention(weight, ids[:, :3]), out, atol=1e-5)  # trailing padding changes nothing
+    reordered = torch.tensor([[9, 7, 3, 0, 0]])
+    assert not torch.allclose(attention(weight, reordered), out[:1], atol=1e-3)  # the order is seen
+    assert attention(weight, torch.randint(1, 50, (2, 30))).shape == (2, 8)  # longer than its places: the newest

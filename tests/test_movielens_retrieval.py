@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "movielens_retrieval.py"
-CHOSEN = {"post_bias": (True,), "logq_correction": (True,)}
+CHOSEN = {"post_bias": (True,), "logq_correction": (True,), "history_pooling": ("position",)}
 """The two-tower's setting that its whole grid (`make bench`, docs/models.md) picks on the
 validation ratings: trained alone here, because each setting of the grid is a full training
 (three more took two thirds of this test's time); the baselines still search their grids."""
@@ -35,10 +35,11 @@ def test_two_tower_against_baselines_tuned_on_the_same_validation_split(shared_d
         assert len(tried) == len(list(itertools.product(*grid.values())))
         best = max(tried, key=lambda row: row["val_recall@10"])
         assert result["settings"][method] == {name: best[name] for name in grid}
-    # Measured (Recall@10): tuned ALS 0.143, two-tower 0.135-0.140, tuned BPR 0.122-0.127, most popular 0.072.
+    # Measured (Recall@10): two-tower 0.154 (0.135-0.140 with the history's mean), tuned ALS 0.143,
+    # tuned BPR 0.122-0.127, most popular 0.072.
     assert report["two_tower"]["recall@10"] > 1.4 * report["most_popular"]["recall@10"]
     assert report["two_tower"]["ndcg@10"] > report["most_popular"]["ndcg@10"]
     best_baseline = max(report[m]["recall@10"] for m in ("als", "bpr"))
-    assert report["two_tower"]["recall@10"] > 0.9 * best_baseline  # level with the tuned factorisations
+    assert report["two_tower"]["recall@10"] > best_baseline  # ahead of the tuned factorisations
     for method in ("als", "bpr"):  # the baselines are real ones
         assert report[method]["recall@10"] > 1.4 * report["most_popular"]["recall@10"]

@@ -13,6 +13,7 @@ import typer
 from newsfeed import atomic
 from newsfeed.cli.common import DataDirOption, HomeOption, RegistryOption, StoreOption, console, fail
 from newsfeed.gate import GateConfig
+from newsfeed.models.settings import RANKER_TRAINING, TWO_TOWER_TRAINING
 
 app = typer.Typer(help="The training pipeline: run locally, compile, submit to Kubeflow, schedule.",
                   no_args_is_help=True)
@@ -24,8 +25,10 @@ ScaleOption = Annotated[float | None, typer.Option(help="Size of the simulated d
                                                         "holds none (1.0: 2,000 users, 8,000 posts) [default 1.0].")]
 SeedOption = Annotated[int | None, typer.Option(help="Seed of simulation and training [default 7].")]
 EpochsOption = Annotated[int | None, typer.Option(help="Maximum epochs of each model [default 12].")]
-TwoTowerLrOption = Annotated[float | None, typer.Option(help="Two-tower learning rate [default 1e-3].")]
-RankerLrOption = Annotated[float | None, typer.Option(help="Ranker learning rate [default 2e-3].")]
+TwoTowerLrOption = Annotated[float | None, typer.Option(
+    help=f"Two-tower learning rate [default {TWO_TOWER_TRAINING.learning_rate:g}].")]
+RankerLrOption = Annotated[float | None, typer.Option(
+    help=f"Ranker learning rate [default {RANKER_TRAINING.learning_rate:g}; fine-tuning has its own].")]
 ArchitectureOption = Annotated[str | None, typer.Option(help="Ranker: mmoe | shared-bottom [default mmoe].")]
 RankerFromOption = Annotated[str | None, typer.Option(
     help="Fine-tune this registered ranker (champion, challenger or a version) on the impressions since it was "

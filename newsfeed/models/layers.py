@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,6 +63,44 @@ def id_tables(encoders: list[Encoder], dim: int) -> nn.ModuleDict:
     return tables
 
 
+SequencePooling = Literal["mean", "position", "attention"]
+
+
+class SequencePool(nn.Module):
+    """A sequence of entity ids, newest first (0 = padding), pooled with its order: "position"
+    weighs each place by a learned softmax weight (a learned recency decay); "attention" adds a
+    learned position embedding to each item, lets the items attend to one another (one
+    self-attention layer, SASRec-style, its output added to its input and normalised) and
+    averages them. "position" starts as the plain mean (equal weights) and learns away from it."""
+
+    def __init__(self, dim: int, length: int, pooling: SequencePooling, heads: int = 2):
+        super().__init__()
+        self.length, self.pooling = length, pooling
+        if pooling == "position":
+            self.position_logits = nn.Parameter(torch.zeros(length))
+        elif pooling == "attention":
+            self.position = nn.Embedding(length, dim)
+            nn.init.zeros_(self.position.weight)
+            self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+            self.norm = nn.LayerNorm(dim)
+        else:
+            raise ValueError(f"unknown sequence pooling {pooling!r}: use mean, position or attention")
+
+    def forward(self, weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        ids = ids[:, :self.length]  # the newest
+        items, present = F.embedding(ids, weight), (ids != 0)
+        if self.pooling == "position":
+            logits = self.position_logits[:ids.shape[1]].expand_as(ids).masked_fill(~present, float("-inf"))
+            share = torch.softmax(logits, dim=1).nan_to_num(0.0)  # an empty sequence: all zero
+            return (share.unsqueeze(-1) * items).sum(dim=1)
+        x = items + self.position(torch.arange(ids.shape[1])) * present.unsqueeze(-1)
+        mask = ~present
+        mask[:, 0] = False  # an empty sequence attends to its (zero) first place, not to nothing (NaN)
+        attended, _ = self.attention(x, x, x, key_padding_mask=mask, need_weights=False)
+        y = self.norm(x + attended) * present.unsqueeze(-1)
+        return y.sum(dim=1) / present.sum(dim=1, keepdim=True).clamp(min=1)
+
+
 class InputLayer(nn.Module):
     """Concatenates numeric, vector, categorical-embedding, bag and id-embedding inputs.
 
@@ -69,16 +109,21 @@ class InputLayer(nn.Module):
     instead of memorised ids, which is what lets a model place entities it never saw."""
 
     def __init__(self, encoder: Encoder, tables: nn.ModuleDict, category_dim: int = 8, hashtag_dim: int = 16,
-                 id_dropout: float = 0.0):
+                 id_dropout: float = 0.0, sequence_pooling: SequencePooling = "mean", sequence_length: int = 20):
         super().__init__()
         self.encoder, self.id_dropout = encoder, id_dropout
         self.tables = tables
+        id_dim = next(iter(tables.values())).embedding_dim if len(tables) else 0
+        # Bags of entity ids are sequences, newest first (a user's recent posts and authors).
+        self.sequences = nn.ModuleDict({
+            name: SequencePool(id_dim, sequence_length, sequence_pooling)
+            for name, table in encoder.bags.items() if table != "hashtag" and sequence_pooling != "mean"
+        })
         self.categories = nn.ModuleList(nn.Embedding(len(v), min(category_dim, len(v))) for v in encoder.categories.values())
         self.hashtags = nn.ModuleDict({
             name: nn.EmbeddingBag(hashing.HASHTAG_BUCKETS + 1, hashtag_dim, mode="mean", padding_idx=0)
             for name, table in encoder.bags.items() if table == "hashtag"
         })
-        id_dim = next(iter(tables.values())).embedding_dim if len(tables) else 0
         self.out_dim = (encoder.numeric_dim + encoder.vector_dim + sum(e.embedding_dim for e in self.categories)
                         + len(self.hashtags) * hashtag_dim + (len(encoder.bags) - len(self.hashtags)) * id_dim
                         + len(encoder.ids) * id_dim)
@@ -90,6 +135,8 @@ class InputLayer(nn.Module):
             ids = batch[f"bag:{name}"]
             if table == "hashtag":
                 parts.append(self.hashtags[name](ids))
+            elif name in self.sequences:
+                parts.append(self.sequences[name](self.tables[table].weight, ids))
             else:
                 parts.append(_mean_bag(self.tables[table].weight, ids))
         ids = [self.tables[key](batch[f"id:{key}"]) for key in self.encoder.ids]

@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from torch import nn
 
-from newsfeed.features.catalog import TIMESTAMP
+from newsfeed.features.catalog import HISTORY_LENGTH, TIMESTAMP
 from newsfeed.index import FRESHNESS_HORIZON_DAYS
 from newsfeed.models.encoding import Encoder
-from newsfeed.models.layers import InputLayer, id_tables, mlp
+from newsfeed.models.layers import InputLayer, SequencePooling, id_tables, mlp
 from newsfeed.models.training import Batch, weighted_mean
 
 USER_VIEWS = ("user_profile", "user_engagement", "user_history")
@@ -69,6 +69,11 @@ class TwoTowerConfig(BaseModel):
                                             "(one more index dimension: the post's creation day)")
     time_origin_unix: float = Field(0.0, description="creation days count from here (the training data's end: the "
                                                      "index's values stay small)")
+    history_length: int = Field(HISTORY_LENGTH, ge=1, description="places of the ordered history pooling (the "
+                                                                  "newest that many items)")
+    history_pooling: SequencePooling = Field(
+        "mean", description="how the user tower pools the user's recent posts and authors (newest first): their "
+                            "mean, a learned weight per place, or one self-attention layer over them")
 
 
 class TwoTower(nn.Module):
@@ -77,7 +82,8 @@ class TwoTower(nn.Module):
         self.config = config
         self.user_encoder, self.post_encoder = user_encoder, post_encoder
         self.tables = id_tables([user_encoder, post_encoder], config.id_dim)
-        self.user_input = InputLayer(user_encoder, self.tables, id_dropout=config.id_dropout)
+        self.user_input = InputLayer(user_encoder, self.tables, id_dropout=config.id_dropout,
+                                     sequence_pooling=config.history_pooling, sequence_length=config.history_length)
         self.post_input = InputLayer(post_encoder, self.tables, id_dropout=config.id_dropout)
         self.user_mlp = mlp([self.user_input.out_dim, *config.hidden, config.embedding_dim], config.dropout, False)
         self.post_mlp = mlp([self.post_input.out_dim, *config.hidden, config.embedding_dim + config.post_bias],
