@@ -23,12 +23,13 @@ def list_models(home: HomeOption = None, registry: RegistryOption = None) -> Non
     from rich import box
 
     table = Table(title=f"registered models newsfeed-<model> ({reg.kind} registry)", box=box.SIMPLE_HEAD)
-    for c in ("model", "v", "aliases", "data", "code", "trained", "through", "headline metric"):
+    for c in ("model", "v", "aliases", "data", "code", "headline metric"):
         table.add_column(c, justify="right" if c == "v" else "left", no_wrap=True)
     # The first of each model's measures its run has (the ranker's: the gate's primary, in order).
     headline = {"two-tower": ("two_tower.recall_at_500",), "ranker": PRIMARY}
     label = {"two_tower.recall_at_500": "recall@500", "ranker.engagement_vs_oracle": "vs oracle",
              "ranker.engagement_vs_best": "vs best"}
+    tuned = []
     try:
         for short, name in MODEL_NAMES.items():
             aliases = reg.aliases(name)
@@ -37,12 +38,15 @@ def list_models(home: HomeOption = None, registry: RegistryOption = None) -> Non
                 found = [(key, run.data.metrics[key]) for key in headline[short] if run and key in run.data.metrics]
                 table.add_row(short, str(v.version), ",".join(a for a, n in aliases.items() if n == str(v.version)),
                               v.tags.get("data_fingerprint", "")[:8], v.tags.get("code_version", "")[:8],
-                              f"from v{v.tags['fine_tuned_from']}" if "fine_tuned_from" in v.tags else "afresh",
-                              v.tags.get("trained_through", "")[5:16].replace("T", " "),
                               f"{label[found[0][0]]} {found[0][1]:.3f}" if found else "")
+                if "fine_tuned_from" in v.tags:  # below the table, which fills 80 columns already
+                    tuned.append(f"{short} v{v.version}: fine-tuned from v{v.tags['fine_tuned_from']}, trained "
+                                 f"through {v.tags.get('trained_through', '?')}")
     except RegistryError as err:
         raise fail(str(err)) from None
     console.print(table)
+    for line in tuned:
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()
