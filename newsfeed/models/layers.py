@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from newsfeed.features import hashing
+from newsfeed.features.catalog import HISTORY_LENGTH
 from newsfeed.models.encoding import Encoder
 
 
@@ -109,7 +110,8 @@ class InputLayer(nn.Module):
     instead of memorised ids, which is what lets a model place entities it never saw."""
 
     def __init__(self, encoder: Encoder, tables: nn.ModuleDict, category_dim: int = 8, hashtag_dim: int = 16,
-                 id_dropout: float = 0.0, sequence_pooling: SequencePooling = "mean", sequence_length: int = 20):
+                 id_dropout: float = 0.0, sequence_pooling: SequencePooling = "mean",
+                 sequence_length: int = HISTORY_LENGTH):
         super().__init__()
         self.encoder, self.id_dropout = encoder, id_dropout
         self.tables = tables
