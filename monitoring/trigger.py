@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from newsfeed import atomic
-from newsfeed.errors import NewsfeedError
+from newsfeed.errors import first_line, NewsfeedError
 
 
 class TriggerError(NewsfeedError, ValueError):
@@ -58,7 +58,7 @@ class RetrainPolicy(BaseModel):
         except OSError as err:
             raise TriggerError(f"{path}: {err.strerror or err}") from None
         except yaml.YAMLError as err:
-            raise TriggerError(f"{path}: not YAML: {str(err).splitlines()[0]}") from None
+            raise TriggerError(f"{path}: not YAML: {first_line(err)}") from None
         except ValidationError as err:
             first = err.errors()[0]
             field = ".".join(str(part) for part in first["loc"])

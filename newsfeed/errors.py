@@ -19,6 +19,13 @@ class ServiceUnreachable(NewsfeedError, ConnectionError):
     """A service (PostgreSQL, Redis, Kubeflow, ...) that does not answer; the message names it and its address."""
 
 
+def first_line(err: BaseException) -> str:
+    """An exception's message as one line: its first non-empty line, or its type's name when it
+    has no message (``str(err).splitlines()[0]`` raises IndexError on an empty one)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
 def option_message(err, renamed: dict[str, str] | None = None) -> str:
     """The first problem of a pydantic ValidationError over command-line settings, as one line
     naming the option (``--field-name``, or ``renamed[field]`` where the option is called

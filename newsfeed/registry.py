@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from newsfeed.errors import NewsfeedError
+from newsfeed.errors import NewsfeedError, first_line
 
 REGISTRY_KINDS = ("embedded", "production")
 REGISTRY_ENV = "NEWSFEED_REGISTRY"
@@ -117,7 +117,7 @@ class Registry:
             return self.client.get_model_version_by_alias(name, str(ref))
         except MlflowException as err:
             raise RegistryError(f"{name}: no version {ref!r} in the registry ({self.kind}): "
-                                f"{err.message.splitlines()[0]}") from None
+                                f"{first_line(err)}") from None
 
     def set_alias(self, name: str, alias: str, version: str | int) -> None:
         if alias not in ALIASES:
@@ -146,5 +146,5 @@ class Registry:
             raise self._unreadable(name, err) from None
 
     def _unreadable(self, name: str, err: Exception) -> RegistryError:
-        reason = str(getattr(err, "message", err)).strip().splitlines()[0]
+        reason = first_line(err)
         return RegistryError(f"cannot read {name} from the {self.kind} registry at {self.tracking_uri}: {reason}")

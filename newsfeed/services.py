@@ -7,7 +7,7 @@ one line naming the service and its address.
 
 from __future__ import annotations
 
-from newsfeed.errors import ServiceUnreachable
+from newsfeed.errors import first_line, ServiceUnreachable
 
 TIMEOUT_SECONDS = 3
 
@@ -23,7 +23,7 @@ def check_postgres(url: str, service: str) -> None:
         psycopg2.connect(host=parsed.host, port=parsed.port, dbname=parsed.database, user=parsed.username,
                          password=parsed.password, connect_timeout=TIMEOUT_SECONDS).close()
     except psycopg2.Error as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = first_line(err)
         raise ServiceUnreachable(f"cannot reach {service} (PostgreSQL) at {where}: {reason}") from None
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from newsfeed.errors import NewsfeedError
+from newsfeed.errors import first_line, NewsfeedError
 
 COMPILED = Path(__file__).resolve().parent / "compiled" / "newsfeed-training.yaml"
 EXPERIMENT = "newsfeed"
@@ -59,7 +59,7 @@ def connect(host: str):
 
 
 def _reason(err: Exception) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = first_line(err)
     return text[:300]
 
 

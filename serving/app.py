@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from newsfeed.errors import first_line
 from newsfeed.feed.cursor import MAX_CURSOR_CHARS
 from serving.limits import INT64_MAX, BodyLimit
 from serving.settings import ServingSettings
@@ -288,7 +289,7 @@ class FeedIngress:
         except ValidationError as err:
             raise HTTPException(422, detail=[{k: e[k] for k in ("loc", "msg")} for e in err.errors()]) from None
         except ValueError as err:
-            raise HTTPException(422, detail=str(err).splitlines()[0]) from None
+            raise HTTPException(422, detail=first_line(err)) from None
 
     @api.put("/v1/clock")
     def put_clock(self, body: ClockBody, authorization: str | None = Header(None)):

@@ -55,11 +55,20 @@ def test_pipeline_options_are_checked_before_any_work(tmp_path, args, fragments)
 @pytest.mark.parametrize("args, fragments", [
     (["--from", "champion", "--architecture", "mmoe"], ["--architecture", "keeps its base's architecture"]),
     (["--from", "champion", "--ray-workers", "2"], ["--ray-workers", "in this process"]),
+    (["--from", "champion", "--refit"], ["--refit", "no early stopping"]),
     (["--from", "champion", "--epochs", "0"], ["epochs", "greater than or equal to 1"]),
 ])
 def test_fine_tune_options_are_checked_before_any_work(home, args, fragments):
     one_error_line(runner.invoke(app, ["train", "ranker", *args]), *fragments)
     assert not home.exists()
+
+
+@pytest.mark.parametrize("message, line", [("", "ValueError"), ("\n  \n", "ValueError"),
+                                           ("\n  first\nsecond", "first")])
+def test_an_error_is_told_in_one_line_even_without_a_message(message, line):
+    from newsfeed.errors import first_line
+
+    assert first_line(ValueError(message)) == line
 
 
 def test_simulation_settings_are_checked_and_nothing_is_written(home):

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from newsfeed.cli.common import HomeOption, StateOption, console, fail
-from newsfeed.errors import NewsfeedError
+from newsfeed.errors import first_line, NewsfeedError
 
 app = typer.Typer(help="Experiment arms (traffic shares, models, weights, re-rankers); per-arm reports, promote, "
                        "roll back.", no_args_is_help=True)
@@ -221,7 +221,7 @@ def decide(
         rules = canary.CanaryPolicy.model_validate(yaml.safe_load(policy.read_text()) or {}) if policy else \
             canary.CanaryPolicy()
     except (OSError, yaml.YAMLError, ValidationError) as err:
-        raise fail(f"--policy {policy}: {str(err).splitlines()[0]}") from None
+        raise fail(f"--policy {policy}: {first_line(err)}") from None
     store = _store(home, state)
     experiment = store.read()
     names = challengers(experiment)

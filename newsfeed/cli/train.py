@@ -113,7 +113,10 @@ def ranker(
     learning_rate: Annotated[float | None, typer.Option(help=f"AdamW learning rate [default: "
                                                              f"{RANKER_TRAINING.learning_rate:g}; with --from: "
                                                              f"{RANKER_FINE_TUNING.learning_rate:g}].")] = None,
-    refit: RefitOption = RANKER_TRAINING.refit,
+    refit: Annotated[bool | None, typer.Option(
+        "--refit/--no-refit", help=f"After early stopping, retrain on train + validation for the chosen epoch count "
+                                   f"[default: {'refit' if RANKER_TRAINING.refit else 'no-refit'}; a fine-tune "
+                                   f"has none].", show_default=False)] = None,
     recency_half_life: RecencyOption = RANKER_TRAINING.recency_half_life_days or 0.0,
     no_register: NoRegisterOption = False,
     ray_workers: RayWorkersOption = 0, ray_address: RayAddressOption = None, home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None, registry: RegistryOption = None,
@@ -128,6 +131,8 @@ def ranker(
         raise fail("--architecture: a fine-tune keeps its base's architecture (leave it out with --from)")
     if start is not None and ray_workers:
         raise fail("--ray-workers: a fine-tune trains in this process (leave it out with --from)")
+    if start is not None and refit:
+        raise fail("--refit: a fine-tune has no early stopping to refit after (leave it out with --from)")
     try:
         config = RankerConfig(**({"architecture": architecture} if architecture else {}))
     except ValidationError as err:
@@ -135,7 +140,7 @@ def ranker(
     base = RANKER_FINE_TUNING if start is not None else RANKER_TRAINING
     train = _train_config(base, base.epochs if epochs is None else epochs, batch_size, seed,
                           base.learning_rate if learning_rate is None else learning_rate,
-                          refit and start is None, recency_half_life)  # a fine-tune has no refit
+                          base.refit if refit is None else refit, recency_half_life)
     paths, feast_store, reg = _context(home, data_dir, store, registry)
     if start is not None:
         result = _run(fine_tune_ranker, paths.home, paths.data_dir, feast_store, reg, start, train,

@@ -18,7 +18,7 @@ import pandas as pd
 
 from newsfeed import atomic
 from newsfeed.data import table_log
-from newsfeed.errors import DataError
+from newsfeed.errors import DataError, first_line
 from newsfeed.schema import TABLES
 
 MANIFEST = "manifest.json"
@@ -100,7 +100,7 @@ def read_parquet(path: Path) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
     except (pa.ArrowException, OSError) as err:
-        raise DataError(f"{path}: cannot be read as parquet ({str(err).splitlines()[0]}); "
+        raise DataError(f"{path}: cannot be read as parquet ({first_line(err)}); "
                         "is it truncated? regenerate or re-import the dataset") from None
 
 

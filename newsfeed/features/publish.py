@@ -26,7 +26,7 @@ import pandas as pd
 
 from newsfeed.data import table_log
 from newsfeed.data.validation import validate_tables
-from newsfeed.errors import NewsfeedError
+from newsfeed.errors import first_line, NewsfeedError
 from newsfeed.schema import FUTURE_TOLERANCE, SCHEMAS
 
 TIME_FIELDS = {"posts": "created_ts", "users": "signup_ts", "friendships": "formed_ts"}
@@ -179,7 +179,7 @@ def publish(table: str, items: list[dict], data_dir: Path, known: Known, state, 
             write_online(table, new)
     except Exception as err:  # noqa: BLE001 - any store failure: nothing is logged, the client retries
         state.release_events(claimed)
-        why = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        why = first_line(err)[:200]
         raise PublishUnavailable(f"cannot write the online store: {type(err).__name__}: {why}") from None
     try:
         result.log_file = table_log.append(data_dir, table, new.reset_index(drop=True))

@@ -22,7 +22,7 @@ from typing import Protocol
 import yaml
 
 from newsfeed import atomic
-from newsfeed.errors import NewsfeedError
+from newsfeed.errors import first_line, NewsfeedError
 from newsfeed.feed.arms import Experiment
 from newsfeed.feed.user_state import (DEFAULT_PREFIX, DEFAULT_REDIS, PREFIX_ENV, REDIS_ENV, StateError, no_retry,
                                       state_kind)
@@ -59,7 +59,7 @@ class FileExperiments:
         except FileNotFoundError:
             return Experiment()
         except (ValueError, yaml.YAMLError) as err:
-            raise NewsfeedError(f"{self.path}: not a valid experiment: {str(err).splitlines()[0]}") from None
+            raise NewsfeedError(f"{self.path}: not a valid experiment: {first_line(err)}") from None
 
     @contextmanager
     def _locked(self):
