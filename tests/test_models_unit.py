@@ -512,6 +512,39 @@ def test_post_bias_and_recency_ride_in_the_index_vectors_as_the_training_logits_
     assert vectors.shape[1] == 8 and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
+def test_mixed_negatives_score_each_row_against_uniformly_drawn_posts_with_the_mixture_corrected():
+    from newsfeed.models.two_tower import TwoTower, TwoTowerConfig, in_batch_loss, sampling_log_q, training_batch
+
+    rng = np.random.default_rng(1)
+    n = 200
+    post_ids = np.r_[np.zeros(100, np.int64), rng.integers(1, 40, n - 100)]  # post 0: half the positives
+    frame = pd.DataFrame({"user_id": rng.integers(0, 50, n), "post_id": post_ids, "author_id": post_ids % 7,
+                          "user_engagement__topic_interest": list(np.eye(4, dtype=np.float32)[rng.integers(0, 4, n)]),
+                          "post_content__topic_id": post_ids % 4})
+    config = TwoTowerConfig(user_inputs=["user_engagement__topic_interest"], post_inputs=["post_content__topic_id"],
+                            embedding_dim=8, hidden=[16], post_bias=True, recency=False, logq_correction=True)
+    torch.manual_seed(0)
+    plain = TwoTower.from_frame(frame, config).eval()
+    mixed = TwoTower.from_frame(frame, config.model_copy(update={"mixed_negatives": True})).eval()
+    mixed.load_state_dict(plain.state_dict())
+    log_q = sampling_log_q(post_ids)
+    batch = training_batch(mixed, frame, log_q)
+    drawn = batch["negative_post_id"].numpy()
+    distinct = np.unique(post_ids)
+    assert len(drawn) == n and set(drawn) <= set(distinct)
+    assert (drawn == 0).mean() < 0.2  # uniform over the distinct posts, not by popularity (1/37 expected)
+    # Each candidate's chance of being scored: its share of the batch plus one draw in len(distinct).
+    share = pd.Series(post_ids).value_counts(normalize=True)
+    assert np.allclose(batch["negative_log_q"].numpy(), np.log(share[drawn].to_numpy() + 1 / len(distinct)), atol=1e-5)
+    assert np.allclose(batch["log_q"].numpy(), np.log(share[post_ids].to_numpy() + 1 / len(distinct)), atol=1e-5)
+    # The same weights: more candidates in every row's softmax can only raise its loss.
+    with torch.no_grad():
+        assert float(in_batch_loss(mixed, batch)) > float(in_batch_loss(plain, training_batch(plain, frame, log_q)))
+        # A row's own post drawn is not its negative: where every row engaged the same post, nothing is.
+        one = frame.assign(post_id=7, author_id=0, post_content__topic_id=3)
+        assert float(in_batch_loss(mixed, training_batch(mixed, one, sampling_log_q(one["post_id"].to_numpy())))) == 0
+
+
 def test_a_two_tower_saved_before_the_score_terms_existed_loads_without_them(tmp_path):
     import json
 

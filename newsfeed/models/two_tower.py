@@ -74,6 +74,10 @@ class TwoTowerConfig(BaseModel):
     history_pooling: SequencePooling = Field(
         "mean", description="how the user tower pools the user's recent posts and authors (newest first): their "
                             "mean, a learned weight per place, or one self-attention layer over them")
+    mixed_negatives: bool = Field(
+        False, description="besides the batch's own posts, score each row against one post drawn uniformly from the "
+                           "training posts (mixed negative sampling: the long tail, which in-batch negatives "
+                           "rarely sample, is pushed down too)")
 
 
 class TwoTower(nn.Module):
@@ -171,14 +175,33 @@ class TwoTower(nn.Module):
 
 def training_batch(model: TwoTower, positives: pd.DataFrame, log_q: np.ndarray) -> Batch:
     """Tensors for positive (user, post) pairs: both towers' inputs, the post id (to mask
-    in-batch duplicates) and each post's log sampling probability."""
+    in-batch duplicates) and each post's log sampling probability. With mixed negatives, each
+    row also carries a post drawn uniformly from the distinct posts of ``positives`` (keys
+    ``negative/...``), drawn with torch's seeded generator; every row of a minibatch is scored
+    against all of them, as against the batch's own posts."""
     batch = {f"user/{k}": v for k, v in model.user_encoder.transform(positives).items()}
-    batch.update({f"post/{k}": v for k, v in model.post_encoder.transform(positives).items()})
+    batch.update(_post_tensors(model, positives, "post"))
     batch["post_id"] = torch.from_numpy(positives["post_id"].to_numpy(np.int64))
     batch["log_q"] = torch.from_numpy(log_q.astype(np.float32))
-    if model.config.recency:  # when each post appeared, when each request was
-        batch["post/created_days"] = model.days(pd.to_numeric(positives[CREATED], errors="coerce").fillna(0))
+    if model.config.recency:  # when each request was
         batch["request_days"] = model.days(_unix(positives[TIMESTAMP]))
+    if model.config.mixed_negatives:
+        distinct = positives.drop_duplicates("post_id")
+        drawn = distinct.iloc[torch.randint(len(distinct), (len(positives),)).numpy()]
+        batch.update(_post_tensors(model, drawn, "negative"))
+        batch["negative_post_id"] = torch.from_numpy(drawn["post_id"].to_numpy(np.int64))
+        # A candidate's chance of being scored is now its in-batch share plus the uniform one.
+        log_q_of = pd.Series(log_q, index=positives["post_id"].to_numpy()).groupby(level=0).first()
+        mixed = lambda lq: np.logaddexp(lq, -np.log(len(distinct))).astype(np.float32)  # noqa: E731
+        batch["log_q"] = torch.from_numpy(mixed(log_q))
+        batch["negative_log_q"] = torch.from_numpy(mixed(log_q_of.reindex(drawn["post_id"].to_numpy()).to_numpy()))
+    return batch
+
+
+def _post_tensors(model: TwoTower, rows: pd.DataFrame, prefix: str) -> Batch:
+    batch = {f"{prefix}/{k}": v for k, v in model.post_encoder.transform(rows).items()}
+    if model.config.recency:  # when each post appeared
+        batch[f"{prefix}/created_days"] = model.days(pd.to_numeric(rows[CREATED], errors="coerce").fillna(0))
     return batch
 
 
@@ -215,24 +238,37 @@ def full_corpus_recall(model: TwoTower, batch: Batch, k: int = 100) -> float:
 
 
 def in_batch_loss(model: TwoTower, batch: Batch) -> torch.Tensor:
+    """Softmax over the batch's posts (row i's own post is its positive, on the diagonal),
+    and with mixed negatives over the uniformly drawn posts too."""
     users = model.user_tower(tower_inputs(batch, "user"))
-    posts, bias = model.post_tower(tower_inputs(batch, "post"))
+    logits, excluded = _candidate_logits(model, batch, users, "post", batch["post_id"], batch["log_q"])
+    excluded.fill_diagonal_(False)  # the positive itself was there to be chosen (whatever its clock says)
+    logits = [logits.masked_fill(excluded, float("-inf"))]
+    if model.config.mixed_negatives:
+        drawn, excluded = _candidate_logits(model, batch, users, "negative", batch["negative_post_id"],
+                                            batch["negative_log_q"])
+        logits.append(drawn.masked_fill(excluded, float("-inf")))
+    logits = torch.cat(logits, dim=1)
+    return weighted_mean(F.cross_entropy(logits, torch.arange(len(logits)), reduction="none"), batch)
+
+
+def _candidate_logits(model: TwoTower, batch: Batch, users: torch.Tensor, tower: str, post_ids: torch.Tensor,
+                      log_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, excluded): every row's training logit for each of ``tower``'s posts, and which
+    are no negative of the row: a post published after the request (not there to be chosen)
+    and the row's own post (another user's positive twice in a batch)."""
+    posts, bias = model.post_tower(tower_inputs(batch, tower))
     logits = users @ posts.T / model.config.temperature
     if bias is not None:
         logits = logits + bias[None, :]
+    excluded = batch["post_id"][:, None] == post_ids[None, :]
     if model.config.recency:
-        age = batch["request_days"][:, None] - batch["post/created_days"][None, :]
-        # A post published after the request was not there to be chosen: not a negative.
-        future = age < 0
-        future.fill_diagonal_(False)  # the positive itself was there (whatever its clock says)
-        logits = (logits - model.age_rate * age).masked_fill(future, float("-inf"))
+        age = batch["request_days"][:, None] - batch[f"{tower}/created_days"][None, :]
+        logits = logits - model.age_rate * age
+        excluded |= age < 0
     if model.config.logq_correction:
-        logits = logits - batch["log_q"][None, :]
-    # The same post twice in a batch is not a negative for either of its users.
-    same = batch["post_id"][:, None] == batch["post_id"][None, :]
-    same.fill_diagonal_(False)
-    logits = logits.masked_fill(same, float("-inf"))
-    return weighted_mean(F.cross_entropy(logits, torch.arange(len(logits)), reduction="none"), batch)
+        logits = logits - log_q[None, :]
+    return logits, excluded
 
 
 def _unix(timestamps) -> np.ndarray:
