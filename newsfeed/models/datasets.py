@@ -111,13 +111,22 @@ def _cached(home: Path, name: str, key: dict, build) -> pd.DataFrame:
     return frame
 
 
+def _offline_tables(home: Path) -> dict[str, list[int]]:
+    """Each offline feature table's size and modification time: the same data's features made
+    again (by other code, or other settings such as ``catalog.POST_SNAPSHOT_HOURS``) must not
+    be answered from a training set joined to the earlier ones."""
+    from newsfeed.features.store import offline_dir
+
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(offline_dir(home).glob("*.parquet"))}
+
+
 def impression_set(home: Path, store, data: ModelData, service: str, positives_only: bool = False) -> pd.DataFrame:
     """Impressions joined point-in-time to ``service``'s features, labelled train/val/test."""
     impressions = data.impressions
     if positives_only:
         impressions = impressions[is_positive(impressions)]
     key = {**data.lineage, "service": service, "positives_only": positives_only, "project": store.project,
-           "features": view_features(store, service)}
+           "features": view_features(store, service), "tables": _offline_tables(home)}
 
     def build() -> pd.DataFrame:
         return training_set.build(store, training_set.entity_frame(impressions, data.posts), service)
