@@ -14,7 +14,7 @@ the two-tower by Recall@500 over the serving corpus, the interest estimator by t
 orders on its own. The test period is never read, so tests can assert on it, and on a
 simulator seed no choice was made on.
 
-    .venv/bin/python benchmarks/model_choices.py [--only interest|ranker|continual|two_tower]   # after `make bench-home`
+    .venv/bin/python benchmarks/model_choices.py [--only interest|post_counters|ranker|continual|two_tower]   # after `make bench-home`
 """
 
 from __future__ import annotations
@@ -137,6 +137,10 @@ def two_tower_variants():
                                                                     TWO_TOWER_TRAINING),
         "sequence: history through one self-attention layer": (TwoTowerConfig(history_pooling="attention"),
                                                                TWO_TOWER_TRAINING),
+        "mixed negatives: one uniformly drawn post per row beside the batch's": (
+            TwoTowerConfig(mixed_negatives=True), TWO_TOWER_TRAINING),
+        "mixed negatives, log-Q corrected for the mixture": (
+            TwoTowerConfig(mixed_negatives=True, logq_correction=True), TWO_TOWER_TRAINING),
     }
 
 
@@ -244,6 +248,81 @@ def choose_ranker(home: Path, data_dir: Path, store, data, console: Console, wan
             epochs.append(history.best_epoch + 1)
         rows[name] = judge.row(scores, heads, epochs="/".join(map(str, epochs)), seconds=time.perf_counter() - t0)
         console.print(progress_line("ranker", name, rows[name]))
+    return {"windows": [fold.label() for fold in backtest], "rows": len(judge.feeds), "measure": judge.primary,
+            "variants": rows, "chosen": chosen(rows)}
+
+
+POST_SNAPSHOT_HOURS = (24, 6, 3, 1)
+"""How often a post's reactions so far are snapshot offline (``catalog.POST_SNAPSHOT_HOURS``)."""
+
+
+def with_post_counters(frame: pd.DataFrame, tables: dict[str, pd.DataFrame], period_hours: int) -> pd.DataFrame:
+    """``frame`` with its post counters (``post_engagement__*``, ``post_engagement_live__*``)
+    joined point-in-time from snapshots every ``period_hours``, as the feature job would make
+    them: each row reads the latest snapshot stamped at or before its time, or none."""
+    from newsfeed.features import catalog, jobs
+
+    impressions, events = tables["impressions"], tables["events"]
+    activity = pd.to_datetime(pd.concat([impressions["ts"], events["ts"]]), utc=True).astype("datetime64[ns, UTC]")
+    origin_ns = int(activity.array.asi8.min() // jobs.DAY_NS * jobs.DAY_NS)  # as jobs.compute
+    n_days = int((activity.array.asi8.max() - origin_ns) // jobs.DAY_NS) + 1
+    out = frame.copy()
+    out["_row"] = np.arange(len(out))
+    out["_ts"] = pd.to_datetime(out[catalog.TIMESTAMP], utc=True).astype("datetime64[ns, UTC]")
+    out = out.sort_values("_ts", kind="stable")
+    for view, table in zip(("post_engagement", "post_engagement_live"),
+                           jobs.post_engagement(impressions, events, origin_ns, n_days, period_hours * jobs.HOUR_NS)):
+        columns = [c for c in table.columns if c not in ("post_id", catalog.TIMESTAMP)]
+        snapshots = table.rename(columns={c: f"{view}__{c}" for c in columns})
+        snapshots["_ts"] = pd.to_datetime(snapshots.pop(catalog.TIMESTAMP), utc=True).astype("datetime64[ns, UTC]")
+        out = pd.merge_asof(out.drop(columns=[f"{view}__{c}" for c in columns]), snapshots.sort_values("_ts"),
+                            on="_ts", by="post_id", direction="backward", allow_exact_matches=True)
+    return out.sort_values("_row").drop(columns=["_row", "_ts"]).set_index(frame.index)[frame.columns]
+
+
+def choose_post_counters(home: Path, data_dir: Path, store, data, console: Console) -> dict:
+    """How often post counters are snapshot offline for training: the default ranker trained
+    with its post counters joined from snapshots every 24, 6, 3 or 1 hours, paired against the
+    current setting. Every variant is scored on the windows with the freshest counters (the
+    finest period), as serving reads them (kept current by pushed events): scored on its own
+    period's counters, a coarser period would also be judged on staler information than
+    serving has. A check first: at the current setting the join here must reproduce the
+    feature store's values."""
+    from newsfeed.data.io import read_dataset
+    from newsfeed.features import catalog
+    from newsfeed.models import datasets, runs
+    from newsfeed.models.ranker import RankerConfig
+    from newsfeed.models.settings import RANKER_TRAINING
+    from newsfeed.scoring import engagement_score
+
+    frame = datasets.impression_set(home, store, data, "ranker")
+    tables = read_dataset(data_dir, ("impressions", "events"))
+    counters = [c for c in frame.columns if c.startswith(("post_engagement__", "post_engagement_live__"))]
+    rebuilt = with_post_counters(frame, tables, catalog.POST_SNAPSHOT_HOURS)
+    pd.testing.assert_frame_equal(rebuilt[counters].astype("float64"), frame[counters].astype("float64"),
+                                  check_dtype=False)
+    backtest = folds(data)
+    served = [fold_parts(with_post_counters(frame, tables, min(POST_SNAPSHOT_HOURS)), fold)["test"]
+              for fold in backtest]
+    judge = None
+    rows = {}
+    periods = (catalog.POST_SNAPSHOT_HOURS, *(h for h in POST_SNAPSHOT_HOURS if h != catalog.POST_SNAPSHOT_HOURS))
+    for hours in periods:
+        t0 = time.perf_counter()
+        parts = [fold_parts(frame if hours == catalog.POST_SNAPSHOT_HOURS else with_post_counters(frame, tables, hours),
+                            fold) for fold in backtest]
+        parts = [{**part, "test": test} for part, test in zip(parts, served)]
+        judge = judge or RankerJudge(parts, data_dir)
+        scores, heads, epochs = [], [], []
+        for fold in parts:
+            model, history = runs.fit_ranker(RankerConfig(), RANKER_TRAINING, fold["train"], fold["val"],
+                                             judge.weights, show_progress=False)
+            scores.append(engagement_score(model.predict(fold["test"]), judge.weights))
+            heads.append(model.predict(fold["test"], logged_position=True))
+            epochs.append(history.best_epoch + 1)
+        name = f"post counters every {hours} h" + (" (the default)" if hours == catalog.POST_SNAPSHOT_HOURS else "")
+        rows[name] = judge.row(scores, heads, epochs="/".join(map(str, epochs)), seconds=time.perf_counter() - t0)
+        console.print(progress_line("post counters", name, rows[name]))
     return {"windows": [fold.label() for fold in backtest], "rows": len(judge.feeds), "measure": judge.primary,
             "variants": rows, "chosen": chosen(rows)}
 
@@ -457,7 +536,8 @@ def table(title: str, result: dict) -> Table:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("interest", "ranker", "continual", "two_tower"), default=None)
+    parser.add_argument("--only", choices=("interest", "post_counters", "ranker", "continual", "two_tower"),
+                        default=None)
     parser.add_argument("--variants", nargs="+", default=None, metavar="TEXT",
                         help="only the variants whose name contains one of these (and the default); their rows "
                              "are merged into the earlier results")
@@ -479,6 +559,8 @@ def main() -> None:
     result = json.loads(args.out.read_text()) if (args.only or args.variants) and args.out.exists() else {}
     steps = {"interest": ("topic_interest_rate settings: feeds ordered by the estimate alone",
                           lambda: choose_interest_estimator(paths.data_dir, data, console)),
+             "post_counters": ("how often post counters are snapshot offline: the default ranker",
+                               lambda: choose_post_counters(paths.home, paths.data_dir, store, data, console)),
              "ranker": ("ranker choices", lambda: choose_ranker(paths.home, paths.data_dir, store, data, console,
                                                                 args.variants)),
              "continual": ("continual training: the champion fine-tuned on the days since, against afresh",

@@ -115,6 +115,11 @@ def test_every_snapshot_is_stamped_after_what_it_counts(feature_home):
     for _, row in live.sample(40, random_state=1).iterrows():
         before = ((likes["post_id"] == row["post_id"]) & (likes["ts"] < row[catalog.TIMESTAMP])).sum()
         assert row["like_count"] == before
+    # Snapshots at the end of every catalog.POST_SNAPSHOT_HOURS a post was shown in.
+    stamps = pd.to_datetime(live[catalog.TIMESTAMP], utc=True)
+    hour_of_day = (stamps - stamps.dt.floor("D")) / pd.Timedelta(hours=1)
+    assert (hour_of_day % catalog.POST_SNAPSHOT_HOURS == 0).all()
+    assert (hour_of_day != 0).any() == (catalog.POST_SNAPSHOT_HOURS < 24)
 
 
 def test_affinity_carries_friendship_only_from_its_formation(feature_home):

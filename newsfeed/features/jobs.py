@@ -25,7 +25,8 @@ import pyarrow as pa
 from newsfeed.features import catalog, hashing, text
 from newsfeed.schema import REACTIONS
 
-DAY_NS = 86_400 * 10**9
+HOUR_NS = 3_600 * 10**9
+DAY_NS = 24 * HOUR_NS
 AGE_BUCKETS = (18, 25, 35, 45, 55, 65)  # bucket i: age < AGE_BUCKETS[i]; last: 65+
 OTHER_TOPIC = "other"
 MAX_TOPICS = 31
@@ -236,34 +237,38 @@ def user_history(events: pd.DataFrame, authors: pd.Series, origin_ns: int, n_day
     return out.sort_values(["user_id", catalog.TIMESTAMP], kind="stable").reset_index(drop=True)
 
 
-def _cumulative_daily(frame: pd.DataFrame, keys: list[str], kinds: tuple[str, ...]) -> pd.DataFrame:
-    """Running totals per key at the end of each day the key was active (sparse)."""
-    daily = frame.groupby([*keys, "day", "kind"], sort=False).size().unstack("kind", fill_value=0)
-    daily = daily.reindex(columns=list(kinds), fill_value=0).sort_index()
-    running = daily.groupby(level=keys, sort=False).cumsum()
+def _cumulative(frame: pd.DataFrame, keys: list[str], kinds: tuple[str, ...]) -> pd.DataFrame:
+    """Running totals per key at the end of each period the key was active (sparse)."""
+    counts = frame.groupby([*keys, "period", "kind"], sort=False).size().unstack("kind", fill_value=0)
+    counts = counts.reindex(columns=list(kinds), fill_value=0).sort_index()
+    running = counts.groupby(level=keys, sort=False).cumsum()
     return running.reset_index()
 
 
-def _tagged(frame: pd.DataFrame, kind: str | pd.Series, origin_ns: int, keys: tuple[str, ...]) -> pd.DataFrame:
+def _tagged(frame: pd.DataFrame, kind: str | pd.Series, origin_ns: int, keys: tuple[str, ...],
+            period_ns: int = DAY_NS) -> pd.DataFrame:
+    """Rows keyed by ``keys`` with their kind and the index of their period since ``origin_ns``
+    (a day unless ``period_ns`` says otherwise)."""
     return pd.DataFrame({
         **{k: frame[k].to_numpy(np.int64) for k in keys},
-        "day": _day_index(_ns(frame["ts"]), origin_ns),
+        "period": (_ns(frame["ts"]) - origin_ns) // period_ns,
         "kind": kind if isinstance(kind, str) else kind.to_numpy(),
     })
 
 
-def post_engagement(impressions: pd.DataFrame, events: pd.DataFrame, origin_ns: int, n_days: int
-                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(post_engagement, post_engagement_live): running totals at the end of each active day."""
+def post_engagement(impressions: pd.DataFrame, events: pd.DataFrame, origin_ns: int, n_days: int,
+                    period_ns: int = catalog.POST_SNAPSHOT_HOURS * HOUR_NS) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(post_engagement, post_engagement_live): running totals at the end of each active
+    period (an hour by default; see ``catalog.POST_SNAPSHOT_HOURS``)."""
     kinds = ("impression", *REACTIONS)
     reactions = events[events["event_type"].isin(REACTIONS)]
     tagged = pd.concat([
-        _tagged(impressions, "impression", origin_ns, keys=("post_id",)),
-        _tagged(reactions, reactions["event_type"], origin_ns, keys=("post_id",)),
+        _tagged(impressions, "impression", origin_ns, keys=("post_id",), period_ns=period_ns),
+        _tagged(reactions, reactions["event_type"], origin_ns, keys=("post_id",), period_ns=period_ns),
     ], ignore_index=True)
-    tagged = tagged[(tagged["day"] >= 0) & (tagged["day"] < n_days)]
-    running = _cumulative_daily(tagged, ["post_id"], kinds)
-    stamp = _stamp(origin_ns + (running["day"].to_numpy() + 1) * DAY_NS)
+    tagged = tagged[(tagged["period"] >= 0) & (tagged["period"] < n_days * DAY_NS // period_ns)]
+    running = _cumulative(tagged, ["post_id"], kinds)
+    stamp = _stamp(origin_ns + (running["period"].to_numpy() + 1) * period_ns)
     imp = running["impression"].to_numpy(np.float64)
     scaled = pd.DataFrame({"post_id": running["post_id"].to_numpy(np.int64), catalog.TIMESTAMP: stamp,
                            "impressions_log1p": np.log1p(imp).astype(np.float32)})
@@ -287,11 +292,11 @@ def user_author_affinity(impressions: pd.DataFrame, events: pd.DataFrame, friend
         _tagged(reactions, reactions["event_type"], origin_ns, keys=("user_id", "post_id")),
     ], ignore_index=True)
     tagged["author_id"] = authors.reindex(tagged["post_id"].to_numpy()).to_numpy()
-    tagged = tagged[tagged["author_id"].notna() & (tagged["day"] >= 0) & (tagged["day"] < n_days)]
+    tagged = tagged[tagged["author_id"].notna() & (tagged["period"] >= 0) & (tagged["period"] < n_days)]
     tagged["author_id"] = tagged["author_id"].astype(np.int64)
-    running = _cumulative_daily(tagged.drop(columns="post_id"), ["user_id", "author_id"], kinds)
-    running[catalog.TIMESTAMP] = _stamp(origin_ns + (running["day"].to_numpy() + 1) * DAY_NS)
-    running = running.drop(columns="day")
+    running = _cumulative(tagged.drop(columns="post_id"), ["user_id", "author_id"], kinds)
+    running[catalog.TIMESTAMP] = _stamp(origin_ns + (running["period"].to_numpy() + 1) * DAY_NS)
+    running = running.drop(columns="period")
 
     # Both directions of every friendship; the first-formed wins if a pair is listed twice.
     both = pd.concat([
