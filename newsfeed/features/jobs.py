@@ -259,7 +259,7 @@ def _tagged(frame: pd.DataFrame, kind: str | pd.Series, origin_ns: int, keys: tu
 def post_engagement(impressions: pd.DataFrame, events: pd.DataFrame, origin_ns: int, n_days: int,
                     period_ns: int = catalog.POST_SNAPSHOT_HOURS * HOUR_NS) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(post_engagement, post_engagement_live): running totals at the end of each active
-    period (an hour by default; see ``catalog.POST_SNAPSHOT_HOURS``)."""
+    period (``catalog.POST_SNAPSHOT_HOURS`` by default: a day)."""
     kinds = ("impression", *REACTIONS)
     reactions = events[events["event_type"].isin(REACTIONS)]
     tagged = pd.concat([
