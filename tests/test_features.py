@@ -445,6 +445,44 @@ def test_training_set_has_one_row_per_impression_with_every_ranker_feature(featu
     assert not any(c.startswith("user_author_affinity__") for c in two_tower.columns)
 
 
+def test_training_sets_are_joined_again_when_the_feature_tables_are_made_again(feature_home, tmp_path):
+    """The cached training and retrieval sets are keyed by the offline tables too: the same data's
+    features made again (other code, other settings) must not be answered from sets joined to
+    the earlier ones."""
+    from dataclasses import replace
+
+    from newsfeed.index import FRESHNESS_HORIZON_DAYS
+    from newsfeed.models import datasets
+    from newsfeed.models.two_tower import POST_VIEWS, USER_VIEWS
+
+    home = tmp_path / "home"
+    shutil.copytree(feature_home[0], home)
+    feast_store = _open_applied(home, "embedded")
+    data = datasets.load(home, home / "data")
+    data = replace(data, impressions=data.impressions.sample(400, random_state=3))
+
+    def both():
+        return (datasets.impression_set(home, feast_store, data, "ranker"),
+                datasets.retrieval_set(home, feast_store, data, USER_VIEWS, POST_VIEWS, FRESHNESS_HORIZON_DAYS).users)
+
+    likes, seen = "post_engagement_live__like_count", "user_engagement__impression_count_30d"
+    first, users = both()
+    assert first[likes].fillna(0).sum() > 0 and users[seen].fillna(0).sum() > 0
+    cached = sorted((home / "training").glob("*.parquet"))
+    assert len(both()[0]) == len(first) and sorted((home / "training").glob("*.parquet")) == cached  # answered from the cache
+
+    for table, column in (("post_engagement_live", "like_count"), ("user_engagement", "impression_count_30d")):
+        path = fstore.offline_dir(home) / f"{table}.parquet"
+        frame = pd.read_parquet(path)
+        frame[column] = frame[column] * 2  # the same data's features, made otherwise
+        frame.to_parquet(path, index=False)
+    again, users_again = both()
+    pd.testing.assert_series_equal(again.set_index("impression_id")[likes],
+                                   2 * first.set_index("impression_id")[likes], check_dtype=False)
+    assert users_again[seen].fillna(0).sum() == 2 * users[seen].fillna(0).sum()
+    assert len(list((home / "training").glob("*.parquet"))) == 2 * len(cached)
+
+
 @pytest.mark.slow
 def test_production_joins_fanned_out_over_ray_give_the_same_training_set_as_duckdb(feature_home):
     """The scale-out path for real: the production store (SQL registry on PostgreSQL) joins

@@ -243,7 +243,8 @@ def retrieval_set(home: Path, store, data: ModelData, user_views: tuple[str, ...
         created.to_numpy() >= (cut - pd.Timedelta(days=horizon_days)).value)
     candidates = posts[searchable]
     key = {**data.lineage, "service": service, "project": store.project, "max_age_days": horizon_days,
-           "features": view_features(store, service), "views": [*user_views, *post_views]}
+           "features": view_features(store, service), "views": [*user_views, *post_views],
+           "tables": _offline_tables(home)}
 
     def users_frame() -> pd.DataFrame:
         signup = pd.to_datetime(data.users.set_index("user_id")["signup_ts"], utc=True).reindex(user_ids)
