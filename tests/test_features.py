@@ -172,6 +172,23 @@ def test_no_snapshot_after_as_of(feature_home):
 
 # --- Feast, both configurations --------------------------------------------------------------------
 
+def test_feast_loads_without_typeguards_instrumentation_and_other_code_keeps_it():
+    """newsfeed.feast_typechecks: Feast's @typechecked classes are left as written (their import
+    no longer recompiles them), anything else decorated is still checked."""
+    import typeguard
+    from feast import Field
+    from feast.types import Int64
+
+    assert Field(name=123, dtype=Int64).name == 123  # instrumented, Field rejects a name that is no str
+
+    @typeguard.typechecked
+    def double(x: int) -> int:
+        return 2 * x
+
+    with pytest.raises(typeguard.TypeCheckError):
+        double("twice")
+
+
 def test_store_configurations_are_chosen_by_name_or_environment(tmp_path, monkeypatch):
     embedded = fstore.repo_config(tmp_path, "embedded")
     assert embedded.online_store.type == "sqlite" and str(tmp_path) in embedded.online_store.path
