@@ -17,4 +17,3 @@ gc.set_threshold(700, 10, 100)
 atexit.register(gc.freeze)
 # Feast's classes without typeguard's instrumentation: 3.5 s of every process's start (see there).
 feast_typechecks.install()
-

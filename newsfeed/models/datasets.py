@@ -99,6 +99,8 @@ def load(home: Path, data_dir: Path, split: SplitConfig = SplitConfig()) -> Mode
 
 
 def _cached(home: Path, name: str, key: dict, build) -> pd.DataFrame:
+    """``build()``'s frame, joined once per ``key`` and the offline tables it was joined from."""
+    key = {**key, "tables": _offline_tables(home)}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = Path(home) / "training" / f"{name}-{digest}.parquet"
     if path.exists():
@@ -126,7 +128,7 @@ def impression_set(home: Path, store, data: ModelData, service: str, positives_o
     if positives_only:
         impressions = impressions[is_positive(impressions)]
     key = {**data.lineage, "service": service, "positives_only": positives_only, "project": store.project,
-           "features": view_features(store, service), "tables": _offline_tables(home)}
+           "features": view_features(store, service)}
 
     def build() -> pd.DataFrame:
         return training_set.build(store, training_set.entity_frame(impressions, data.posts), service)
@@ -243,8 +245,7 @@ def retrieval_set(home: Path, store, data: ModelData, user_views: tuple[str, ...
         created.to_numpy() >= (cut - pd.Timedelta(days=horizon_days)).value)
     candidates = posts[searchable]
     key = {**data.lineage, "service": service, "project": store.project, "max_age_days": horizon_days,
-           "features": view_features(store, service), "views": [*user_views, *post_views],
-           "tables": _offline_tables(home)}
+           "features": view_features(store, service), "views": [*user_views, *post_views]}
 
     def users_frame() -> pd.DataFrame:
         signup = pd.to_datetime(data.users.set_index("user_id")["signup_ts"], utc=True).reindex(user_ids)
