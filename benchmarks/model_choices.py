@@ -14,7 +14,7 @@ the two-tower by Recall@500 over the serving corpus, the interest estimator by t
 orders on its own. The test period is never read, so tests can assert on it, and on a
 simulator seed no choice was made on.
 
-    .venv/bin/python benchmarks/model_choices.py [--only interest|post_counters|ranker|continual|two_tower]   # after `make bench-home`
+    .venv/bin/python benchmarks/model_choices.py [--only interest|interest_in_ranker|post_counters|ranker|continual|two_tower]   # after `make bench-home`
 """
 
 from __future__ import annotations
@@ -327,6 +327,77 @@ def choose_post_counters(home: Path, data_dir: Path, store, data, console: Conso
             "variants": rows, "chosen": chosen(rows)}
 
 
+INTEREST_WITH_TREND = (8.0, 20.0, 0.25)
+"""The best setting with the topics' trend on ``--only interest`` (half-life, prior, trend half-life)."""
+
+
+def with_topic_interest(frame: pd.DataFrame, tables: dict[str, pd.DataFrame], posts: pd.DataFrame,
+                        setting: tuple) -> pd.DataFrame:
+    """``frame`` with the user's topic-interest rate (the vector and the request feature read at
+    the post's topic) as the feature job would make it with ``setting`` (half-life, prior,
+    trend half-life): each row reads the snapshot of the day before its own, as the join does;
+    rows the join found no snapshot for stay missing."""
+    from newsfeed.features import catalog, jobs, request_time
+
+    impressions, events = tables["impressions"], tables["events"]
+    activity = pd.to_datetime(pd.concat([impressions["ts"], events["ts"]]), utc=True).astype("datetime64[ns, UTC]")
+    origin_ns = int(activity.array.asi8.min() // jobs.DAY_NS * jobs.DAY_NS)  # as jobs.compute
+    n_days = int((activity.array.asi8.max() - origin_ns) // jobs.DAY_NS) + 1
+    vocabulary = jobs.topic_vocabulary(posts)
+    post_topics = pd.Series(jobs.topic_ids(posts["topic"], vocabulary), index=posts["post_id"].to_numpy())
+    user_ids, rate = jobs.topic_rates(impressions, events, post_topics, len(vocabulary), origin_ns, n_days, *setting)
+    row_ns = pd.to_datetime(frame[catalog.TIMESTAMP], utc=True).astype("datetime64[ns, UTC]").array.asi8
+    day = np.clip((row_ns - origin_ns) // jobs.DAY_NS, 0, n_days)
+    vectors = rate[np.searchsorted(user_ids, frame["user_id"].to_numpy()).clip(max=len(user_ids) - 1), day]
+    known = frame["user_engagement__topic_interest_rate"].notna().to_numpy()
+    out = frame.copy()
+    out["user_engagement__topic_interest_rate"] = pd.Series(
+        [v if k else None for v, k in zip(vectors, known)], index=frame.index, dtype=object)
+    out["request_features__topic_affinity_rate"] = request_time.topic_affinity(
+        out["user_engagement__topic_interest_rate"], frame["post_content__topic_id"])
+    return out
+
+
+def choose_interest_in_ranker(home: Path, data_dir: Path, store, data, console: Console) -> dict:
+    """topic_interest_rate's estimator as the ranker reads it: the default ranker trained and
+    scored with the user's topic-interest rate as the current setting makes it and as the best
+    setting with the topics' trend makes it, paired. A check first: at the current setting the
+    rebuilt columns must reproduce the feature store's values."""
+    from newsfeed.data.io import read_dataset
+    from newsfeed.features import catalog
+    from newsfeed.models import datasets, runs
+    from newsfeed.models.ranker import RankerConfig
+    from newsfeed.models.settings import RANKER_TRAINING
+    from newsfeed.scoring import engagement_score
+
+    frame = datasets.impression_set(home, store, data, "ranker")
+    tables = read_dataset(data_dir, ("impressions", "events"))
+    current = (catalog.INTEREST_HALF_LIFE_DAYS, catalog.INTEREST_PRIOR_IMPRESSIONS,
+               catalog.INTEREST_TREND_HALF_LIFE_DAYS)
+    rebuilt = with_topic_interest(frame, tables, data.posts, current)
+    np.testing.assert_allclose(rebuilt["request_features__topic_affinity_rate"].to_numpy(np.float64),
+                               frame["request_features__topic_affinity_rate"].to_numpy(np.float64), rtol=1e-5)
+    backtest = folds(data)
+    judge, rows = None, {}
+    for setting in (current, INTEREST_WITH_TREND):
+        t0 = time.perf_counter()
+        parts = [fold_parts(frame if setting == current else with_topic_interest(frame, tables, data.posts, setting),
+                            fold) for fold in backtest]
+        judge = judge or RankerJudge(parts, data_dir)
+        scores, heads, epochs = [], [], []
+        for fold in parts:
+            model, history = runs.fit_ranker(RankerConfig(), RANKER_TRAINING, fold["train"], fold["val"],
+                                             judge.weights, show_progress=False)
+            scores.append(engagement_score(model.predict(fold["test"]), judge.weights))
+            heads.append(model.predict(fold["test"], logged_position=True))
+            epochs.append(history.best_epoch + 1)
+        name = interest_setting_name(*setting) + (" (the default)" if setting == current else "")
+        rows[name] = judge.row(scores, heads, epochs="/".join(map(str, epochs)), seconds=time.perf_counter() - t0)
+        console.print(progress_line("interest in the ranker", name, rows[name]))
+    return {"windows": [fold.label() for fold in backtest], "rows": len(judge.feeds), "measure": judge.primary,
+            "variants": rows, "chosen": chosen(rows)}
+
+
 FINE_TUNE_GRID = ((1, 2e-4), (3, 2e-4), (1, 5e-4), (2, 5e-4), (1, 1e-3), (2, 1e-3), (3, 1e-3), (1, 2e-3), (2, 2e-3),
                   (3, 2e-3), (1, 4e-3), (2, 4e-3))
 """Fine-tuning recipes tried: (passes over the days since, learning rate)."""
@@ -455,7 +526,23 @@ def choose_two_tower(home: Path, store, data, console: Console, wanted: list[str
 
 INTEREST_HALF_LIVES_DAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 1e6)
 INTEREST_PRIORS = (1.0, 5.0, 20.0, 100.0)
-"""topic_interest_rate's settings tried (a 1e6-day half-life: no decay)."""
+INTEREST_TREND_HALF_LIVES_DAYS = (0.25, 0.5, 1.0, 2.0, 4.0)
+"""topic_interest_rate's settings tried (a 1e6-day half-life: no decay): every half-life and
+prior shrunk towards the user's own rate (no trend), and the longer half-lives with each
+trend's half-life."""
+
+
+def interest_settings(default: tuple) -> list[tuple[float, float, float | None]]:
+    """(half-life, prior, trend half-life) of every setting tried, the default first."""
+    plain = itertools.product(INTEREST_HALF_LIVES_DAYS, INTEREST_PRIORS, [None])
+    trended = itertools.product([h for h in INTEREST_HALF_LIVES_DAYS if h >= 2.0], INTEREST_PRIORS[1:],
+                                INTEREST_TREND_HALF_LIVES_DAYS)
+    return [default, *(s for s in (*plain, *trended) if s != default)]
+
+
+def interest_setting_name(half_life: float, prior: float, trend: float | None) -> str:
+    name = f"half-life {half_life:g} d, prior {prior:g}" if half_life < 1e5 else f"no decay, prior {prior:g}"
+    return name + (f", trend half-life {trend:g} d" if trend is not None else ", no trend")
 
 
 def choose_interest_estimator(data_dir: Path, data, console: Console) -> dict:
@@ -491,24 +578,24 @@ def choose_interest_estimator(data_dir: Path, data, console: Console) -> dict:
                                 side="right") - 1
     oracle = evaluation.oracle_engagement(World.of_dataset(data_dir), feeds.rename(columns={"ts": catalog.TIMESTAMP}),
                                           load_weights())
-    default_setting = (catalog.INTEREST_HALF_LIFE_DAYS, catalog.INTEREST_PRIOR_IMPRESSIONS)
+    default_setting = (catalog.INTEREST_HALF_LIFE_DAYS, catalog.INTEREST_PRIOR_IMPRESSIONS,
+                       catalog.INTEREST_TREND_HALF_LIFE_DAYS)
     scores = {}
-    for setting in [default_setting, *(s for s in itertools.product(INTEREST_HALF_LIVES_DAYS, INTEREST_PRIORS)
-                                       if s != default_setting)]:
+    for setting in interest_settings(default_setting):
         user_ids, rate = jobs.topic_rates(impressions, events, post_topics, len(vocabulary), origin_ns, n_days, *setting)
         scores[setting] = rate[np.searchsorted(user_ids, users), feed_day, feed_topic]
     rows = {}
-    for (half_life, prior), score in scores.items():
+    for (half_life, prior, trend), score in scores.items():
         value = metrics.normalised_slate_value(groups, oracle, score, examine_probability, clusters=users)
         paired = metrics.paired_slate_difference(groups, oracle, score, scores[default_setting], examine_probability,
                                                  clusters=users)
         per_window = [metrics.normalised_slate_value(groups[window_of == w], oracle[window_of == w],
                                                      score[window_of == w], examine_probability).value
                       for w in reversed(range(len(backtest)))]  # latest first, as the folds
-        name = f"half-life {half_life:g} d, prior {prior:g}" if half_life < 1e5 else f"no decay, prior {prior:g}"
-        rows[f"default: {name}" if (half_life, prior) == default_setting else name] = variant_row(
+        name = interest_setting_name(half_life, prior, trend)
+        rows[f"default: {name}" if (half_life, prior, trend) == default_setting else name] = variant_row(
             value, {"difference": paired.value, "low": paired.low, "high": paired.high}, per_window,
-            half_life_days=half_life, prior_impressions=prior)
+            half_life_days=half_life, prior_impressions=prior, trend_half_life_days=trend)
     console.print(f"  interest estimator: {chosen(rows)}")
     return {"windows": [fold.label() for fold in backtest], "rows": len(feeds),
             "measure": "engagement_vs_oracle of feeds ordered by the estimate alone", "variants": rows,
@@ -536,7 +623,8 @@ def table(title: str, result: dict) -> Table:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("interest", "post_counters", "ranker", "continual", "two_tower"),
+    parser.add_argument("--only", choices=("interest", "interest_in_ranker", "post_counters", "ranker", "continual",
+                                           "two_tower"),
                         default=None)
     parser.add_argument("--variants", nargs="+", default=None, metavar="TEXT",
                         help="only the variants whose name contains one of these (and the default); their rows "
@@ -559,6 +647,8 @@ def main() -> None:
     result = json.loads(args.out.read_text()) if (args.only or args.variants) and args.out.exists() else {}
     steps = {"interest": ("topic_interest_rate settings: feeds ordered by the estimate alone",
                           lambda: choose_interest_estimator(paths.data_dir, data, console)),
+             "interest_in_ranker": ("topic_interest_rate's estimator as the ranker reads it: the default ranker",
+                                    lambda: choose_interest_in_ranker(paths.home, paths.data_dir, store, data, console)),
              "post_counters": ("how often post counters are snapshot offline: the default ranker",
                                lambda: choose_post_counters(paths.home, paths.data_dir, store, data, console)),
              "ranker": ("ranker choices", lambda: choose_ranker(paths.home, paths.data_dir, store, data, console,

@@ -565,3 +565,27 @@ def test_topic_interest_rate_is_a_decayed_shrunk_rate_per_impression():
     assert rate[0, 1, 2] > last[2]  # the burst on day 0 fades as the days pass
     # Before anything was seen every topic is equally likely.
     assert np.allclose(rate[0, 0], 1 / topics)
+
+
+def test_topic_interest_rate_leans_towards_what_everyone_engages_with_lately():
+    from newsfeed.features.jobs import decayed_topic_rate
+
+    # Three users, 3 topics, 4 days. Users 1 and 2 see topics 0 and 1 every day; from day 2 on
+    # they engage with topic 1 only (it trends). User 0 saw each topic once on day 0 and
+    # never reacted: nothing of their own tells topic 0 from topic 1.
+    users, days, topics = 3, 4, 3
+    positives = np.zeros((users, days, topics))
+    positives[1:, :2, 0] = 2
+    positives[1:, 2:, 1] = 4
+    shown = [(0, 0, t) for t in range(topics)]
+    shown += [(u, d, t) for u in (1, 2) for d in range(days) for t in (0, 1) for _ in range(10)]
+    impressions = pd.DataFrame({"post_id": [t for _, _, t in shown]})
+    args = (positives, impressions, np.array([u for u, _, _ in shown]), np.array([d for _, d, _ in shown]),
+            pd.Series([0, 1, 2], index=[0, 1, 2]), topics, days)
+    plain = decayed_topic_rate(*args, trend_half_life_days=None)
+    trended = decayed_topic_rate(*args, trend_half_life_days=1.0)
+    assert np.allclose(plain[0, days], 1 / topics)  # no trend: every topic alike for user 0
+    assert trended[0, days, 1] > trended[0, days, 0] + 0.1  # the trend: topic 1 now, not topic 0
+    assert trended[0, 2, 0] > trended[0, 2, 1]  # before topic 1 trended, topic 0 led
+    assert np.allclose(trended[:, 0], 1 / topics)  # nothing seen yet by anyone: every topic alike
+    assert np.allclose(trended.sum(axis=2), 1.0)

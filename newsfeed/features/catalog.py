@@ -25,6 +25,14 @@ estimate alone orders the feeds, scored by their true expected engagement; seed 
 scale: 8 days / 100 impressions 0.322 [0.307, 0.336], the earlier 2 days / 5 impressions
 0.302, paired +0.020 [+0.014, +0.025], and 8 days the best half-life in each window; half-lives
 of 0.5-1 day fall 0.03-0.08 behind, priors of 5-100 differ by under 0.001)."""
+INTEREST_TREND_HALF_LIFE_DAYS: float | None = None
+"""The topics' trend in topic_interest_rate's shrinkage target (everyone's recent rate per topic,
+decayed by this half-life; None: shrunk towards the user's own rate alone). An option, not the
+default: with 8 days / 20 impressions / 0.25 days the estimate alone orders the backtest's feeds
+far better (0.443 against 0.322, paired +0.121 [+0.111, +0.132]), the ranker's logged feeds gain
+(+0.025 [+0.022, +0.028] on the backtest; seed 37's test feeds 0.687 -> 0.722), but the served
+feed at the data's end loses on both seeds measured (seed 7 0.701 -> 0.684, seed 37 0.668 ->
+0.615): docs/model-choices.md, "The topics' trend"."""
 HISTORY_LENGTH = 20
 """How many recently engaged posts a user's history keeps."""
 POST_SNAPSHOT_HOURS = 24

@@ -178,7 +178,9 @@ def _daily_topic_positives(events: pd.DataFrame, user_index: np.ndarray, day: np
 
 def topic_rates(impressions: pd.DataFrame, events: pd.DataFrame, post_topics: pd.Series, n_topics: int,
                 origin_ns: int, n_days: int, half_life_days: float = catalog.INTEREST_HALF_LIFE_DAYS,
-                prior_impressions: float = catalog.INTEREST_PRIOR_IMPRESSIONS) -> tuple[np.ndarray, np.ndarray]:
+                prior_impressions: float = catalog.INTEREST_PRIOR_IMPRESSIONS,
+                trend_half_life_days: float | None = catalog.INTEREST_TREND_HALF_LIFE_DAYS,
+                ) -> tuple[np.ndarray, np.ndarray]:
     """(user ids, ``decayed_topic_rate``) straight from the logs, for any estimator setting:
     how ``benchmarks/model_choices.py`` compares settings without rebuilding the features."""
     users, inverse = np.unique(np.concatenate([impressions["user_id"].to_numpy(np.int64),
@@ -187,17 +189,23 @@ def topic_rates(impressions: pd.DataFrame, events: pd.DataFrame, post_topics: pd
     d_imp, d_ev = _day_index(_ns(impressions["ts"]), origin_ns), _day_index(_ns(events["ts"]), origin_ns)
     positives = _daily_topic_positives(events, inverse[n_imp:], d_ev, post_topics, n_topics, len(users), n_days)
     return users, decayed_topic_rate(positives, impressions, inverse[:n_imp], d_imp, post_topics, n_topics, n_days,
-                                     half_life_days, prior_impressions)
+                                     half_life_days, prior_impressions, trend_half_life_days)
 
 
 def decayed_topic_rate(positives: np.ndarray, impressions: pd.DataFrame, user_index: np.ndarray,
                        day: np.ndarray, post_topics: pd.Series, n_topics: int, n_days: int,
                        half_life_days: float = catalog.INTEREST_HALF_LIFE_DAYS,
-                       prior_impressions: float = catalog.INTEREST_PRIOR_IMPRESSIONS) -> np.ndarray:
+                       prior_impressions: float = catalog.INTEREST_PRIOR_IMPRESSIONS,
+                       trend_half_life_days: float | None = catalog.INTEREST_TREND_HALF_LIFE_DAYS) -> np.ndarray:
     """(users, n_days + 1, topics): entry j covers days < j. Per topic, positive reactions per
-    impression with both counts decayed by day (``half_life_days``), shrunk towards the
-    user's overall rate by ``prior_impressions``, normalised to sum 1. A rate, not a share
-    of clicks: a topic the feed showed often but the user passed over counts against it."""
+    impression with both counts decayed by day (``half_life_days``), shrunk by
+    ``prior_impressions`` towards the user's overall rate times the topic's trend, normalised
+    to sum 1. A rate, not a share of clicks: a topic the feed showed often but the user passed
+    over counts against it. The trend is everyone's rate on the topic against everyone's rate,
+    decayed faster (``trend_half_life_days``; None: no trend, every topic alike): a user has a
+    few impressions per topic, so the prior carries most of the estimate, and what everyone
+    has lately engaged with is a better guess for a topic the user has barely seen than the
+    user's average."""
     n_u = positives.shape[0]
     topic = post_topics.reindex(impressions["post_id"].to_numpy()).fillna(n_topics - 1).to_numpy(np.int64)
     ok = (day >= 0) & (day < n_days)
@@ -209,8 +217,29 @@ def decayed_topic_rate(positives: np.ndarray, impressions: pd.DataFrame, user_in
         pos[:, j + 1] = keep * pos[:, j] + positives[:, j]
         imp[:, j + 1] = keep * imp[:, j] + shown[:, j]
     overall = (pos.sum(axis=2, keepdims=True) + 0.1) / (imp.sum(axis=2, keepdims=True) + 1.0)
-    rate = (pos + prior_impressions * overall) / (imp + prior_impressions)
+    rate = (pos + prior_impressions * overall * topic_trend(positives, shown, trend_half_life_days))
+    rate /= imp + prior_impressions
     return (rate / rate.sum(axis=2, keepdims=True)).astype(np.float32)
+
+
+def topic_trend(positives: np.ndarray, shown: np.ndarray, half_life_days: float | None) -> np.ndarray:
+    """(1, n_days + 1, topics): entry j covers days < j. Each topic's positive reactions per
+    impression across all users, decayed by day (``half_life_days``), over the same for all
+    topics together: above 1, a topic engaged with more than the average one. Topics nobody
+    has seen yet, and every topic when ``half_life_days`` is None, are 1."""
+    n_days, n_topics = positives.shape[1:]
+    out = np.ones((1, n_days + 1, n_topics))
+    if half_life_days is None:
+        return out
+    keep = 0.5 ** (1.0 / half_life_days)
+    pos, imp = np.zeros(n_topics), np.zeros(n_topics)
+    for j, (day_pos, day_shown) in enumerate(zip(positives.sum(axis=0), shown.sum(axis=0))):
+        pos, imp = keep * pos + day_pos, keep * imp + day_shown
+        overall = pos.sum() / max(imp.sum(), 1e-12)
+        if overall > 0:
+            # A topic shown a handful of times is shrunk towards 1 by 10 impressions' worth.
+            out[0, j + 1] = (pos + 10.0 * overall) / (imp + 10.0) / overall
+    return out
 
 
 def user_history(events: pd.DataFrame, authors: pd.Series, origin_ns: int, n_days: int) -> pd.DataFrame:
