@@ -256,6 +256,15 @@ POST_SNAPSHOT_HOURS = (24, 6, 3, 1)
 """How often a post's reactions so far are snapshot offline (``catalog.POST_SNAPSHOT_HOURS``)."""
 
 
+def feature_days(impressions: pd.DataFrame, events: pd.DataFrame) -> tuple[int, int]:
+    """(origin, days) of the feature job's daily grid over these logs, as ``jobs.compute`` lays it."""
+    from newsfeed.features import jobs
+
+    activity = pd.to_datetime(pd.concat([impressions["ts"], events["ts"]]), utc=True).astype("datetime64[ns, UTC]")
+    origin_ns = int(activity.array.asi8.min() // jobs.DAY_NS * jobs.DAY_NS)
+    return origin_ns, int((activity.array.asi8.max() - origin_ns) // jobs.DAY_NS) + 1
+
+
 def with_post_counters(frame: pd.DataFrame, tables: dict[str, pd.DataFrame], period_hours: int) -> pd.DataFrame:
     """``frame`` with its post counters (``post_engagement__*``, ``post_engagement_live__*``)
     joined point-in-time from snapshots every ``period_hours``, as the feature job would make
@@ -263,9 +272,7 @@ def with_post_counters(frame: pd.DataFrame, tables: dict[str, pd.DataFrame], per
     from newsfeed.features import catalog, jobs
 
     impressions, events = tables["impressions"], tables["events"]
-    activity = pd.to_datetime(pd.concat([impressions["ts"], events["ts"]]), utc=True).astype("datetime64[ns, UTC]")
-    origin_ns = int(activity.array.asi8.min() // jobs.DAY_NS * jobs.DAY_NS)  # as jobs.compute
-    n_days = int((activity.array.asi8.max() - origin_ns) // jobs.DAY_NS) + 1
+    origin_ns, n_days = feature_days(impressions, events)
     out = frame.copy()
     out["_row"] = np.arange(len(out))
     out["_ts"] = pd.to_datetime(out[catalog.TIMESTAMP], utc=True).astype("datetime64[ns, UTC]")
@@ -340,9 +347,7 @@ def with_topic_interest(frame: pd.DataFrame, tables: dict[str, pd.DataFrame], po
     from newsfeed.features import catalog, jobs, request_time
 
     impressions, events = tables["impressions"], tables["events"]
-    activity = pd.to_datetime(pd.concat([impressions["ts"], events["ts"]]), utc=True).astype("datetime64[ns, UTC]")
-    origin_ns = int(activity.array.asi8.min() // jobs.DAY_NS * jobs.DAY_NS)  # as jobs.compute
-    n_days = int((activity.array.asi8.max() - origin_ns) // jobs.DAY_NS) + 1
+    origin_ns, n_days = feature_days(impressions, events)
     vocabulary = jobs.topic_vocabulary(posts)
     post_topics = pd.Series(jobs.topic_ids(posts["topic"], vocabulary), index=posts["post_id"].to_numpy())
     user_ids, rate = jobs.topic_rates(impressions, events, post_topics, len(vocabulary), origin_ns, n_days, *setting)
