@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model_choices import INTEREST_WITH_TREND  # this folder is the script's first import path
+from model_choices import INTEREST_WITH_TREND, feature_days  # this folder is the script's first import path
 from newsfeed.data.world import World
 
 
@@ -45,14 +45,12 @@ def main() -> None:
         parser.error(f"{args.data_dir}: not simulated data (no world); run `newsfeed data generate`")
     tables = read_dataset(args.data_dir, ("impressions", "events", "posts"))
     impressions, events, posts = tables["impressions"], tables["events"], tables["posts"]
-    ns = {name: pd.to_datetime(frame["ts"], utc=True).astype("datetime64[ns, UTC]").array.asi8
-          for name, frame in (("impressions", impressions), ("events", events))}
-    origin_ns = int(min(ns["impressions"].min(), ns["events"].min()) // jobs.DAY_NS * jobs.DAY_NS)  # as the job's
-    n_days = int((max(ns["impressions"].max(), ns["events"].max()) - origin_ns) // jobs.DAY_NS) + 1
-    test = ns["impressions"] >= ns["impressions"].max() - int(args.test_days * jobs.DAY_NS)
+    shown_ns = pd.to_datetime(impressions["ts"], utc=True).astype("datetime64[ns, UTC]").array.asi8
+    origin_ns, n_days = feature_days(impressions, events)
+    test = shown_ns >= shown_ns.max() - int(args.test_days * jobs.DAY_NS)
     users = impressions["user_id"].to_numpy()[test]
     post_ids = impressions["post_id"].to_numpy()[test]
-    ts = ns["impressions"][test]
+    ts = shown_ns[test]
     groups = impressions["request_id"].to_numpy()[test]
     zero = np.zeros(len(users), np.int64)
     weights = load_weights()

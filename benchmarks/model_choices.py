@@ -227,10 +227,28 @@ def progress_line(kind: str, name: str, row: dict) -> str:
             f"({row['seconds']:.0f} s)")
 
 
+def trained_row(judge: RankerJudge, parts: list[dict], config=None, train=None) -> dict:
+    """A ranker (``config``, ``train``; default the defaults) trained on each window's rows
+    before it and scored by ``judge`` on the windows' feeds, with its epochs and seconds."""
+    from newsfeed.models import runs
+    from newsfeed.models.ranker import RankerConfig
+    from newsfeed.models.settings import RANKER_TRAINING
+    from newsfeed.scoring import engagement_score
+
+    t0 = time.perf_counter()
+    scores, heads, epochs = [], [], []
+    for fold in parts:
+        model, history = runs.fit_ranker(config or RankerConfig(), train or RANKER_TRAINING, fold["train"],
+                                         fold["val"], judge.weights, show_progress=False)
+        scores.append(engagement_score(model.predict(fold["test"]), judge.weights))
+        heads.append(model.predict(fold["test"], logged_position=True))
+        epochs.append(history.best_epoch + 1)
+    return judge.row(scores, heads, epochs="/".join(map(str, epochs)), seconds=time.perf_counter() - t0)
+
+
 def choose_ranker(home: Path, data_dir: Path, store, data, console: Console, wanted: list[str] | None = None) -> dict:
     """Every ranker variant trained for each window, its feeds pooled, gated against the default."""
-    from newsfeed.models import datasets, runs
-    from newsfeed.scoring import engagement_score
+    from newsfeed.models import datasets
 
     frame = datasets.impression_set(home, store, data, "ranker")
     backtest = folds(data)
@@ -238,15 +256,7 @@ def choose_ranker(home: Path, data_dir: Path, store, data, console: Console, wan
     judge = RankerJudge(parts, data_dir)
     rows = {}
     for name, (config, train) in selected(ranker_variants(), wanted).items():
-        t0 = time.perf_counter()
-        scores, heads, epochs = [], [], []
-        for fold in parts:
-            model, history = runs.fit_ranker(config, train, fold["train"], fold["val"], judge.weights,
-                                             show_progress=False)
-            scores.append(engagement_score(model.predict(fold["test"]), judge.weights))
-            heads.append(model.predict(fold["test"], logged_position=True))
-            epochs.append(history.best_epoch + 1)
-        rows[name] = judge.row(scores, heads, epochs="/".join(map(str, epochs)), seconds=time.perf_counter() - t0)
+        rows[name] = trained_row(judge, parts, config, train)
         console.print(progress_line("ranker", name, rows[name]))
     return {"windows": [fold.label() for fold in backtest], "rows": len(judge.feeds), "measure": judge.primary,
             "variants": rows, "chosen": chosen(rows)}
@@ -297,10 +307,7 @@ def choose_post_counters(home: Path, data_dir: Path, store, data, console: Conso
     feature store's values."""
     from newsfeed.data.io import read_dataset
     from newsfeed.features import catalog
-    from newsfeed.models import datasets, runs
-    from newsfeed.models.ranker import RankerConfig
-    from newsfeed.models.settings import RANKER_TRAINING
-    from newsfeed.scoring import engagement_score
+    from newsfeed.models import datasets
 
     frame = datasets.impression_set(home, store, data, "ranker")
     tables = read_dataset(data_dir, ("impressions", "events"))
@@ -315,20 +322,12 @@ def choose_post_counters(home: Path, data_dir: Path, store, data, console: Conso
     rows = {}
     periods = (catalog.POST_SNAPSHOT_HOURS, *(h for h in POST_SNAPSHOT_HOURS if h != catalog.POST_SNAPSHOT_HOURS))
     for hours in periods:
-        t0 = time.perf_counter()
         parts = [fold_parts(frame if hours == catalog.POST_SNAPSHOT_HOURS else with_post_counters(frame, tables, hours),
                             fold) for fold in backtest]
         parts = [{**part, "test": test} for part, test in zip(parts, served)]
         judge = judge or RankerJudge(parts, data_dir)
-        scores, heads, epochs = [], [], []
-        for fold in parts:
-            model, history = runs.fit_ranker(RankerConfig(), RANKER_TRAINING, fold["train"], fold["val"],
-                                             judge.weights, show_progress=False)
-            scores.append(engagement_score(model.predict(fold["test"]), judge.weights))
-            heads.append(model.predict(fold["test"], logged_position=True))
-            epochs.append(history.best_epoch + 1)
         name = f"post counters every {hours} h" + (" (the default)" if hours == catalog.POST_SNAPSHOT_HOURS else "")
-        rows[name] = judge.row(scores, heads, epochs="/".join(map(str, epochs)), seconds=time.perf_counter() - t0)
+        rows[name] = trained_row(judge, parts)
         console.print(progress_line("post counters", name, rows[name]))
     return {"windows": [fold.label() for fold in backtest], "rows": len(judge.feeds), "measure": judge.primary,
             "variants": rows, "chosen": chosen(rows)}
@@ -370,34 +369,27 @@ def choose_interest_in_ranker(home: Path, data_dir: Path, store, data, console: 
     rebuilt columns must reproduce the feature store's values."""
     from newsfeed.data.io import read_dataset
     from newsfeed.features import catalog
-    from newsfeed.models import datasets, runs
-    from newsfeed.models.ranker import RankerConfig
-    from newsfeed.models.settings import RANKER_TRAINING
-    from newsfeed.scoring import engagement_score
+    from newsfeed.models import datasets
 
     frame = datasets.impression_set(home, store, data, "ranker")
     tables = read_dataset(data_dir, ("impressions", "events"))
     current = (catalog.INTEREST_HALF_LIFE_DAYS, catalog.INTEREST_PRIOR_IMPRESSIONS,
                catalog.INTEREST_TREND_HALF_LIFE_DAYS)
     rebuilt = with_topic_interest(frame, tables, data.posts, current)
+    known = frame["user_engagement__topic_interest_rate"].notna().to_numpy()
+    stacked = {name: np.stack(f["user_engagement__topic_interest_rate"].to_numpy()[known])
+               for name, f in (("rebuilt", rebuilt), ("stored", frame))}
+    np.testing.assert_allclose(stacked["rebuilt"], stacked["stored"], rtol=1e-5)
     np.testing.assert_allclose(rebuilt["request_features__topic_affinity_rate"].to_numpy(np.float64),
                                frame["request_features__topic_affinity_rate"].to_numpy(np.float64), rtol=1e-5)
     backtest = folds(data)
     judge, rows = None, {}
     for setting in (current, INTEREST_WITH_TREND):
-        t0 = time.perf_counter()
         parts = [fold_parts(frame if setting == current else with_topic_interest(frame, tables, data.posts, setting),
                             fold) for fold in backtest]
         judge = judge or RankerJudge(parts, data_dir)
-        scores, heads, epochs = [], [], []
-        for fold in parts:
-            model, history = runs.fit_ranker(RankerConfig(), RANKER_TRAINING, fold["train"], fold["val"],
-                                             judge.weights, show_progress=False)
-            scores.append(engagement_score(model.predict(fold["test"]), judge.weights))
-            heads.append(model.predict(fold["test"], logged_position=True))
-            epochs.append(history.best_epoch + 1)
         name = interest_setting_name(*setting) + (" (the default)" if setting == current else "")
-        rows[name] = judge.row(scores, heads, epochs="/".join(map(str, epochs)), seconds=time.perf_counter() - t0)
+        rows[name] = trained_row(judge, parts)
         console.print(progress_line("interest in the ranker", name, rows[name]))
     return {"windows": [fold.label() for fold in backtest], "rows": len(judge.feeds), "measure": judge.primary,
             "variants": rows, "chosen": chosen(rows)}
