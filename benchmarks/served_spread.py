@@ -10,7 +10,7 @@ setting (a catalog or model default) is compared by running this in a checkout t
 
     .venv/bin/python benchmarks/served_spread.py --data-seed 37 --train-seeds 7,8,9 --work /tmp/spread
 
-About 4 minutes a training on the default scale (2 cores). Writes <work>/served_spread.json.
+About 4.5 minutes a training on the default scale (2 cores). Writes <work>/served_spread-<data seed>.json.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def main() -> None:
     print(f"{'mean (sd)':>14} " + " ".join(
         f"{summary[k]['mean']:>{w - 8}.3f} ({summary[k]['sd']:.3f})"
         for k, w in (("ranker_test_feeds", 19), ("served", 12), ("ranker_whole_pool", 19))))
-    out = args.work / "served_spread.json"
+    out = args.work / f"served_spread-{args.data_seed}.json"
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(summary, indent=1))
     tmp.replace(out)
