@@ -2,7 +2,8 @@
 
 Point-in-time rule: a row stamped T aggregates only what happened strictly before
 T. Aggregates are snapshots at UTC midnights (a row at midnight D holds everything
-up to the end of day D-1), so a training impression joined to the latest row at or
+up to the end of day D-1; a post's counters are snapshot every
+``catalog.POST_SNAPSHOT_HOURS`` instead), so a training impression joined to the latest row at or
 before its own time never sees its own reactions or anything later.
 
 Every table is computed per entity (user, post, or user-author pair) with
@@ -288,7 +289,7 @@ def _tagged(frame: pd.DataFrame, kind: str | pd.Series, origin_ns: int, keys: tu
 def post_engagement(impressions: pd.DataFrame, events: pd.DataFrame, origin_ns: int, n_days: int,
                     period_ns: int = catalog.POST_SNAPSHOT_HOURS * HOUR_NS) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(post_engagement, post_engagement_live): running totals at the end of each active
-    period (``catalog.POST_SNAPSHOT_HOURS`` by default: a day)."""
+    period (``catalog.POST_SNAPSHOT_HOURS`` by default: an hour)."""
     kinds = ("impression", *REACTIONS)
     reactions = events[events["event_type"].isin(REACTIONS)]
     tagged = pd.concat([
