@@ -56,7 +56,7 @@ def main() -> None:
             t0 = time.perf_counter()
             _call("newsfeed", "pipeline", "run", "--seed", str(seed), "--home", str(home))
             print(f"training seed {seed}: pipeline {time.perf_counter() - t0:.0f} s", flush=True)
-            _call("python", "benchmarks/feed_quality.py", "--home", str(home), "--users", str(args.users),
+            _call("python", str(Path(__file__).with_name("feed_quality.py")), "--home", str(home), "--users", str(args.users),
                   "--budgets", "", "--out", str(home / "feed_quality.json"))
         rows.append(_row(seed, home))
 

@@ -43,10 +43,10 @@ hourly ones show the ranker what it will have when it serves (24, the earlier de
 to a day of a post's reactions: a quarter of impressions are of posts under 13 hours old).
 Chosen on the served feed over three trainings each (``benchmarks/served_spread.py``;
 docs/model-choices.md, "The served feed across trainings"): against daily snapshots +0.040 on
-seed 7 (every training ahead), ties on seeds 37 and 41 (-0.007, -0.002), and the spread
-across trainings smaller on all three (sd 0.054 -> 0.036, 0.029 -> 0.010, 0.015 -> 0.007). The backtest's ranker figure rises by
-+0.0275 [+0.023, +0.031], the evaluation's gain (``--only post_counters``). Four times the
-rows of daily snapshots."""
+seed 7 (every training ahead), ties on seeds 37 and 41 (-0.007, -0.002), and the spread across
+trainings smaller on all three (sd 0.054 -> 0.036, 0.029 -> 0.010, 0.015 -> 0.007). The
+backtest's ranker figure rises by +0.0275 [+0.023, +0.031], the evaluation's gain (``--only
+post_counters``). Four times the rows of daily snapshots."""
 
 # Column types: int64, float32, string, int64_list, float32_list.
 
