@@ -4,7 +4,7 @@ random feeds and the ranker alone over every unseen post (``newsfeed.feed.offlin
 the served feed again with each pre-ranker (distilled, two-tower) at each budget, the fresh
 source as the arm sets it and offering the newest ``--fresh`` posts.
 
-    .venv/bin/python benchmarks/feed_quality.py [--home .newsfeed] [--users 300]
+    .venv/bin/python benchmarks/feed_quality.py [--home .newsfeed] [--users 300] [--served-only]
 
 Needs the benchmark home (`make bench-home`). Prints two tables, writes benchmarks/results/feed_quality.json.
 """
@@ -32,6 +32,8 @@ def main() -> None:
                         help="also judge the served feed with these pre-rank budgets (candidates the ranker scores)")
     parser.add_argument("--fresh", type=int, default=5000,
                         help="also judge both pre-rankers with the fresh source offering this many newest posts")
+    parser.add_argument("--served-only", action="store_true",
+                        help="judge the served feed only as the arm sets it (no other pre-ranker, budget or fresh source)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/feed_quality.json"))
     args = parser.parse_args()
     try:
@@ -59,7 +61,7 @@ def main() -> None:
     # Each pre-ranker at each budget, over the sources as set and with the fresh source
     # offering the newest --fresh posts too (a cut cheap enough can pre-rank them all).
     variants = {}
-    for cut in ("distilled", "two_tower"):
+    for cut in () if args.served_only else ("distilled", "two_tower"):
         for fresh in sorted({arm.sources.fresh, args.fresh}):
             for budget in sorted({arm.sources.ranker_budget, *budgets}):
                 if (cut, fresh, budget) != (arm.sources.prerank, arm.sources.fresh, arm.sources.ranker_budget):

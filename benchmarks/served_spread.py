@@ -57,7 +57,7 @@ def main() -> None:
             _call("newsfeed", "pipeline", "run", "--seed", str(seed), "--home", str(home))
             print(f"training seed {seed}: pipeline {time.perf_counter() - t0:.0f} s", flush=True)
             _call("python", str(Path(__file__).with_name("feed_quality.py")), "--home", str(home), "--users", str(args.users),
-                  "--budgets", "", "--out", str(home / "feed_quality.json"))
+                  "--served-only", "--out", str(home / "feed_quality.json"))
         rows.append(_row(seed, home))
 
     summary = {"data_seed": args.data_seed, "trainings": rows}
