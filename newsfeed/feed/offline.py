@@ -32,6 +32,28 @@ class Pool:
     rows: np.ndarray  # corpus row per row
     value: np.ndarray  # true expected engagement at position 0
 
+    def spans(self) -> tuple[np.ndarray, np.ndarray]:
+        """(starts, ends): each user's rows (a pool is grouped by user)."""
+        starts = np.flatnonzero(np.r_[True, self.users[1:] != self.users[:-1]])
+        return starts, np.r_[starts[1:], len(self.users)]
+
+
+def rank_whole_pool(service, arm: Arm, corpus, pool: Pool, now_unix: float) -> np.ndarray:
+    """The score ``arm``'s ranker gives each row of ``pool`` (every user's whole pool, no
+    retrieval or cut before it)."""
+    rank_stage = next(s for s in service.pipeline(arm)[0] if isinstance(s, Rank))
+    scores = np.full(len(pool.rows), -np.inf)
+    for start, end in zip(*pool.spans()):
+        user, rows = int(pool.users[start]), pool.rows[start:end]
+        ids = corpus.post_ids[rows]
+        whole = FeedContext(FeedRequest(user, len(rows), now_unix), service.user_view(user)[0])
+        whole.user.features = service.read_user(user) or {}
+        whole.candidates.extend(rows, ids, "ann")
+        rank_stage(whole)
+        order = {int(p): s for p, s in zip(whole.candidates.post_ids, whole.candidates.score)}
+        scores[start:end] = [order[p] for p in ids.tolist()]
+    return scores
+
 
 def unseen_rows(corpus, view: UserView, now_unix: float) -> np.ndarray:
     """Corpus rows of the posts ``view``'s user has not seen, published by now and not their own."""
@@ -81,10 +103,7 @@ def evaluate(service, world: World, users: np.ndarray, limit: int = 10, oracle_k
     # Oracle top-k per user, and recall of it per source.
     recall: dict[str, list[float]] = {name: [] for name in (*SOURCES, "merged")}
     served = {name: np.full(len(pool.rows), -np.inf) for name in ("served feed", *variants)}
-    ranker_alone = np.full(len(pool.rows), -np.inf)
-    starts = np.flatnonzero(np.r_[True, pool.users[1:] != pool.users[:-1]])
-    ends = np.r_[starts[1:], len(pool.users)]
-    rank_stage = next(s for s in service.pipeline(arm)[0] if isinstance(s, Rank))
+    starts, ends = pool.spans()
     for start, end in zip(starts, ends):
         user = int(pool.users[start])
         rows, value = pool.rows[start:end], pool.value[start:end]
@@ -99,13 +118,7 @@ def evaluate(service, world: World, users: np.ndarray, limit: int = 10, oracle_k
                                                                           service.user_view(user)[0]))
             position = {int(p): i for i, p in enumerate(ctx.candidates.post_ids)}
             served[name][start:end] = [limit - position[p] if p in position else -np.inf for p in ids.tolist()]
-        # The ranker alone, over the whole pool.
-        whole = FeedContext(FeedRequest(user, len(rows), now), service.user_view(user)[0])
-        whole.user.features = service.read_user(user) or {}
-        whole.candidates.extend(rows, ids, "ann")
-        rank_stage(whole)
-        order = {int(p): s for p, s in zip(whole.candidates.post_ids, whole.candidates.score)}
-        ranker_alone[start:end] = [order[p] for p in ids.tolist()]
+    ranker_alone = rank_whole_pool(service, arm, corpus, pool, now)
     popularity = corpus.popularity[pool.rows]
     scorers = {**served, "ranker alone (whole pool)": ranker_alone, "most popular": popularity,
                "random": rng.random(len(pool.rows)), "oracle": pool.value}
