@@ -63,7 +63,7 @@ def main() -> None:
     for name, row in report["feed"].items():
         v = "engagement_vs_oracle"
         print(f"  {name:<68} {row[v]:.3f} [{row[v + '_low']:.3f}, {row[v + '_high']:.3f}]")
-    print(f"personal parts, ranker against oracle: correlation {report['personal_correlation']:.2f}, "
+    print(f"personal parts within each reader, ranker against oracle: correlation {report['personal_correlation']:.2f}, "
           f"sd {report['personal_sd']['ranker']:.2f} against {report['personal_sd']['oracle']:.2f}")
     print(f"{report['seconds']:.0f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)

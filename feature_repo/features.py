@@ -52,7 +52,7 @@ post_content = batch_view("post_content")
 post_engagement = batch_view("post_engagement")
 user_author_affinity = batch_view("user_author_affinity")
 
-# Real-time counters: pushed by the event ingestion path, daily snapshots offline.
+# Real-time counters: pushed by the event ingestion path, snapshots offline every catalog.POST_SNAPSHOT_HOURS (hourly).
 post_engagement_push = PushSource(name="post_engagement_push", batch_source=source("post_engagement_live"))
 post_engagement_live = StreamFeatureView(
     name="post_engagement_live", entities=[post], ttl=NO_TTL, schema=fields("post_engagement_live"),

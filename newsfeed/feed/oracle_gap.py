@@ -24,6 +24,11 @@ def post_and_personal(post_ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndar
     return post, scores - post
 
 
+def within_user(users: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """``scores`` less each user's mean."""
+    return scores - pd.Series(scores).groupby(np.asarray(users)).transform("mean").to_numpy()
+
+
 def judge(pool: Pool, scores: np.ndarray, limit: int) -> dict:
     """A feed of ``limit`` by ``scores`` per user, against the oracle's; 95% interval over users."""
     return metrics.normalised_slate_value(pool.users, pool.value, scores, truncated_examination(limit),
@@ -32,7 +37,8 @@ def judge(pool: Pool, scores: np.ndarray, limit: int) -> dict:
 
 def gap(pool: Pool, post_ids: np.ndarray, ranker: np.ndarray, limit: int = 10) -> dict:
     """The ranker's and the oracle's feeds, each whole and as its post part, the oracle's
-    post part with the ranker's personal part added, and how the two personal parts agree.
+    post part with the ranker's personal part added, and how the two personal parts agree
+    within each reader (correlation, spread).
     ``post_ids``: the post of each pool row; ``ranker``: the ranker's score of each row."""
     truth_post, truth_personal = post_and_personal(post_ids, pool.value)
     ranker_post, ranker_personal = post_and_personal(post_ids, ranker)
@@ -43,7 +49,9 @@ def gap(pool: Pool, post_ids: np.ndarray, ranker: np.ndarray, limit: int = 10) -
         "ranker's post part": ranker_post,
         "oracle's post part + ranker's personal part": truth_post + ranker_personal,
     }
+    # Compared within each reader: a reader's offset (one who reacts to everything) orders nothing.
+    ranker_fit, truth_fit = within_user(pool.users, ranker_personal), within_user(pool.users, truth_personal)
     return {"feed": {name: judge(pool, scores, limit) for name, scores in feeds.items()},
-            "personal_correlation": float(np.corrcoef(ranker_personal, truth_personal)[0, 1]),
-            "personal_sd": {"ranker": float(ranker_personal.std()), "oracle": float(truth_personal.std())},
+            "personal_correlation": float(np.corrcoef(ranker_fit, truth_fit)[0, 1]),
+            "personal_sd": {"ranker": float(ranker_fit.std()), "oracle": float(truth_fit.std())},
             "post_sd": {"ranker": float(ranker_post.std()), "oracle": float(truth_post.std())}}
