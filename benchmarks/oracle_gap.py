@@ -54,7 +54,7 @@ def main() -> None:
     ceilings = appeal_ceiling(corpus.frame, corpus.popularity, post_ids, pool.value, now)
     for name, row_scores in ceilings.items():
         scores = row_scores[pd.Index(corpus.post_ids).get_indexer(post_ids)]
-        report["feed"][name] = oracle_gap.judge(pool, scores, args.limit)
+        report["feed"][name] = offline.judge(pool, scores, args.limit)
     report.update(users=len(users), pool_posts_per_user=len(pool.rows) / len(users), limit=args.limit,
                   seconds=time.perf_counter() - t0)
 

@@ -75,6 +75,16 @@ def unseen_pool(service, corpus, world: World, users: np.ndarray, now_unix: floa
     return Pool(user_ids, rows, value)
 
 
+def judge(pool: Pool, scores: np.ndarray, limit: int, rng: np.random.Generator | None = None) -> dict:
+    """A feed of ``limit`` per user by ``scores`` over ``pool``, against the oracle's (0 random,
+    1 oracle; 95% interval over users). Rows scored -inf (not in the feed) sink below every
+    other in a random order drawn from ``rng``."""
+    if rng is not None:
+        scores = np.where(np.isfinite(scores), scores, -1e12 - rng.random(len(scores)))
+    return metrics.normalised_slate_value(pool.users, pool.value, scores, truncated_examination(limit),
+                                          clusters=pool.users).as_dict("engagement_vs_oracle")
+
+
 def truncated_examination(limit: int):
     """The world's chance of examining each position, zero from ``limit`` on (a feed's page)."""
     return lambda rank: examine_probability(rank) * (np.asarray(rank) < limit)
@@ -122,12 +132,7 @@ def evaluate(service, world: World, users: np.ndarray, limit: int = 10, oracle_k
     popularity = corpus.popularity[pool.rows]
     scorers = {**served, "ranker alone (whole pool)": ranker_alone, "most popular": popularity,
                "random": rng.random(len(pool.rows)), "oracle": pool.value}
-    feed_quality = {}
-    for name, scores in scorers.items():
-        scores = np.where(np.isfinite(scores), scores, -1e12 - rng.random(len(scores)))
-        feed_quality[name] = metrics.normalised_slate_value(
-            pool.users, pool.value, scores, truncated_examination(limit), clusters=pool.users,
-        ).as_dict("engagement_vs_oracle")
+    feed_quality = {name: judge(pool, scores, limit, rng) for name, scores in scorers.items()}
     return {"users": len(starts), "pool_posts_per_user": float(np.mean(ends - starts)), "limit": limit,
             "oracle_k": oracle_k,
             "candidate_recall": {k: metrics.mean_interval(np.array(v), np.arange(len(v))).as_dict("recall")

@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from newsfeed import metrics
-from newsfeed.feed.offline import Pool, truncated_examination
+from newsfeed.feed.offline import Pool, judge
 
 
 def post_and_personal(post_ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -27,12 +26,6 @@ def post_and_personal(post_ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndar
 def within_user(users: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """``scores`` less each user's mean."""
     return scores - pd.Series(scores).groupby(np.asarray(users)).transform("mean").to_numpy()
-
-
-def judge(pool: Pool, scores: np.ndarray, limit: int) -> dict:
-    """A feed of ``limit`` by ``scores`` per user, against the oracle's; 95% interval over users."""
-    return metrics.normalised_slate_value(pool.users, pool.value, scores, truncated_examination(limit),
-                                          clusters=pool.users).as_dict("engagement_vs_oracle")
 
 
 def gap(pool: Pool, post_ids: np.ndarray, ranker: np.ndarray, limit: int = 10) -> dict:

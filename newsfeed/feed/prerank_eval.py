@@ -154,9 +154,4 @@ class Judge:
                 kept = np.argsort(-cut(ctx, rows), kind="stable")[:budget]
                 scores[name][start + kept] = teacher[kept]
         rng = np.random.default_rng(0)
-        out = {}
-        for name, s in scores.items():
-            s = np.where(np.isfinite(s), s, -1e12 - rng.random(len(s)))
-            out[name] = metrics.normalised_slate_value(pool.users, pool.value, s, offline.truncated_examination(limit),
-                                                       clusters=pool.users).as_dict("engagement_vs_oracle")
-        return out
+        return {name: offline.judge(pool, s, limit, rng) for name, s in scores.items()}
