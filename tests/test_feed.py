@@ -185,8 +185,8 @@ def test_the_served_feed_delivers_what_the_ranker_finds_in_the_whole_pool(servic
 
 
 def test_the_gap_to_the_oracle_splits_into_post_appeal_and_personal_fit(service, served_copy):
-    """A score over the pool is its post part (the post's mean over readers) plus a personal
-    part; the oracle's post part, one order for every reader, is far above random and below
+    """A score over the pool is its post part (the post's mean over readers, one value a post)
+    plus a personal part; the oracle's post part, one order for every reader, is far above random and below
     the oracle, since the world's engagement has terms of the reader (topic interest,
     friendship, mentions); benchmarks/oracle_gap.py reports the split at the default scale."""
     import pandas as pd
@@ -201,15 +201,16 @@ def test_the_gap_to_the_oracle_splits_into_post_appeal_and_personal_fit(service,
     pool = offline.unseen_pool(service, corpus, world, users, now, load_weights())
     ranker = offline.rank_whole_pool(service, service.experiments.current().arms[0], corpus, pool, now)
     post_ids = corpus.post_ids[pool.rows]
-    post, personal = oracle_gap.post_and_personal(post_ids, ranker)
-    assert np.allclose(post + personal, ranker)
-    assert np.allclose(pd.Series(personal).groupby(post_ids).sum(), 0, atol=1e-6)
-    assert len(np.unique(post_ids)) > 100 and np.isfinite(ranker).all()
+    post, _ = oracle_gap.post_and_personal(post_ids, ranker)
+    # The ranker tells posts apart by their post part alone (not one value for all).
+    assert pd.Series(post).groupby(post_ids).first().nunique() > 100 and np.isfinite(ranker).all()
     report = oracle_gap.gap(pool, post_ids, ranker)
     feed = {name: row["engagement_vs_oracle"] for name, row in report["feed"].items()}
     assert feed["oracle"] == pytest.approx(1.0)
     assert 0.5 < feed["oracle's post part (one order for every reader)"] < 0.97, feed
-    assert feed["ranker (whole pool)"] > 0.3 and -1 <= report["personal_correlation"] <= 1, report
+    # The ranker's order for everyone is far above random too (0.56 at this scale, 0.65-0.76 at the default).
+    assert feed["ranker (whole pool)"] > 0.3 and feed["ranker's post part"] > 0.3, feed
+    assert np.isfinite(report["personal_correlation"]), report
 
 
 def test_the_pipeline_distils_a_pre_ranker_that_keeps_the_rankers_top_10_where_the_two_tower_cut_loses_it(
