@@ -4,7 +4,15 @@ every reader), beside the oracle's post part; then how much of the oracle's post
 posts' own features could reveal: a gradient-boosted model cross-fitted over posts (5 folds)
 from each post's counters, age, topic, media and its author's other posts to the post's mean
 true value. That model learns from the truth, so it is a ceiling for any estimate of a post's
-appeal from those features, not a ranker.
+appeal from those features, not a ranker. The ranker's post part is also split into its
+order within each topic and the topics' means (readers' care for a topic, which the world's
+drift moves). Then the same kind of model learnt from the logs
+(every impression before the test period: the post's counters, age, topic and media then, and
+the position, to the engagement it earned), scored at position 0: the appeal the logs can
+teach; and once more with each impression's realised engagement replaced by its true expected
+engagement had it been shown first, which parts what the logs lack into label noise (with the
+position's effect, which a model of the realised labels must learn) and selection (which posts
+were shown to whom and when, against the pool).
 
     .venv/bin/python benchmarks/oracle_gap.py [--home .newsfeed] [--users 300]
 
@@ -21,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from newsfeed.schema import MEDIA_TYPES
 
 
 def main() -> None:
@@ -51,7 +61,10 @@ def main() -> None:
     ranker = offline.rank_whole_pool(service, arm, corpus, pool, now)
     post_ids = corpus.post_ids[pool.rows]
     report = oracle_gap.gap(pool, post_ids, ranker, args.limit)
+    for name, scores in topic_split(post_ids, corpus.topic_ids[pool.rows], pool.value, ranker).items():
+        report["feed"][name] = offline.judge(pool, scores, args.limit)
     ceilings = appeal_ceiling(corpus.frame, corpus.popularity, post_ids, pool.value, now)
+    ceilings.update(appeal_from_logs(args.home, world, corpus.frame, now))
     for name, row_scores in ceilings.items():
         scores = row_scores[pd.Index(corpus.post_ids).get_indexer(post_ids)]
         report["feed"][name] = offline.judge(pool, scores, args.limit)
@@ -71,6 +84,66 @@ def main() -> None:
     tmp.write_text(json.dumps(report, indent=1))
     tmp.replace(args.out)
     print(f"wrote {args.out}")
+
+
+def topic_split(post_ids: np.ndarray, topics: np.ndarray, truth: np.ndarray, ranker: np.ndarray) -> dict:
+    """The ranker's post part as two feeds: its order within each topic alone (each topic's
+    mean removed), and that order with the oracle's topic means under it: what knowing how
+    much readers care for each topic now (a drift moves it) would add."""
+    from newsfeed.feed.oracle_gap import post_and_personal
+
+    def topic_mean(scores):
+        return pd.Series(scores).groupby(np.asarray(topics)).transform("mean").to_numpy()
+    ranker_post, truth_post = post_and_personal(post_ids, ranker)[0], post_and_personal(post_ids, truth)[0]
+    within = ranker_post - topic_mean(ranker_post)
+    return {"ranker's post part within each topic (topic means removed)": within,
+            "ranker's post part within each topic + the oracle's topic means": within + topic_mean(truth_post)}
+
+
+def post_inputs(frame: pd.DataFrame, age_hours) -> pd.DataFrame:
+    """A post's counters, age, topic and media: the inputs of every appeal model here."""
+    counters = [c for c in frame.columns if c.startswith("post_engagement__")]
+    x = frame[counters].apply(pd.to_numeric, errors="coerce").astype(float).reset_index(drop=True)
+    x["age_hours"] = np.asarray(age_hours, float)
+    x["topic"] = pd.to_numeric(frame["post_content__topic_id"], errors="coerce").fillna(-1).astype(int).to_numpy()
+    x["media"] = pd.Categorical(frame["post_content__media_type"], categories=MEDIA_TYPES).codes
+    return x
+
+
+def appeal_from_logs(home: Path, world, corpus_frame: pd.DataFrame, now_unix: float) -> dict[str, np.ndarray]:
+    """Per corpus row: a post's appeal at position 0 as learnt from the logged impressions
+    before the test period (as the ranker's refit sees them), from their realised engagement
+    and from their true expected engagement at position 0."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from newsfeed.features.store import open_store
+    from newsfeed.models import datasets
+    from newsfeed.scoring import load_weights, realised_engagement
+
+    weights = load_weights()
+    data = datasets.load(home, home / "data")
+    logged = datasets.impression_set(home, open_store(home), data, "ranker")
+    logged = logged[logged["split"] != "test"]
+    x = post_inputs(logged, logged["request_features__post_age_hours"])
+    x["position"] = logged["position"].to_numpy()
+    ts = pd.to_datetime(logged["event_timestamp"]).astype("int64").to_numpy()
+    labels = {
+        "post features learnt from the logs (realised engagement)":
+            realised_engagement({r: logged[r].to_numpy(float) for r in weights}, weights),
+        "the same, learnt from the logged impressions' true expected engagement at position 0":
+            world.engagement(logged["user_id"].to_numpy(), logged["post_id"].to_numpy(), ts,
+                             np.zeros(len(logged), np.int64), weights),
+    }
+    served = post_inputs(corpus_frame, (now_unix - pd.to_numeric(corpus_frame["post_content__created_unix"],
+                                                                  errors="coerce")) / 3600)
+    served["position"] = 0
+    categorical = [list(x.columns).index(c) for c in ("topic", "media")]
+    out = {}
+    for name, target in labels.items():
+        model = HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, categorical_features=categorical,
+                                              random_state=0)
+        out[name] = model.fit(x, target).predict(served)
+    return out
 
 
 def appeal_ceiling(frame: pd.DataFrame, popularity: np.ndarray, pool_post_ids: np.ndarray, value: np.ndarray,
