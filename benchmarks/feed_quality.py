@@ -18,7 +18,6 @@ import re
 import time
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -44,19 +43,13 @@ def main() -> None:
         parser.error("--users >= 10, --limit >= 1, --budgets >= 1, --fresh >= 0")
     from newsfeed.data.world import World
     from newsfeed.feed import offline
-    from newsfeed.feed.service import FeedService
 
     world = World.of_dataset(args.home / "data")
     if world is None:
         parser.error(f"{args.home}/data: not simulated data (no world to judge by); run `make bench-home`")
     console = Console()
     t0 = time.perf_counter()
-    service = FeedService.open(args.home)
-    # The corpus a replica holds now (posts older than its window gone): slid here once, or the
-    # content follower slides it within the first minute, under the evaluation.
-    service.slide_window()
-    users = np.array(sorted(service.directory.known_users))
-    users = users[:: max(1, len(users) // args.users)][: args.users]
+    service, users = offline.judged_service(args.home, args.users)
     arm = service.experiments.current().arms[0]
     # Each pre-ranker at each budget, over the sources as set and with the fresh source
     # offering the newest --fresh posts too (a cut cheap enough can pre-rank them all).

@@ -44,17 +44,13 @@ def main() -> None:
         parser.error("--users >= 10, --limit >= 1")
     from newsfeed.data.world import World
     from newsfeed.feed import offline, oracle_gap
-    from newsfeed.feed.service import FeedService
     from newsfeed.scoring import load_weights
 
     world = World.of_dataset(args.home / "data")
     if world is None:
         parser.error(f"{args.home}/data: not simulated data (no world to judge by); run `make bench-home`")
     t0 = time.perf_counter()
-    service = FeedService.open(args.home)
-    service.slide_window()  # the corpus a replica holds now, as feed_quality.py judges it
-    users = np.array(sorted(service.directory.known_users))
-    users = users[:: max(1, len(users) // args.users)][: args.users]
+    service, users = offline.judged_service(args.home, args.users)
     arm = service.experiments.current().arms[0]
     now, corpus = service.clock.now(), service.corpus
     pool = offline.unseen_pool(service, corpus, world, users, now, load_weights())

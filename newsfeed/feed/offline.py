@@ -38,6 +38,20 @@ class Pool:
         return starts, np.r_[starts[1:], len(self.users)]
 
 
+def judged_service(home, n_users: int):
+    """(service, users): ``home``'s service as the oracle benchmarks judge it, and every n-th
+    of its known users, ``n_users`` at most. Its clock stands at the data's end (or where a
+    simulator set it): a replayed clock runs on from when the home was first served, so a rerun
+    an hour later would judge another pool. The window is slid to that time once, as a
+    replica's content follower would within its first minute."""
+    from newsfeed.feed.service import FeedService
+
+    service = FeedService.open(home, clock="simulated")
+    service.slide_window()
+    users = np.array(sorted(service.directory.known_users))
+    return service, users[:: max(1, len(users) // n_users)][:n_users]
+
+
 def rank_whole_pool(service, arm: Arm, corpus, pool: Pool, now_unix: float) -> np.ndarray:
     """The score ``arm``'s ranker gives each row of ``pool`` (every user's whole pool, no
     retrieval or cut before it)."""
