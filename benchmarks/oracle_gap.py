@@ -96,9 +96,14 @@ def topic_split(post_ids: np.ndarray, topics: np.ndarray, truth: np.ndarray, ran
             "ranker's post part within each topic + the oracle's topic means": within + topic_mean(truth_post)}
 
 
+COUNTERS = "post_engagement__"
+"""The post's reactions so far as the ranker reads them (the snapshot view; the live counts
+online are the same totals, kept current)."""
+
+
 def post_inputs(frame: pd.DataFrame, age_hours) -> pd.DataFrame:
     """A post's counters, age, topic and media: the inputs of every appeal model here."""
-    counters = [c for c in frame.columns if c.startswith("post_engagement__")]
+    counters = [c for c in frame.columns if c.startswith(COUNTERS)]
     x = frame[counters].apply(pd.to_numeric, errors="coerce").astype(float).reset_index(drop=True)
     x["age_hours"] = np.asarray(age_hours, float)
     x["topic"] = pd.to_numeric(frame["post_content__topic_id"], errors="coerce").fillna(-1).astype(int).to_numpy()
@@ -106,12 +111,22 @@ def post_inputs(frame: pd.DataFrame, age_hours) -> pd.DataFrame:
     return x
 
 
+def age_now(frame: pd.DataFrame, now_unix: float) -> pd.Series:
+    return (now_unix - pd.to_numeric(frame["post_content__created_unix"], errors="coerce")) / 3600
+
+
+def appeal_model(columns: list[str]):
+    """The gradient-boosted regressor every appeal row fits, topic and media as categories."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    return HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, random_state=0,
+                                         categorical_features=[columns.index(c) for c in ("topic", "media")])
+
+
 def appeal_from_logs(home: Path, world, corpus_frame: pd.DataFrame, now_unix: float) -> dict[str, np.ndarray]:
     """Per corpus row: a post's appeal at position 0 as learnt from the logged impressions
     before the test period (as the ranker's refit sees them), from their realised engagement
     and from their true expected engagement at position 0."""
-    from sklearn.ensemble import HistGradientBoostingRegressor
-
     from newsfeed.features.store import open_store
     from newsfeed.models import datasets
     from newsfeed.scoring import load_weights, realised_engagement
@@ -130,30 +145,19 @@ def appeal_from_logs(home: Path, world, corpus_frame: pd.DataFrame, now_unix: fl
             world.engagement(logged["user_id"].to_numpy(), logged["post_id"].to_numpy(), ts,
                              np.zeros(len(logged), np.int64), weights),
     }
-    served = post_inputs(corpus_frame, (now_unix - pd.to_numeric(corpus_frame["post_content__created_unix"],
-                                                                  errors="coerce")) / 3600)
+    served = post_inputs(corpus_frame, age_now(corpus_frame, now_unix))
     served["position"] = 0
-    categorical = [list(x.columns).index(c) for c in ("topic", "media")]
-    out = {}
-    for name, target in labels.items():
-        model = HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, categorical_features=categorical,
-                                              random_state=0)
-        out[name] = model.fit(x, target).predict(served)
-    return out
+    return {name: appeal_model(list(x.columns)).fit(x, target).predict(served) for name, target in labels.items()}
 
 
 def appeal_ceiling(frame: pd.DataFrame, popularity: np.ndarray, pool_post_ids: np.ndarray, value: np.ndarray,
                    now_unix: float) -> dict[str, np.ndarray]:
     """Per corpus row: the post's mean true value over the pool as cross-fitted from its own
     features, with and without its counters (NaN where no pooled user has the post unseen)."""
-    from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.model_selection import KFold
 
-    counters = [c for c in frame.columns if c.startswith("post_engagement")]
-    x = frame[counters].apply(pd.to_numeric, errors="coerce").astype(float)
-    x["age_hours"] = (now_unix - pd.to_numeric(frame["post_content__created_unix"], errors="coerce")) / 3600
-    x["topic"] = pd.to_numeric(frame["post_content__topic_id"], errors="coerce").fillna(-1).astype(int)
-    x["media"] = frame["post_content__media_type"].astype("category").cat.codes
+    x = post_inputs(frame, age_now(frame, now_unix))
+    counters = [c for c in x.columns if c.startswith(COUNTERS)]
     # The author's posts in the corpus: a prior for a post too fresh to have counters of its own.
     by_author = pd.Series(popularity).groupby(frame["author_id"].to_numpy())
     x["author_popularity"], x["author_posts"] = by_author.transform("mean").to_numpy(), by_author.transform("size")
@@ -164,10 +168,8 @@ def appeal_ceiling(frame: pd.DataFrame, popularity: np.ndarray, pool_post_ids: n
                           ("post features' ceiling without the post's counters",
                            [c for c in x.columns if c not in counters])):
         predicted = np.full(len(frame), np.nan)
-        categorical = [columns.index(c) for c in ("topic", "media")]
         for train, test in KFold(5, shuffle=True, random_state=0).split(known):
-            model = HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, categorical_features=categorical,
-                                                  random_state=0)
+            model = appeal_model(columns)
             model.fit(x[columns].iloc[known[train]], target[known[train]])
             predicted[known[test]] = model.predict(x[columns].iloc[known[test]])
         out[name] = predicted

@@ -15,6 +15,7 @@ the pool by true expected engagement (hides and blocks counted). Measured:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -38,7 +39,7 @@ class Pool:
         return starts, np.r_[starts[1:], len(self.users)]
 
 
-def judged_service(home, n_users: int):
+def judged_service(home: Path, n_users: int):
     """(service, users): ``home``'s service as the oracle benchmarks judge it, and every n-th
     of its known users, ``n_users`` at most. Its clock stands at the data's end (or where a
     simulator set it): a replayed clock runs on from when the home was first served, so a rerun
