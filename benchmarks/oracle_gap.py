@@ -12,7 +12,9 @@ the position, to the engagement it earned), scored at position 0: the appeal the
 teach; and once more with each impression's realised engagement replaced by its true expected
 engagement had it been shown first, which parts what the logs lack into label noise (with the
 position's effect, which a model of the realised labels must learn) and selection (which posts
-were shown to whom and when, against the pool).
+were shown to whom and when, against the pool). Last, the ranker itself trained as the served
+one is, on the same impressions with every reaction label replaced by its true probability:
+how far its features and architecture reach without label noise.
 
     .venv/bin/python benchmarks/oracle_gap.py [--home .newsfeed] [--users 300]
 
@@ -60,10 +62,14 @@ def main() -> None:
     for name, scores in topic_split(post_ids, corpus.topic_ids[pool.rows], pool.value, ranker).items():
         report["feed"][name] = offline.judge(pool, scores, args.limit)
     ceilings = appeal_ceiling(corpus.frame, corpus.popularity, post_ids, pool.value, now)
-    ceilings.update(appeal_from_logs(args.home, world, corpus.frame, now))
+    logged = logged_impressions(args.home)
+    ceilings.update(appeal_from_logs(logged[logged["split"] != "test"], world, corpus.frame, now))
     for name, row_scores in ceilings.items():
         scores = row_scores[pd.Index(corpus.post_ids).get_indexer(post_ids)]
         report["feed"][name] = offline.judge(pool, scores, args.limit)
+    model, report["noise_free_test_feeds"] = noise_free_ranker(logged, world)
+    report["feed"][NOISE_FREE] = offline.judge(pool, offline.rank_whole_pool(service, arm, corpus, pool, now, model),
+                                               args.limit)
     report.update(users=len(users), pool_posts_per_user=len(pool.rows) / len(users), limit=args.limit,
                   seconds=time.perf_counter() - t0)
 
@@ -72,6 +78,9 @@ def main() -> None:
     for name, row in report["feed"].items():
         v = "engagement_vs_oracle"
         print(f"  {name:<68} {row[v]:.3f} [{row[v + '_low']:.3f}, {row[v + '_high']:.3f}]")
+    row = report["noise_free_test_feeds"]
+    print(f"{NOISE_FREE}, on the test period's logged feeds: {row['engagement_vs_oracle']:.3f} "
+          f"[{row['engagement_vs_oracle_low']:.3f}, {row['engagement_vs_oracle_high']:.3f}]")
     print(f"personal parts within each reader, ranker against oracle: correlation {report['personal_correlation']:.2f}, "
           f"sd {report['personal_sd']['ranker']:.2f} against {report['personal_sd']['oracle']:.2f}")
     print(f"{report['seconds']:.0f} s")
@@ -123,18 +132,21 @@ def appeal_model(columns: list[str]):
                                          categorical_features=[columns.index(c) for c in ("topic", "media")])
 
 
-def appeal_from_logs(home: Path, world, corpus_frame: pd.DataFrame, now_unix: float) -> dict[str, np.ndarray]:
-    """Per corpus row: a post's appeal at position 0 as learnt from the logged impressions
-    before the test period (as the ranker's refit sees them), from their realised engagement
-    and from their true expected engagement at position 0."""
+def logged_impressions(home: Path) -> pd.DataFrame:
+    """Every logged impression with the ranker's point-in-time features and its ``split``."""
     from newsfeed.features.store import open_store
     from newsfeed.models import datasets
+
+    return datasets.impression_set(home, open_store(home), datasets.load(home, home / "data"), "ranker")
+
+
+def appeal_from_logs(logged: pd.DataFrame, world, corpus_frame: pd.DataFrame, now_unix: float) -> dict[str, np.ndarray]:
+    """Per corpus row: a post's appeal at position 0 as learnt from the ``logged`` impressions
+    (those before the test period, as the ranker's refit sees them), from their realised
+    engagement and from their true expected engagement at position 0."""
     from newsfeed.scoring import load_weights, realised_engagement
 
     weights = load_weights()
-    data = datasets.load(home, home / "data")
-    logged = datasets.impression_set(home, open_store(home), data, "ranker")
-    logged = logged[logged["split"] != "test"]
     x = post_inputs(logged, logged["request_features__post_age_hours"])
     x["position"] = logged["position"].to_numpy()
     ts = pd.to_datetime(logged["event_timestamp"]).astype("int64").to_numpy()
@@ -148,6 +160,35 @@ def appeal_from_logs(home: Path, world, corpus_frame: pd.DataFrame, now_unix: fl
     served = post_inputs(corpus_frame, age_now(corpus_frame, now_unix))
     served["position"] = 0
     return {name: appeal_model(list(x.columns)).fit(x, target).predict(served) for name, target in labels.items()}
+
+
+NOISE_FREE = "the ranker trained on the same impressions' true reaction probabilities (no label noise)"
+
+
+def noise_free_ranker(logged: pd.DataFrame, world) -> tuple[object, dict]:
+    """(the default ranker trained as ``pipeline run`` trains it, on the ``logged`` impressions
+    with every head's label replaced by its true probability at the logged position: soft
+    labels, the same rows, features and settings; its feed measures on the test period's
+    logged feeds)."""
+    from newsfeed.models import runs
+    from newsfeed.models.ranker import HEADS, RankerConfig
+    from newsfeed.models.settings import RANKER_TRAINING
+    from newsfeed.scoring import load_weights
+
+    parts = runs.split_parts(logged)
+    truth = {}
+    for name in ("train", "val"):
+        rows = parts[name].copy()
+        ts = pd.to_datetime(rows["event_timestamp"]).astype("int64").to_numpy()
+        p = world.probabilities(rows["user_id"].to_numpy(), rows["post_id"].to_numpy(), ts, rows["position"].to_numpy())
+        rows[list(HEADS)] = np.column_stack([p[f"p_{h}"] for h in HEADS]).astype(np.float32)
+        truth[name] = rows
+    weights = load_weights()
+    model, _ = runs.fit_ranker(RankerConfig(), RANKER_TRAINING, truth["train"], truth["val"], weights,
+                               show_progress=False)
+    # Judged on the realised test feeds' true expected engagement, as every ranker run is.
+    report = runs.evaluate_ranker(model, parts["test"], parts["val"], weights, world)
+    return model, report["ranking"]["ranker"]
 
 
 def appeal_ceiling(frame: pd.DataFrame, popularity: np.ndarray, pool_post_ids: np.ndarray, value: np.ndarray,

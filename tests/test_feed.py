@@ -199,7 +199,11 @@ def test_the_gap_to_the_oracle_splits_into_post_appeal_and_personal_fit(service,
     users = np.array(sorted(service.directory.known_users))[1::3][:60]
     now, corpus = service.clock.now(), service.corpus
     pool = offline.unseen_pool(service, corpus, world, users, now, load_weights())
-    ranker = offline.rank_whole_pool(service, service.experiments.current().arms[0], corpus, pool, now)
+    arm = service.experiments.current().arms[0]
+    ranker = offline.rank_whole_pool(service, arm, corpus, pool, now)
+    # A trained model ranks in the arm's place as the arm's own does (the benchmark's noise-free ranker).
+    champion = service.models.get(RANKER, "champion").model
+    assert np.allclose(offline.rank_whole_pool(service, arm, corpus, pool, now, champion), ranker, atol=1e-5)
     post_ids = corpus.post_ids[pool.rows]
     post, _ = oracle_gap.post_and_personal(post_ids, ranker)
     # The ranker tells posts apart by their post part alone (not one value for all).

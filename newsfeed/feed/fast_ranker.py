@@ -157,7 +157,7 @@ class FastRanker:
         else:
             shared = self.rest(first[None]).expand(len(HEADS), -1, -1)
         logits = self.towers(shared)[:, :, 0].T + self.position_zero
-        return torch.sigmoid(logits).numpy()
+        return self.model.probabilities(logits).numpy()
 
 
 def _tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ the pool by true expected engagement (hides and blocks counted). Measured:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from newsfeed import metrics
 from newsfeed.data.world import World, examine_probability
 from newsfeed.feed.arms import Arm
 from newsfeed.feed.context import SOURCES, FeedContext, FeedRequest, UserView
+from newsfeed.feed.models import RankingModel
 from newsfeed.feed.ranking import Rank
 from newsfeed.feed.stages import Slot, run_pipeline
 from newsfeed.scoring import load_weights
@@ -53,10 +54,14 @@ def judged_service(home: Path, n_users: int):
     return service, users[:: max(1, len(users) // n_users)][:n_users]
 
 
-def rank_whole_pool(service, arm: Arm, corpus, pool: Pool, now_unix: float) -> np.ndarray:
+def rank_whole_pool(service, arm: Arm, corpus, pool: Pool, now_unix: float, model=None) -> np.ndarray:
     """The score ``arm``'s ranker gives each row of ``pool`` (every user's whole pool, no
-    retrieval or cut before it)."""
+    retrieval or cut before it); given a trained ``model`` (a MultiTaskRanker), that model's
+    scores in the arm's place."""
     rank_stage = next(s for s in service.pipeline(arm)[0] if isinstance(s, Rank))
+    if model is not None:
+        ranking = RankingModel.prepare("unregistered", model, rank_stage.weights, corpus)
+        rank_stage = replace(rank_stage, ranking=ranking)
     scores = np.full(len(pool.rows), -np.inf)
     for start, end in zip(*pool.spans()):
         user, rows = int(pool.users[start]), pool.rows[start:end]

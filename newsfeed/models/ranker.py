@@ -26,6 +26,12 @@ from newsfeed.schema import REACTIONS
 HEADS: tuple[str, ...] = (*REACTIONS, "skip")
 """Binary heads, each trained with BCE; dwell is the extra regression head."""
 MAX_POSITION = 50
+REACTION_CHAIN: dict[str, str] = {"like": "click", "comment": "click", "share": "click", "friend_request": "click",
+                                  "block": "hide"}
+"""Reactions that follow another in the event model (a like, comment or share follows a click,
+a block follows a hide): ``RankerConfig.nested`` may model each as its parent's probability
+times a conditional one (ESMM-style), so the rare reaction's head learns only what the parent's
+many labels do not already say."""
 
 
 class RankerConfig(BaseModel):
@@ -44,6 +50,11 @@ class RankerConfig(BaseModel):
         description="per-head loss weight (BCE heads and dwell's Huber)")
     cross_layers: int = Field(0, ge=0, description="DCN-v2 cross layers over the inputs, before the shared layers")
     cross_rank: int = Field(32, ge=1, description="rank of each cross layer's weight matrix")
+    nested: dict[str, str] = Field(
+        default_factory=dict,
+        description="head -> parent head: the head's probability is its parent's times a conditional probability "
+                    "(see REACTION_CHAIN); trained on the head's own labels, so a label without its parent's only "
+                    "pulls the parent up")
     calibration: Literal["none", "platt"] = Field(
         "platt", description="per-head Platt scaling fitted on the validation days' predictions: the engagement "
                             "score adds the heads' probabilities, so each must be right in size, not only order")
@@ -60,6 +71,13 @@ class MultiTaskRanker(nn.Module):
         unknown = set(config.loss_weights) - {*HEADS, "dwell"}
         if unknown:
             raise ValueError(f"loss weights for unknown heads {sorted(unknown)}; heads are {[*HEADS, 'dwell']}")
+        unknown = {*config.nested, *config.nested.values()} - set(HEADS)
+        if unknown:
+            raise ValueError(f"nested heads name unknown heads {sorted(unknown)}; heads are {list(HEADS)}")
+        chained = sorted(set(config.nested) & set(config.nested.values()))
+        if chained:
+            raise ValueError(f"nested heads {chained} are both a child and a parent; a parent must be a root head")
+        self.parents = [HEADS.index(config.nested.get(h, h)) for h in HEADS]  # a root head is its own parent
         self.tables = id_tables([encoder], config.id_dim)
         self.inputs = InputLayer(encoder, self.tables, id_dropout=config.id_dropout)
         self.cross = (CrossNetwork(self.inputs.out_dim, config.cross_layers, config.cross_rank)
@@ -79,8 +97,23 @@ class MultiTaskRanker(nn.Module):
     def from_frame(cls, frame: pd.DataFrame, config: RankerConfig) -> "MultiTaskRanker":
         return cls(Encoder.fit(frame, input_columns(frame), config.ids, config.id_buckets), config)
 
+    def log_probabilities(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log p, log(1 - p)) of every binary head from ``forward``'s logits: a root head's
+        sigmoid; a nested head's, its parent's times its own."""
+        log_p = F.logsigmoid(logits)
+        if not self.config.nested:
+            return log_p, F.logsigmoid(-logits)
+        nested = torch.tensor([p != h for h, p in enumerate(self.parents)])
+        log_p = torch.where(nested, log_p + log_p[:, self.parents], log_p)
+        return log_p, torch.where(nested, log1mexp(log_p), F.logsigmoid(-logits))
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """P(head) for every binary head from ``forward``'s logits, (n, len(HEADS))."""
+        return torch.sigmoid(logits) if not self.config.nested else self.log_probabilities(logits)[0].exp()
+
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(binary logits (n, len(HEADS)), predicted log1p dwell (n,))."""
+        """(binary logits (n, len(HEADS)), predicted log1p dwell (n,)); a nested head's logit is
+        its conditional probability's (``probabilities`` gives every head's own)."""
         x = self.inputs(batch)
         if self.cross is not None:
             x = self.cross(x)
@@ -112,7 +145,7 @@ class MultiTaskRanker(nn.Module):
             if logged_position:
                 batch["position"] = torch.from_numpy(rows["position"].to_numpy(np.int64))
             logits, dwell = self(batch)
-            parts.append(np.column_stack([torch.sigmoid(logits).numpy(), np.expm1(dwell.clamp(min=0).numpy())]))
+            parts.append(np.column_stack([self.probabilities(logits).numpy(), np.expm1(dwell.clamp(min=0).numpy())]))
         values = np.concatenate(parts) if parts else np.zeros((0, len(HEADS) + 1))
         return pd.DataFrame(values, columns=[*(f"p_{h}" for h in HEADS), "dwell_seconds"], index=frame.index)
 
@@ -128,10 +161,24 @@ def training_batch(model: MultiTaskRanker, frame: pd.DataFrame) -> Batch:
 def multitask_loss(model: MultiTaskRanker, batch: Batch) -> torch.Tensor:
     logits, dwell = model(batch)
     weights = model.config.loss_weights
-    bce = weighted_mean(F.binary_cross_entropy_with_logits(logits, batch["labels"], reduction="none"), batch)
+    bce = weighted_mean(head_log_loss(model, logits, batch["labels"]), batch)
     head_weights = torch.tensor([weights.get(h, 1.0) for h in HEADS])
     huber = weighted_mean(F.huber_loss(dwell, batch["log_dwell"], reduction="none"), batch)
     return (bce * head_weights).sum() + weights.get("dwell", 0.5) * huber
+
+
+def head_log_loss(model: MultiTaskRanker, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each row's and head's binary cross-entropy of the head's probability, (n, len(HEADS))."""
+    if not model.config.nested:
+        return F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    log_p, log_not_p = model.log_probabilities(logits)
+    return -(labels * log_p + (1 - labels) * log_not_p)
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x < 0, accurate at both ends (Maechler 2012)."""
+    x = x.clamp(max=-1e-7)
+    return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
 def logged_logits(model: MultiTaskRanker, frame: pd.DataFrame, batch_size: int = 8192) -> torch.Tensor:
@@ -156,7 +203,7 @@ def fit_platt(model: MultiTaskRanker, frame: pd.DataFrame) -> torch.Tensor:
 
     def closure():
         optimizer.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(logits * params[:, 0] + params[:, 1], labels)
+        loss = head_log_loss(model, logits * params[:, 0] + params[:, 1], labels).mean()
         loss.backward()
         return loss
     optimizer.step(closure)

@@ -40,7 +40,7 @@ def load(folder: Path) -> TwoTower | MultiTaskRanker:
         config = TwoTowerConfig(**{"post_bias": False, "recency": False, **spec["config"]})
         model = TwoTower(Encoder.from_dict(spec["user_encoder"]), Encoder.from_dict(spec["post_encoder"]), config)
     else:
-        config = RankerConfig(**{"calibration": "none", **spec["config"]})
+        config = RankerConfig(**{"calibration": "none", "nested": {}, **spec["config"]})
         model = MultiTaskRanker(Encoder.from_dict(spec["encoder"]), config)
     model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
     model.eval()
