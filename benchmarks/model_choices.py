@@ -83,7 +83,7 @@ window and collapsed (too few rows keep any weight; hide and block AUC fell belo
 
 
 def ranker_variants():
-    from newsfeed.models.ranker import RankerConfig
+    from newsfeed.models.ranker import REACTION_CHAIN, RankerConfig
     from newsfeed.models.settings import RANKER_TRAINING
     from newsfeed.scoring import load_weights
 
@@ -91,7 +91,8 @@ def ranker_variants():
         return RANKER_TRAINING.model_copy(update=update)
     default = RANKER_TRAINING.recency_half_life_days
     return {
-        f"default: MMoE, refit, {default:g}-day half-life, Platt-calibrated heads": (RankerConfig(), RANKER_TRAINING),
+        f"default: MMoE, refit, {default:g}-day half-life, Platt-calibrated heads, distilled from "
+        f"{RANKER_TRAINING.teachers} trainings": (RankerConfig(), RANKER_TRAINING),
         "no refit": (RankerConfig(), train(refit=False)),
         "no recency weighting": (RankerConfig(), train(recency_half_life_days=None)),
         **{f"half-life {days:g} days": (RankerConfig(), train(recency_half_life_days=days))
@@ -99,6 +100,9 @@ def ranker_variants():
         "shared-bottom": (RankerConfig(architecture="shared-bottom"), RANKER_TRAINING),
         "DCN-v2 cross, 2 layers": (RankerConfig(cross_layers=2), RANKER_TRAINING),
         "no calibration": (RankerConfig(calibration="none"), RANKER_TRAINING),
+        "nested reaction heads (ESMM)": (RankerConfig(nested=REACTION_CHAIN), RANKER_TRAINING),
+        "not distilled (learnt from the 0/1 reactions)": (RankerConfig(), train(teachers=0)),
+        "distilled from 2 trainings": (RankerConfig(), train(teachers=2)),
         "early stopping on engagement": (RankerConfig(), train(early_stopping="engagement")),
         "loss weights by engagement weight": (RankerConfig(loss_weights={
             **{h: 1 + abs(w) / 10 for h, w in load_weights().items()}, "skip": 1.0, "dwell": 0.5}), RANKER_TRAINING),

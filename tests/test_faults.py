@@ -56,6 +56,7 @@ def test_pipeline_options_are_checked_before_any_work(tmp_path, args, fragments)
     (["--from", "champion", "--architecture", "mmoe"], ["--architecture", "keeps its base's architecture"]),
     (["--from", "champion", "--ray-workers", "2"], ["--ray-workers", "in this process"]),
     (["--from", "champion", "--refit"], ["--refit", "no early stopping"]),
+    (["--from", "champion", "--teachers", "2"], ["--teachers", "not from teachers"]),
     (["--from", "champion", "--epochs", "0"], ["epochs", "greater than or equal to 1"]),
 ])
 def test_fine_tune_options_are_checked_before_any_work(home, args, fragments):

@@ -432,6 +432,80 @@ def test_platt_scaling_recovers_a_miscalibration_and_folds_into_the_model():
     assert metrics.calibration_error(y, p_after) < 0.5 * metrics.calibration_error(y, p_before)
 
 
+def test_nested_heads_are_their_parents_probability_times_their_own_and_lose_as_that_product():
+    import torch.nn.functional as F
+
+    from newsfeed.models.ranker import HEADS, REACTION_CHAIN, MultiTaskRanker, RankerConfig, head_log_loss
+
+    torch.manual_seed(0)
+    frame = _ranker_frame(200)
+    rng = np.random.default_rng(2)
+    flat = MultiTaskRanker.from_frame(frame, RankerConfig(hidden=[16], tower=4, experts=2))
+    nested = MultiTaskRanker.from_frame(frame, RankerConfig(hidden=[16], tower=4, experts=2, nested=REACTION_CHAIN))
+    logits = 3 * torch.randn(500, len(HEADS))
+    p = nested.probabilities(logits)
+    for head, parent in REACTION_CHAIN.items():
+        h, q = HEADS.index(head), HEADS.index(parent)
+        assert torch.allclose(p[:, h], torch.sigmoid(logits[:, q]) * torch.sigmoid(logits[:, h]), atol=1e-6)
+        assert (p[:, h] <= p[:, q]).all()
+    roots = [HEADS.index(h) for h in HEADS if h not in REACTION_CHAIN]
+    assert torch.allclose(p[:, roots], torch.sigmoid(logits[:, roots]))
+    labels = torch.from_numpy((rng.random((500, len(HEADS))) < 0.2).astype(np.float32))
+    assert torch.allclose(head_log_loss(nested, logits, labels), F.binary_cross_entropy(p, labels, reduction="none"),
+                          atol=1e-4)
+    assert torch.allclose(head_log_loss(flat, logits, labels),
+                          F.binary_cross_entropy_with_logits(logits, labels, reduction="none"))
+    with pytest.raises(ValueError, match="unknown heads"):
+        MultiTaskRanker.from_frame(frame, RankerConfig(nested={"like": "clap"}))
+    with pytest.raises(ValueError, match="both a child and a parent"):
+        MultiTaskRanker.from_frame(frame, RankerConfig(nested={"block": "hide", "hide": "skip"}))
+
+
+def test_a_ranker_saved_before_nested_heads_existed_loads_with_every_head_its_own(tmp_path):
+    import json
+
+    from newsfeed.models import saved
+    from newsfeed.models.ranker import REACTION_CHAIN, MultiTaskRanker, RankerConfig
+
+    frame = _ranker_frame(200)
+    model = MultiTaskRanker.from_frame(frame, RankerConfig(hidden=[8], tower=4, experts=2, nested=REACTION_CHAIN))
+    assert saved.load(saved.save(model, tmp_path / "now")).config.nested == REACTION_CHAIN
+    flat = MultiTaskRanker.from_frame(frame, RankerConfig(hidden=[8], tower=4, experts=2))
+    folder = saved.save(flat, tmp_path / "old")
+    spec = json.loads((folder / "model.json").read_text())
+    del spec["config"]["nested"]  # as an earlier version wrote it
+    (folder / "model.json").write_text(json.dumps(spec))
+    loaded = saved.load(folder)
+    assert loaded.config.nested == {}
+    assert np.allclose(loaded.predict(frame).to_numpy(), flat.predict(frame).to_numpy(), atol=1e-6)
+
+
+def test_a_distilled_ranker_learns_its_teachers_mean_probabilities_and_counts_their_cost():
+    from newsfeed.models import runs
+    from newsfeed.models.ranker import HEADS, RankerConfig
+    from newsfeed.models.settings import TrainConfig
+
+    frame = _ranker_frame(1_000)
+    rng = np.random.default_rng(3)
+    frame["click"] = (rng.random(len(frame)) < 0.3).astype(int)
+    frame["hide"] = (rng.random(len(frame)) < 0.05).astype(int)
+    rows, val = frame.iloc[:800], frame.iloc[800:]
+    config, weights = RankerConfig(hidden=[8], tower=4, experts=2), load_weights()
+    train = TrainConfig(epochs=2, batch_size=256, threads=1, teachers=2)
+    soft_rows, soft_val, spent = runs.soft_labels(config, train, rows, val, weights, show_progress=False)
+    teachers = [runs.fit_ranker(config, train.model_copy(update={"seed": train.seed + i, "teachers": 0}), rows, val,
+                                weights, show_progress=False)[0] for i in range(2)]
+    expected = np.mean([t.predict(frame, logged_position=True)[[f"p_{h}" for h in HEADS]].to_numpy()
+                        for t in teachers], axis=0)
+    soft = pd.concat([soft_rows, soft_val])[list(HEADS)].to_numpy()
+    assert np.allclose(soft, expected, atol=1e-5)
+    assert ((soft > 0) & (soft < 1)).all() and soft_rows.index.equals(pd.RangeIndex(800))
+    assert soft[:, HEADS.index("click")].mean() > 3 * soft[:, HEADS.index("hide")].mean()  # rates learnt, not noise
+    model, history = runs.fit_ranker(config, train, rows, val, weights, show_progress=False)
+    assert history.seconds > spent.seconds > 0 and history.samples > spent.samples
+    assert (model.predict(frame)["p_click"] < 1).all()
+
+
 def test_cross_layers_start_as_the_identity_and_learn_a_product():
     from newsfeed.models.layers import CrossNetwork
 

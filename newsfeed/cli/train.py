@@ -118,6 +118,10 @@ def ranker(
                                    f"[default: {'refit' if RANKER_TRAINING.refit else 'no-refit'}; a fine-tune "
                                    f"has none].", show_default=False)] = None,
     recency_half_life: RecencyOption = RANKER_TRAINING.recency_half_life_days or 0.0,
+    teachers: Annotated[int | None, typer.Option(
+        min=0, help=f"Rankers trained first, with seeds --seed on, whose mean predicted probabilities the ranker "
+                    f"learns from in place of the 0/1 reactions (ensemble distillation; 0: from the reactions) "
+                    f"[default: {RANKER_TRAINING.teachers}; a fine-tune has none].", show_default=False)] = None,
     no_register: NoRegisterOption = False,
     ray_workers: RayWorkersOption = 0, ray_address: RayAddressOption = None, home: HomeOption = None, data_dir: DataDirOption = None, store: StoreOption = None, registry: RegistryOption = None,
 ) -> None:
@@ -133,6 +137,8 @@ def ranker(
         raise fail("--ray-workers: a fine-tune trains in this process (leave it out with --from)")
     if start is not None and refit:
         raise fail("--refit: a fine-tune has no early stopping to refit after (leave it out with --from)")
+    if start is not None and teachers:
+        raise fail("--teachers: a fine-tune starts from its base's weights, not from teachers (leave it out with --from)")
     try:
         config = RankerConfig(**({"architecture": architecture} if architecture else {}))
     except ValidationError as err:
@@ -141,6 +147,8 @@ def ranker(
     train = _train_config(base, base.epochs if epochs is None else epochs, batch_size, seed,
                           base.learning_rate if learning_rate is None else learning_rate,
                           base.refit if refit is None else refit, recency_half_life)
+    if teachers is not None:
+        train = train.model_copy(update={"teachers": teachers})
     paths, feast_store, reg = _context(home, data_dir, store, registry)
     if start is not None:
         result = _run(fine_tune_ranker, paths.home, paths.data_dir, feast_store, reg, start, train,

@@ -20,7 +20,7 @@ from newsfeed.data.world import World
 from newsfeed.features.catalog import TIMESTAMP
 from newsfeed.models import continual, datasets, evaluation, saved
 from newsfeed.models.distributed import RayTrainConfig
-from newsfeed.models.ranker import (MultiTaskRanker, RankerConfig, apply_platt, fit_platt, multitask_loss,
+from newsfeed.models.ranker import (HEADS, MultiTaskRanker, RankerConfig, apply_platt, fit_platt, multitask_loss,
                                     training_batch as ranker_batch)
 from newsfeed.models.settings import RANKER_FINE_TUNING, RANKER_TRAINING, TWO_TOWER_TRAINING, TrainConfig
 from newsfeed.models.training import History, fit, recency_weights, seed_everything
@@ -224,12 +224,38 @@ def fit_and_refit(build, loss_fn, to_batch, train_rows: pd.DataFrame, val_rows: 
 
 def fit_ranker(config: RankerConfig, train: TrainConfig, train_rows: pd.DataFrame, val_rows: pd.DataFrame,
                weights: dict[str, float], show_progress: bool = True):
-    """(ranker, history): ``fit_and_refit`` with the ranker's early-stopping measure and calibration."""
+    """(ranker, history): ``fit_and_refit`` with the ranker's early-stopping measure and
+    calibration; with ``train.teachers``, distilled from that many rankers (``soft_labels``)."""
     val_metric = validation_engagement(val_rows, weights) if train.early_stopping == "engagement" else None
     calibrate = platt_calibration if config.calibration == "platt" else None
-    return fit_and_refit(functools.partial(MultiTaskRanker.from_frame, config=config), multitask_loss, ranker_batch,
-                         train_rows, val_rows, train, f"ranker {config.architecture}", show_progress,
-                         val_metric=val_metric, calibrate=calibrate)
+    spent = History()
+    if train.teachers:
+        train_rows, val_rows, spent = soft_labels(config, train, train_rows, val_rows, weights, show_progress)
+    model, history = fit_and_refit(functools.partial(MultiTaskRanker.from_frame, config=config), multitask_loss,
+                                   ranker_batch, train_rows, val_rows, train, f"ranker {config.architecture}",
+                                   show_progress, val_metric=val_metric, calibrate=calibrate)
+    history.seconds, history.samples = history.seconds + spent.seconds, history.samples + spent.samples
+    return model, history
+
+
+def soft_labels(config: RankerConfig, train: TrainConfig, train_rows: pd.DataFrame, val_rows: pd.DataFrame,
+                weights: dict[str, float], show_progress: bool) -> tuple[pd.DataFrame, pd.DataFrame, History]:
+    """(train rows, validation rows, what the teachers cost): every head's 0/1 label replaced by
+    the mean probability ``train.teachers`` rankers, trained on the labels with seeds
+    ``train.seed`` on, give the row at its logged position. Each teacher alone learns the
+    labels' noise its own way; their mean keeps what they agree on, and the ranker trained on it
+    orders unseen posts better than the teachers' mean itself does (docs/model-choices.md)."""
+    both = pd.concat([train_rows, val_rows], ignore_index=True)
+    columns = [f"p_{h}" for h in HEADS]
+    total, spent = np.zeros((len(both), len(HEADS))), History()
+    for i in range(train.teachers):
+        teacher_train = train.model_copy(update={"seed": train.seed + i, "teachers": 0})
+        teacher, history = fit_ranker(config, teacher_train, train_rows, val_rows, weights, show_progress)
+        total += teacher.predict(both, logged_position=True)[columns].to_numpy()
+        spent.seconds, spent.samples = spent.seconds + history.seconds, spent.samples + history.samples
+    soft = both.copy()
+    soft[list(HEADS)] = (total / train.teachers).astype(np.float32)
+    return soft.iloc[:len(train_rows)], soft.iloc[len(train_rows):], spent
 
 
 def platt_calibration(model: MultiTaskRanker, rows: pd.DataFrame):
