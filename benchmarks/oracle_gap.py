@@ -168,8 +168,8 @@ NOISE_FREE = "the ranker trained on the same impressions' true reaction probabil
 def noise_free_ranker(logged: pd.DataFrame, world) -> tuple[object, dict]:
     """(the default ranker trained as ``pipeline run`` trains it, on the ``logged`` impressions
     with every head's label replaced by its true probability at the logged position: soft
-    labels, the same rows, features and settings; its feed measures on the test period's
-    logged feeds)."""
+    labels, the same rows, features and settings, no teachers; its feed measures on the test
+    period's logged feeds)."""
     from newsfeed.models import runs
     from newsfeed.models.ranker import HEADS, RankerConfig
     from newsfeed.models.settings import RANKER_TRAINING
@@ -184,8 +184,9 @@ def noise_free_ranker(logged: pd.DataFrame, world) -> tuple[object, dict]:
         rows[list(HEADS)] = np.column_stack([p[f"p_{h}"] for h in HEADS]).astype(np.float32)
         truth[name] = rows
     weights = load_weights()
-    model, _ = runs.fit_ranker(RankerConfig(), RANKER_TRAINING, truth["train"], truth["val"], weights,
-                               show_progress=False)
+    # Not distilled: the true probabilities have no noise for teachers to average out.
+    train = RANKER_TRAINING.model_copy(update={"teachers": 0})
+    model, _ = runs.fit_ranker(RankerConfig(), train, truth["train"], truth["val"], weights, show_progress=False)
     # Judged on the realised test feeds' true expected engagement, as every ranker run is.
     report = runs.evaluate_ranker(model, parts["test"], parts["val"], weights, world)
     return model, report["ranking"]["ranker"]
