@@ -244,7 +244,8 @@ def soft_labels(config: RankerConfig, train: TrainConfig, train_rows: pd.DataFra
     the mean probability ``train.teachers`` rankers, trained on the labels with seeds
     ``train.seed`` on, give the row at its logged position. Each teacher alone learns the
     labels' noise its own way; their mean keeps what they agree on, and the ranker trained on it
-    orders unseen posts better than the teachers' mean itself does (docs/model-choices.md)."""
+    is one model to serve, where an ensemble would cost each request every member's time
+    (docs/model-choices.md#the-ranker)."""
     both = pd.concat([train_rows, val_rows], ignore_index=True)
     columns = [f"p_{h}" for h in HEADS]
     total, spent = np.zeros((len(both), len(HEADS))), History()
