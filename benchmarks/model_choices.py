@@ -91,8 +91,7 @@ def ranker_variants():
         return RANKER_TRAINING.model_copy(update=update)
     default = RANKER_TRAINING.recency_half_life_days
     return {
-        f"default: MMoE, refit, {default:g}-day half-life, Platt-calibrated heads, distilled from "
-        f"{RANKER_TRAINING.teachers} trainings": (RankerConfig(), RANKER_TRAINING),
+        f"default: MMoE, refit, {default:g}-day half-life, Platt-calibrated heads": (RankerConfig(), RANKER_TRAINING),
         "no refit": (RankerConfig(), train(refit=False)),
         "no recency weighting": (RankerConfig(), train(recency_half_life_days=None)),
         **{f"half-life {days:g} days": (RankerConfig(), train(recency_half_life_days=days))
@@ -101,7 +100,7 @@ def ranker_variants():
         "DCN-v2 cross, 2 layers": (RankerConfig(cross_layers=2), RANKER_TRAINING),
         "no calibration": (RankerConfig(calibration="none"), RANKER_TRAINING),
         "nested reaction heads (ESMM)": (RankerConfig(nested=REACTION_CHAIN), RANKER_TRAINING),
-        "not distilled (learnt from the 0/1 reactions)": (RankerConfig(), train(teachers=0)),
+        "distilled from 3 trainings": (RankerConfig(), train(teachers=3)),
         "distilled from 2 trainings": (RankerConfig(), train(teachers=2)),
         "early stopping on engagement": (RankerConfig(), train(early_stopping="engagement")),
         "loss weights by engagement weight": (RankerConfig(loss_weights={

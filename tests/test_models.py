@@ -180,9 +180,8 @@ def test_gate_passes_a_retrain_under_another_seed_and_rejects_worse_rankers(trai
     assert all(c.paired is not None for c in a_a.checks), a_a.message()  # guardrails too
     # Clearly under-trained: one epoch at a tenth of the learning rate. (One epoch at the full
     # rate without refit lost 0.097 on seed 7's data and 0.055 on this seed's: about the
-    # tolerance, which training noise sets; see newsfeed/gate.py.) Not distilled: under-trained
-    # teachers would only cost the test their time.
-    short = retrain(epochs=1, learning_rate=runs.RANKER_TRAINING.learning_rate / 10, teachers=0)
+    # tolerance, which training noise sets; see newsfeed/gate.py.)
+    short = retrain(epochs=1, learning_rate=runs.RANKER_TRAINING.learning_rate / 10)
     one_epoch = gate(runs.Challenger(short.model, load_weights()), {RANKER: short.metrics})
     assert not one_epoch.passed and any(c.rule.primary for c in one_epoch.failures), one_epoch.message()
     wrong = {**load_weights(), "hide": 20.0, "block": 50.0}  # rewards what users hate
