@@ -43,9 +43,10 @@ a backtest over three windows before it, each variant trained for each on the da
 scored by the feeds' true expected engagement and paired against the default; seed 7, demo
 scale). Distillation from 3 trainings (``teachers=3``, ``runs.soft_labels``) won +0.0224
 [+0.0191, +0.0256] there, every window better, at 4.8x the training time, and +0.023 on a
-fresh seed's served feed; it is not the default yet: a student capped at 2 epochs (``--epochs
-2``, as the test suite's small homes train) under-trains, where it early-stops at 5-7 on its
-own, and the pipeline has no per-run switch for it yet. Refit on train + validation (see fit_and_refit; without: -0.038 [-0.043, -0.033]),
+fresh seed's served feed; it is not the default yet: on the test suite's small home (scale
+0.15, ``--epochs 2``) the served feed fell below its floor with it, likely because the student,
+which early-stops at 5-7 epochs at the default scale, is capped at 2 there, and the pipeline
+has no per-run switch for it yet. Refit on train + validation (see fit_and_refit; without: -0.038 [-0.043, -0.033]),
 MMoE (shared-bottom: -0.018), and recent rows weighted more, the weight halving every 5 days
 (none: -0.007 [-0.010, -0.004]; 2.5 days ties, +0.000; 10 days -0.003). Shorter memories win
 the window right after the simulator's interest drift and lose the two before it (0.3 days:
